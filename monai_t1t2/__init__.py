@@ -1,0 +1,42 @@
+"""monai-t1t2: translate T1-weighted brain MRI into synthetic T2-weighted MRI.
+
+Public API (imported lazily so ``import monai_t1t2`` stays fast):
+
+- :func:`translate` -- T1 (path, array + affine, or ``MetaTensor``) in, synthetic T2 ``MetaTensor`` out.
+- :func:`evaluate` -- the scoring protocol of ``EVALUATION.md`` on a prediction and a reference.
+- :func:`quality_report` -- MRIQC-style image-quality metrics and a keep / reject decision.
+- :func:`read_volume`, :func:`write_volume` -- validated reading, atomic writing.
+- :func:`find_subjects`, :func:`split_subjects` -- paired data discovery and subject-level splits.
+"""
+
+from importlib import import_module
+
+__version__ = "0.1.0"
+
+_API = {
+    "read_volume": "monai_t1t2.io",
+    "write_volume": "monai_t1t2.io",
+    "find_subjects": "monai_t1t2.data",
+    "load_subjects": "monai_t1t2.data",
+    "split_subjects": "monai_t1t2.data",
+    "quality_report": "monai_t1t2.qc",
+    "evaluate": "monai_t1t2.metrics",
+    "translate": "monai_t1t2.inference",
+    "T1T2Error": "monai_t1t2.errors",
+    "InvalidVolumeError": "monai_t1t2.errors",
+    "GridMismatchError": "monai_t1t2.errors",
+    "OutputExistsError": "monai_t1t2.errors",
+    "DatasetError": "monai_t1t2.errors",
+}
+
+__all__ = sorted(_API)
+
+
+def __getattr__(name: str):
+    if name in _API:
+        return getattr(import_module(_API[name]), name)
+    raise AttributeError(f"module 'monai_t1t2' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(list(globals()) + __all__)

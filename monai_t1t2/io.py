@@ -1,0 +1,289 @@
+"""Reading, validating and atomically writing volumes.
+
+All volumes enter the package through :func:`read_volume`, which returns a channel-first
+``MetaTensor`` of shape ``(1, X, Y, Z)`` (float32) whose ``affine`` maps voxel indices to
+RAS world coordinates in mm (nibabel / MONAI convention), and which raises
+:class:`~monai_t1t2.errors.InvalidVolumeError` naming the file and the problem.
+All outputs leave through :func:`write_volume`: temporary file in the target folder,
+then an atomic rename; an existing file is never replaced unless asked, an input never.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterable
+
+import nibabel as nib
+import numpy as np
+import torch
+from monai.data import MetaTensor
+
+from monai_t1t2.errors import GridMismatchError, InvalidVolumeError, OutputExistsError
+
+PathLike = str | os.PathLike
+
+NIFTI_SUFFIXES = (".nii.gz", ".nii")
+ITK_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd", ".mgz", ".mgh")
+VOLUME_SUFFIXES = NIFTI_SUFFIXES + ITK_SUFFIXES
+
+# Affines of volumes on "the same grid" may differ by float32 rounding in the header.
+GRID_AFFINE_TOLERANCE_MM = 1e-3
+
+
+def volume_stem(path: PathLike) -> str:
+    """File name without its volume suffix: ``/a/sub-01_T1w.nii.gz`` -> ``sub-01_T1w``."""
+    name = Path(path).name
+    for suffix in VOLUME_SUFFIXES:
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return Path(name).stem
+
+
+def is_volume_file(path: PathLike) -> bool:
+    """True for a file whose name ends in a suffix this package reads."""
+    return Path(path).is_file() and Path(path).name.lower().endswith(VOLUME_SUFFIXES)
+
+
+def find_volumes(paths: Iterable[PathLike]) -> list[Path]:
+    """Expand files and folders (searched recursively for volumes) into a sorted file list.
+
+    Raises:
+        InvalidVolumeError: a path does not exist, or a folder holds no volume.
+    """
+    found: list[Path] = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            in_folder = sorted(p for p in path.rglob("*") if is_volume_file(p))
+            if not in_folder:
+                raise InvalidVolumeError(f"{path}: folder holds no volume ({', '.join(VOLUME_SUFFIXES)})")
+            found.extend(in_folder)
+        elif path.exists():
+            found.append(path)
+        else:
+            raise InvalidVolumeError(f"{path}: no such file or folder")
+    return found
+
+
+def _load_array(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Read voxels and the RAS affine of a file; any reader failure becomes InvalidVolumeError."""
+    try:
+        if path.name.lower().endswith(NIFTI_SUFFIXES):
+            image = nib.load(str(path))
+            return np.asanyarray(image.dataobj), np.asarray(image.affine, dtype=np.float64)
+        from monai.data import ITKReader
+
+        reader = ITKReader(affine_lps_to_ras=True)
+        array, meta = reader.get_data(reader.read(str(path)))
+        return np.asarray(array), np.asarray(meta["affine"], dtype=np.float64)
+    except (OSError, EOFError, ValueError, RuntimeError, nib.filebasedimages.ImageFileError, gzip.BadGzipFile) as err:
+        raise InvalidVolumeError(f"{path}: not a readable volume ({type(err).__name__}: {err})") from None
+
+
+def validate_array(array: np.ndarray, path: PathLike) -> np.ndarray:
+    """Check that ``array`` is one finite, non-constant 3D volume; return it as ``(X, Y, Z)``.
+
+    A trailing singleton dimension (``(X, Y, Z, 1)``, as some tools write) is dropped.
+
+    Raises:
+        InvalidVolumeError: 2D data, 4D data with several volumes, NaN/Inf voxels, or a
+            constant volume; the message names ``path``.
+    """
+    shape = "x".join(map(str, array.shape))
+    while array.ndim > 3 and array.shape[-1] == 1:
+        array = array[..., 0]
+    if array.ndim > 3:
+        raise InvalidVolumeError(
+            f"{path}: {array.ndim}D data of shape {shape} holds {int(np.prod(array.shape[3:]))} volumes; "
+            "give one 3D volume (split the series first)"
+        )
+    if array.ndim < 3 or min(array.shape) < 2:
+        raise InvalidVolumeError(f"{path}: 2D data of shape {shape}; a 3D volume is needed")
+    if not np.issubdtype(array.dtype, np.number) or np.iscomplexobj(array):
+        raise InvalidVolumeError(f"{path}: voxel type {array.dtype} is not a real number")
+    finite = np.isfinite(array)
+    if not finite.all():
+        bad = int(array.size - finite.sum())
+        raise InvalidVolumeError(f"{path}: {bad} voxels are NaN or Inf")
+    if array.min() == array.max():
+        raise InvalidVolumeError(f"{path}: all voxels have the same value ({array.flat[0]}); the volume is empty")
+    return array
+
+
+def read_volume(path: PathLike) -> MetaTensor:
+    """Read and validate one 3D volume.
+
+    Args:
+        path: NIfTI (``.nii``, ``.nii.gz``) or another ITK format (``.nrrd``, ``.mha``, ...).
+
+    Returns:
+        ``MetaTensor`` of shape ``(1, X, Y, Z)``, float32, with ``affine`` (RAS, mm) and
+        ``meta["filename_or_obj"]`` set to the path.
+
+    Raises:
+        InvalidVolumeError: the file is missing, unreadable or not a valid volume.
+
+    Example:
+        >>> t1 = read_volume("tests/data/sample_t1.nii.gz")
+        >>> t1.shape[0], t1.ndim
+        (1, 4)
+    """
+    path = Path(path)
+    if not path.exists():
+        raise InvalidVolumeError(f"{path}: no such file")
+    if path.is_dir():
+        raise InvalidVolumeError(f"{path}: is a folder, not a volume file")
+    array, affine = _load_array(path)
+    array = validate_array(array, path).astype(np.float32, copy=False)
+    affine_tensor = torch.as_tensor(affine, dtype=torch.float64)
+    meta = {
+        "filename_or_obj": str(path),
+        "original_affine": affine_tensor.clone(),
+        "spatial_shape": np.asarray(array.shape),
+        "original_channel_dim": float("nan"),
+    }
+    return MetaTensor(torch.from_numpy(np.ascontiguousarray(array))[None], affine=affine_tensor, meta=meta)
+
+
+def spacing_of(affine: np.ndarray | torch.Tensor) -> tuple[float, float, float]:
+    """Voxel size in mm along the three voxel axes of ``affine`` (4x4)."""
+    matrix = np.asarray(affine, dtype=np.float64)[:3, :3]
+    return tuple(float(v) for v in np.linalg.norm(matrix, axis=0))
+
+
+def orientation_of(affine: np.ndarray | torch.Tensor) -> str:
+    """Orientation code of ``affine``, e.g. ``"LPS"`` (nibabel's ``aff2axcodes``)."""
+    return "".join(nib.aff2axcodes(np.asarray(affine, dtype=np.float64)))
+
+
+def check_same_grid(
+    first: MetaTensor, second: MetaTensor, tolerance_mm: float = GRID_AFFINE_TOLERANCE_MM
+) -> None:
+    """Raise :class:`GridMismatchError` unless two volumes share shape and affine.
+
+    Args:
+        first, second: volumes from :func:`read_volume` (``(C, X, Y, Z)``).
+        tolerance_mm: largest allowed difference of any affine entry.
+    """
+    name_a = first.meta.get("filename_or_obj", "first volume")
+    name_b = second.meta.get("filename_or_obj", "second volume")
+    if tuple(first.shape[1:]) != tuple(second.shape[1:]):
+        raise GridMismatchError(
+            f"{name_b}: grid {tuple(second.shape[1:])} differs from {name_a} {tuple(first.shape[1:])}; "
+            "resample and register the pair first (monai-t1t2 prepare-pairs)"
+        )
+    difference = float(np.abs(np.asarray(first.affine) - np.asarray(second.affine)).max())
+    if difference > tolerance_mm:
+        raise GridMismatchError(
+            f"{name_b}: affine differs from {name_a} by up to {difference:.3g} mm; the two are not on one grid "
+            "(resample and register the pair first: monai-t1t2 prepare-pairs)"
+        )
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.exists() and b.exists() and os.path.samefile(a, b)
+    except OSError:
+        return a.resolve() == b.resolve()
+
+
+def write_volume(
+    volume: np.ndarray | torch.Tensor,
+    path: PathLike,
+    reference: PathLike | MetaTensor | np.ndarray | None = None,
+    overwrite: bool = False,
+    inputs: Iterable[PathLike] = (),
+    dtype: np.dtype | type = np.float32,
+) -> Path:
+    """Write ``volume`` as NIfTI atomically, on the grid of ``reference``.
+
+    Args:
+        volume: ``(X, Y, Z)`` or ``(1, X, Y, Z)`` array.
+        path: output file (``.nii`` or ``.nii.gz``).
+        reference: the input the output belongs to: a NIfTI path (its affine *and* header are
+            kept), a ``MetaTensor`` (its affine; its header too when it was read from NIfTI),
+            or a 4x4 affine. ``None`` uses ``volume.affine`` when it is a ``MetaTensor``.
+        overwrite: replace an existing output. Inputs are never replaced.
+        inputs: paths that must never be written over (the user's inputs).
+        dtype: voxel type on disk.
+
+    Returns:
+        The written path.
+
+    Raises:
+        OutputExistsError: ``path`` exists and ``overwrite`` is False, or ``path`` is an input.
+    """
+    path = Path(path)
+    if not path.name.lower().endswith(NIFTI_SUFFIXES):
+        raise OutputExistsError(f"{path}: outputs are written as NIfTI; use a .nii.gz or .nii name")
+    protected = [Path(p) for p in inputs]
+    reference_path = None
+    if isinstance(reference, (str, os.PathLike)):
+        reference_path = Path(reference)
+    elif isinstance(reference, MetaTensor):
+        source = reference.meta.get("filename_or_obj")
+        if isinstance(source, (str, os.PathLike)) and str(source).lower().endswith(NIFTI_SUFFIXES):
+            reference_path = Path(source)
+    if reference_path is not None:
+        protected.append(reference_path)
+    for input_path in protected:
+        if _same_file(path, input_path) or path.resolve() == input_path.resolve():
+            raise OutputExistsError(f"{path}: is an input; refusing to write over it")
+    if path.exists() and not overwrite:
+        raise OutputExistsError(f"{path}: exists; pass overwrite=True (--overwrite) to replace it")
+
+    array = volume.detach().cpu().numpy() if isinstance(volume, torch.Tensor) else np.asarray(volume)
+    if array.ndim == 4 and array.shape[0] == 1:
+        array = array[0]
+    header = None
+    if reference_path is not None and reference_path.exists() and reference_path.name.lower().endswith(NIFTI_SUFFIXES):
+        source_image = nib.load(str(reference_path))
+        affine, header = source_image.affine, source_image.header.copy()
+    elif isinstance(reference, MetaTensor):
+        affine = np.asarray(reference.affine, dtype=np.float64)
+    elif reference is not None and not isinstance(reference, (str, os.PathLike)):
+        affine = np.asarray(reference, dtype=np.float64)
+    elif isinstance(volume, MetaTensor):
+        affine = np.asarray(volume.affine, dtype=np.float64)
+    else:
+        raise ValueError("write_volume needs a reference grid: a NIfTI path, a MetaTensor or an affine")
+    image = nib.Nifti1Image(array.astype(dtype, copy=False), affine, header=header)
+    image.set_data_dtype(dtype)
+    if header is not None:
+        # Keep the reference's intensity-free header fields; our voxels are stored unscaled.
+        image.header.set_slope_inter(1.0, 0.0)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    suffix = ".nii.gz" if path.name.lower().endswith(".nii.gz") else ".nii"
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    os.close(handle)
+    try:
+        nib.save(image, temporary)
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+    return path
+
+
+def atomic_write_bytes(data: bytes, path: PathLike, overwrite: bool = True) -> Path:
+    """Write bytes (a PNG, a JSON report) atomically: temporary file beside ``path``, then rename."""
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise OutputExistsError(f"{path}: exists; pass overwrite=True (--overwrite) to replace it")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            stream.write(data)
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+    return path
+
+
+def atomic_write_text(text: str, path: PathLike, overwrite: bool = True) -> Path:
+    """Write text atomically (see :func:`atomic_write_bytes`)."""
+    return atomic_write_bytes(text.encode("utf-8"), path, overwrite=overwrite)
