@@ -1,0 +1,80 @@
+"""Generator (and discriminator) construction from plain config values.
+
+Generators map a normalised T1 patch ``(B, 1, X, Y, Z)`` (or ``(B, 1, X, Y)`` for the 2D
+baseline) to a T2 patch of the same shape in ``[0, 1]``-ish units (sigmoid output).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from monai.networks.nets import UNet
+from torch import nn
+
+
+class Generator(nn.Module):
+    """A MONAI backbone followed by a sigmoid, so outputs live in the normalised T2 range.
+
+    Args:
+        backbone: any MONAI network with one input and one output channel.
+    """
+
+    def __init__(self, backbone: nn.Module) -> None:
+        super().__init__()
+        self.backbone = backbone
+
+    def forward(self, t1: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.backbone(t1))
+
+
+def build_generator(
+    name: str = "unet",
+    spatial_dims: int = 3,
+    channels: Sequence[int] = (16, 32, 64, 128),
+    num_res_units: int = 2,
+    norm: str = "instance",
+    dropout: float = 0.0,
+    feature_size: int = 24,
+    img_size: Sequence[int] = (64, 64, 64),
+) -> Generator:
+    """Build a generator by name.
+
+    Args:
+        name: ``"unet"`` (MONAI ``UNet``, residual units), ``"dynunet"`` (MONAI ``DynUNet``,
+            nnU-Net-style) or ``"swinunetr"`` (MONAI ``SwinUNETR``, 3D only).
+        spatial_dims: 3 for the 3D model, 2 for the slice-wise baseline (same family, same loss).
+        channels: feature channels per resolution level (UNet / DynUNet).
+        num_res_units: residual units per level (UNet).
+        norm: normalisation layer (``"instance"``, ``"batch"``); batch norm becomes SyncBatchNorm under DDP.
+        dropout: dropout probability.
+        feature_size, img_size: SwinUNETR only.
+    """
+    name = name.lower()
+    if name == "unet":
+        backbone = UNet(spatial_dims=spatial_dims, in_channels=1, out_channels=1, channels=tuple(channels),
+                        strides=(2,) * (len(channels) - 1), num_res_units=num_res_units, norm=norm, dropout=dropout)
+    elif name == "dynunet":
+        from monai.networks.nets import DynUNet
+
+        levels = len(channels)
+        backbone = DynUNet(spatial_dims=spatial_dims, in_channels=1, out_channels=1, kernel_size=[3] * levels,
+                           strides=[1] + [2] * (levels - 1), upsample_kernel_size=[2] * (levels - 1),
+                           filters=list(channels), norm_name=norm, dropout=dropout or None, res_block=True)
+    elif name == "swinunetr":
+        from monai.networks.nets import SwinUNETR
+
+        if spatial_dims != 3:
+            raise ValueError("swinunetr is built in 3D only")
+        backbone = SwinUNETR(in_channels=1, out_channels=1, feature_size=feature_size, spatial_dims=3)
+    else:
+        raise ValueError(f"unknown generator '{name}': choose unet, dynunet or swinunetr")
+    return Generator(backbone)
+
+
+def build_discriminator(spatial_dims: int = 3, channels: int = 32, num_layers_d: int = 3) -> nn.Module:
+    """pix2pix-style conditional PatchGAN (MONAI ``PatchDiscriminator``) on ``cat(T1, T2)``."""
+    from monai.networks.nets import PatchDiscriminator
+
+    return PatchDiscriminator(spatial_dims=spatial_dims, num_layers_d=num_layers_d, channels=channels,
+                              in_channels=2, out_channels=1, norm="INSTANCE")
