@@ -71,3 +71,79 @@ class PercentileNormalised(MapTransform):
         for key in self.key_iterator(d):
             d[key] = self.normalise(d[key], mask)
         return d
+
+
+class BrainMaskd(MapTransform):
+    """Add a brain mask ``d[mask_key]`` = voxels where every one of ``keys`` is > 0.
+
+    For skull-stripped pairs this is the protocol's mask ``(t1 > 0) & (t2 > 0)``; it is
+    computed before normalisation (which clips the lowest brain voxels to 0).
+    """
+
+    def __init__(self, keys: KeysCollection, mask_key: str = "brain", allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.mask_key = mask_key
+
+    def __call__(self, data: Mapping[Hashable, object]) -> dict:
+        d = dict(data)
+        masks = [d[key] > 0 for key in self.key_iterator(d)]
+        brain = masks[0]
+        for mask in masks[1:]:
+            brain = brain & mask
+        d[self.mask_key] = brain.to(torch.float32) if isinstance(brain, torch.Tensor) else brain.astype(np.float32)
+        return d
+
+
+class TumourMaskd(MapTransform):
+    """Write ``d[mask_key]`` = ``d[seg_key] > 0`` (any BraTS label), or zeros like ``d[like_key]``.
+
+    Subjects without a tumour segmentation get an empty mask, so every batch has the key.
+    """
+
+    def __init__(self, seg_key: str = "tumor_seg", mask_key: str = "tumour", like_key: str = "t1") -> None:
+        super().__init__([seg_key], allow_missing_keys=True)
+        self.seg_key, self.mask_key, self.like_key = seg_key, mask_key, like_key
+
+    def __call__(self, data: Mapping[Hashable, object]) -> dict:
+        d = dict(data)
+        seg = d.pop(self.seg_key, None)
+        like = d[self.like_key]
+        if seg is None or isinstance(seg, str):
+            d[self.mask_key] = like * 0
+        else:
+            d[self.mask_key] = (seg > 0).to(torch.float32) if isinstance(seg, torch.Tensor) else (seg > 0).astype(np.float32)
+        return d
+
+
+class RegionWeightsd(MapTransform):
+    """Turn a parcellation ``d[labels_key]`` into a per-voxel loss weight map ``d[weights_key]``.
+
+    Labels are mapped to region groups (:mod:`monai_t1t2.regions`), tumour voxels
+    (``d[tumour_key] > 0``) become the tumour group, and each group gets a weight
+    (default: inverse group volume, clipped; see ``regions.region_weight_map``).
+
+    Args:
+        label_names: names of the parcellation's labels, index = label value.
+        group_weights: optional ``{group name: weight}`` overriding the default.
+    """
+
+    def __init__(self, labels_key: str = "labels", weights_key: str = "weights", tumour_key: str = "tumour",
+                 label_names: Sequence[str] = (), group_weights: dict | None = None) -> None:
+        super().__init__([labels_key])
+        self.labels_key, self.weights_key, self.tumour_key = labels_key, weights_key, tumour_key
+        self.label_names, self.group_weights = list(label_names), group_weights
+
+    def __call__(self, data: Mapping[Hashable, object]) -> dict:
+        from monai_t1t2.regions import labels_to_groups, region_weight_map
+
+        d = dict(data)
+        labels = d.pop(self.labels_key)
+        tumour = _to_numpy(d[self.tumour_key]) if self.tumour_key in d else None
+        groups = labels_to_groups(_to_numpy(labels), self.label_names, tumour)
+        weights = region_weight_map(groups, self.group_weights).astype(np.float32)
+        d[self.weights_key] = torch.as_tensor(weights) if isinstance(labels, torch.Tensor) else weights
+        if hasattr(labels, "affine"):
+            from monai.data import MetaTensor
+
+            d[self.weights_key] = MetaTensor(torch.as_tensor(weights), meta=labels.meta)
+        return d
