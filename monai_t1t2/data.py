@@ -1,4 +1,4 @@
-"""Dataset discovery and subject-level splits.
+"""Dataset discovery, subject-level splits and the training ``LightningDataModule``.
 
 A *subject* is a dict ``{"case": str, "t1": str, "t2": str, "tumor_seg": str | None}``
 (paths as strings so MONAI's ``LoadImaged`` and ``CacheDataset`` take it as is).
@@ -13,8 +13,16 @@ import random
 from pathlib import Path
 from typing import Sequence
 
-from monai_t1t2.errors import DatasetError
-from monai_t1t2.io import VOLUME_SUFFIXES, volume_stem
+import nibabel as nib
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from monai import transforms as mt
+from monai.data import CacheDataset, DataLoader, list_data_collate
+
+from monai_t1t2.errors import DatasetError, GridMismatchError
+from monai_t1t2.io import GRID_AFFINE_TOLERANCE_MM, VOLUME_SUFFIXES, volume_stem
+from monai_t1t2.transforms import BrainMaskd, PercentileNormalised, RegionWeightsd, TumourMaskd
 
 Subject = dict
 
@@ -137,3 +145,181 @@ def split_subjects(
     if not train:
         raise DatasetError("no subject left for training after the split")
     return train, val
+
+
+# --------------------------------------------------------------------------------------
+# Training data: MONAI transforms + CacheDataset inside a LightningDataModule
+# --------------------------------------------------------------------------------------
+
+def check_subject_grids(subjects: Sequence[Subject]) -> None:
+    """Fail early, reading headers only, when a subject's volumes are not on one grid.
+
+    Raises:
+        GridMismatchError: names the case and the files (T1 vs T2 or tumour segmentation).
+    """
+    for subject in subjects:
+        reference = nib.load(subject["t1"])
+        for key in ("t2", "tumor_seg"):
+            if not subject.get(key):
+                continue
+            other = nib.load(subject[key])
+            same_shape = reference.shape[:3] == other.shape[:3]
+            if not same_shape or not np.allclose(reference.affine, other.affine, atol=GRID_AFFINE_TOLERANCE_MM):
+                raise GridMismatchError(
+                    f"case {subject['case']}: {subject[key]} is not on the grid of {subject['t1']} "
+                    f"(shape {other.shape[:3]} vs {reference.shape[:3]}); register the pair first: "
+                    "monai-t1t2 prepare-pairs"
+                )
+
+
+class PairedDataModule(pl.LightningDataModule):
+    """Paired T1/T2 subjects -> brain-only training patches and whole validation volumes.
+
+    Deterministic steps (load, RAS, 1 mm, brain mask, QC sampling mask, per-image percentile
+    normalisation, foreground crop, region weights) are cached once per volume by
+    ``CacheDataset``; random steps (brain-only patch sampling, pair-preserving flips and
+    small affine, bias field and gamma on the T1 only) run per epoch.
+
+    Batches hold ``t1``, ``t2``, ``brain``, ``tumour`` and, when ``parcellation_model`` is set,
+    ``weights``: all ``(B, 1, *patch_size)``.
+
+    Args:
+        data_dir: folder of ``<case>/t1.nii.gz, t2.nii.gz[, tumor_seg.nii.gz]`` or a datalist JSON.
+        extra_data_dirs: more folders or datalists (e.g. pairs made by ``prepare-pairs``).
+        val_cases: cases held out for validation (default: ``val_fraction`` drawn with ``seed``).
+        patch_size: training patch in voxels; ``(P, P, 1)`` gives axial slices (2D baseline).
+        samples_per_volume: patches drawn from a volume each time it is visited.
+        repeats_per_epoch: visits of each training volume per epoch.
+        parcellation_model: brainchop model name whose parcellation (cached per file hash in
+            ``cache_dir``) drives the region weights; ``None`` disables them.
+        shard_by_rank: under DDP, each rank caches and trains on its own share of subjects.
+    """
+
+    def __init__(
+        self,
+        data_dir: str,
+        extra_data_dirs: list[str] | None = None,
+        val_cases: list[str] | None = None,
+        val_fraction: float = 0.25,
+        seed: int = 0,
+        patch_size: tuple[int, int, int] = (64, 64, 64),
+        samples_per_volume: int = 4,
+        repeats_per_epoch: int = 8,
+        batch_size: int = 1,
+        num_workers: int = 0,
+        cache_rate: float = 1.0,
+        augment: bool = True,
+        min_brain_fraction: float | None = None,
+        parcellation_model: str | None = None,
+        group_weights: dict[str, float] | None = None,
+        cache_dir: str = "cache",
+        shard_by_rank: bool = False,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        subjects = list(load_subjects(data_dir))
+        for extra in extra_data_dirs or []:
+            subjects += load_subjects(extra)
+        check_subject_grids(subjects)
+        self.train_subjects, self.val_subjects = split_subjects(subjects, val_cases, val_fraction, seed)
+
+    # ----- transforms -------------------------------------------------------------------
+    def _deterministic_transforms(self, with_labels: bool) -> list:
+        image_keys = ["t1", "t2"]
+        load_keys = image_keys + ["tumor_seg"] + (["labels"] if with_labels else [])
+        nearest = [k for k in load_keys if k not in image_keys]
+        steps = [
+            mt.LoadImaged(load_keys, image_only=True, ensure_channel_first=True, allow_missing_keys=True),
+            mt.Orientationd(load_keys, axcodes="RAS", allow_missing_keys=True),
+            mt.Spacingd(load_keys, pixdim=(1.0, 1.0, 1.0), mode=["bilinear"] * 2 + ["nearest"] * len(nearest),
+                        allow_missing_keys=True),
+            mt.EnsureTyped(image_keys, dtype=torch.float32),
+            BrainMaskd(image_keys, mask_key="brain"),
+            TumourMaskd(seg_key="tumor_seg", mask_key="tumour", like_key="t1"),
+        ]
+        from monai_t1t2.transforms import SamplingMaskd
+
+        fraction = {} if self.hparams.min_brain_fraction is None else {"min_brain_fraction": self.hparams.min_brain_fraction}
+        steps.append(SamplingMaskd(keys="t1", mask_key="sampling_mask", brain_key="brain", **fraction))
+        steps.append(PercentileNormalised(image_keys, mask_key="brain"))
+        if with_labels:
+            from monai_t1t2.parcellation import label_names
+
+            steps.append(RegionWeightsd(labels_key="labels", weights_key="weights", tumour_key="tumour",
+                                        label_names=label_names(self.hparams.parcellation_model),
+                                        group_weights=self.hparams.group_weights))
+        steps.append(mt.CropForegroundd(self._volume_keys(with_labels), source_key="brain", margin=8,
+                                        allow_smaller=True))
+        return steps
+
+    def _volume_keys(self, with_labels: bool) -> list[str]:
+        return ["t1", "t2", "brain", "tumour", "sampling_mask"] + (["weights"] if with_labels else [])
+
+    def _random_transforms(self, with_labels: bool) -> list:
+        from monai_t1t2.transforms import brain_patch_sampler
+
+        keys = self._volume_keys(with_labels)
+        patch = tuple(self.hparams.patch_size)
+        steps = [brain_patch_sampler(keys, mask_key="sampling_mask", spatial_size=patch,
+                                     num_samples=self.hparams.samples_per_volume)]
+        if self.hparams.augment:
+            flat = patch[2] == 1  # 2D baseline: keep slices axial, never flip/rotate across them
+            steps += [
+                mt.RandFlipd(keys, prob=0.5, spatial_axis=0),
+                mt.RandFlipd(keys, prob=0.5, spatial_axis=1),
+                mt.RandAffined(keys, prob=0.3, rotate_range=(0.0, 0.0, 0.1) if flat else (0.1, 0.1, 0.1),
+                               scale_range=(0.05, 0.05, 0.0 if flat else 0.05),
+                               mode=["bilinear" if k in ("t1", "t2", "weights") else "nearest" for k in keys],
+                               padding_mode="zeros"),
+                # Scanner-dependent contrast changes on the input only; the target stays true.
+                mt.RandBiasFieldd("t1", prob=0.3, coeff_range=(0.0, 0.1)),
+                mt.RandAdjustContrastd("t1", prob=0.3, gamma=(0.8, 1.25)),
+            ]
+        steps.append(mt.EnsureTyped(keys, dtype=torch.float32, track_meta=False))
+        return steps
+
+    # ----- Lightning hooks --------------------------------------------------------------
+    def _with_parcellations(self, subjects: Sequence[Subject]) -> list[Subject]:
+        if not self.hparams.parcellation_model:
+            return [dict(s) for s in subjects]
+        from monai_t1t2.parcellation import cached_parcellation
+
+        return [dict(s, labels=str(cached_parcellation(s["t1"], self.hparams.cache_dir, model=self.hparams.parcellation_model)))
+                for s in subjects]
+
+    def prepare_data(self) -> None:
+        # Parcellations are computed once (rank 0) and cached on disk by file hash.
+        self._with_parcellations(self.train_subjects)
+
+    def setup(self, stage: str | None = None) -> None:
+        train = self.train_subjects
+        if self.hparams.shard_by_rank and self.trainer is not None and self.trainer.world_size > 1:
+            from monai.data import partition_dataset
+
+            train = partition_dataset(train, num_partitions=self.trainer.world_size, shuffle=True,
+                                      seed=self.hparams.seed, even_divisible=True)[self.trainer.global_rank]
+        with_labels = bool(self.hparams.parcellation_model)
+        train_items = [_drop_none(s) for s in self._with_parcellations(train)]
+        self.train_dataset = CacheDataset(
+            train_items * self.hparams.repeats_per_epoch,
+            mt.Compose(self._deterministic_transforms(with_labels) + self._random_transforms(with_labels)),
+            cache_rate=self.hparams.cache_rate, num_workers=0, copy_cache=True, progress=False,
+        )
+        self.val_dataset = CacheDataset(
+            [_drop_none(s) for s in self.val_subjects],
+            mt.Compose(self._deterministic_transforms(False)), cache_rate=self.hparams.cache_rate, progress=False,
+        ) if self.val_subjects else None
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(self.train_dataset, batch_size=self.hparams.batch_size, shuffle=True,
+                          num_workers=self.hparams.num_workers, collate_fn=list_data_collate,
+                          persistent_workers=self.hparams.num_workers > 0)
+
+    def val_dataloader(self) -> DataLoader | list:
+        if self.val_dataset is None:
+            return []
+        return DataLoader(self.val_dataset, batch_size=1, num_workers=0)
+
+
+def _drop_none(subject: Subject) -> Subject:
+    return {key: value for key, value in subject.items() if value is not None}

@@ -1,0 +1,193 @@
+"""Leave-one-subject-out quality benchmark of ../shared/EVALUATION.md.
+
+For every shared paired subject: train on the other three, translate the held-out T1, and
+score it against its real T2 inside the brain mask. Variants (same generator family, same
+optimiser steps, the same number of voxels per step):
+
+- ``inverted_t1``: the floor, ``1 - normalised T1`` (no training);
+- ``2d``: the slice-wise baseline (``spatial_dims: 2``, 96 x 96 axial slices, 48 per step);
+- ``3d``: the 3D patch model (48^3 patches, 4 per step) with L1 + SSIM;
+- ``3d_anatomy``: ``3d`` + region-weighted perceptual loss + tumour-preservation loss.
+
+Prints one markdown table per metric (per case and mean), writes every number to JSON and
+a PNG with a sagittal and a coronal slice of each variant (where 2D flicker shows).
+
+    python benchmarks/quality.py --quick          # small budget, CPU
+    python benchmarks/quality.py --steps 2000     # larger budget, e.g. on a GPU
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import sys
+import time
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytorch_lightning as pl
+import torch
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from monai_t1t2.data import PairedDataModule, find_subjects  # noqa: E402
+from monai_t1t2.metrics import evaluate  # noqa: E402
+from monai_t1t2.module import TranslationModule  # noqa: E402
+from monai_t1t2.parcellation import cached_parcellation, label_names  # noqa: E402
+from monai_t1t2.transforms import PercentileNormalise  # noqa: E402
+
+VOXELS_PER_STEP = 4 * 48**3  # 3D: 4 patches of 48^3; 2D: 48 slices of 96 x 96 (same count)
+VARIANTS = {
+    "2d": {"model": {"spatial_dims": 2, "patch_size": [96, 96, 1]},
+           "data": {"patch_size": [96, 96, 1], "samples_per_volume": 48}},
+    "3d": {},
+    "3d_anatomy": {"model": {"perceptual_weight": 1.0, "tumour_weight": 1.0},
+                   "data": {"parcellation_model": "model30chan18cls"}},
+}
+METRICS = ("ssim", "psnr", "mae", "r_z", "slice_flicker", "tumour_contrast_error",
+           "mae_white_matter", "mae_cortical_grey", "mae_deep_grey", "mae_ventricles_csf", "mae_tumour")
+
+
+def merged(base: dict, override: dict) -> dict:
+    result = copy.deepcopy(base)
+    for key, value in override.items():
+        result[key] = merged(result.get(key, {}), value) if isinstance(value, dict) else value
+    return result
+
+
+def load_case(subject: dict, cache_dir: Path, parcellation_model: str) -> dict:
+    """Held-out volumes in RAS, the brain mask and the parcellation, as float arrays (X, Y, Z)."""
+    images = {key: nib.as_closest_canonical(nib.load(subject[key])) for key in ("t1", "t2")}
+    case = {key: image.get_fdata(dtype=np.float32) for key, image in images.items()}
+    case["mask"] = (case["t1"] > 0) & (case["t2"] > 0)
+    case["tumor_seg"] = (nib.as_closest_canonical(nib.load(subject["tumor_seg"])).get_fdata() > 0
+                         if subject.get("tumor_seg") else None)
+    labels_path = cached_parcellation(subject["t1"], cache_dir, model=parcellation_model)
+    case["labels"] = np.asarray(nib.as_closest_canonical(nib.load(str(labels_path))).dataobj).astype(np.int64)
+    return case
+
+
+def predict(module: TranslationModule, t1: np.ndarray) -> np.ndarray:
+    """Sliding-window prediction on the brain's bounding box (+8 voxels), zero elsewhere."""
+    brain = t1 > 0
+    normalised = PercentileNormalise()(t1, brain)
+    lower = np.maximum(np.argwhere(brain).min(0) - 8, 0)
+    upper = np.minimum(np.argwhere(brain).max(0) + 9, t1.shape)
+    box = tuple(slice(a, b) for a, b in zip(lower, upper))
+    output = np.zeros_like(t1)
+    module.eval()
+    with torch.inference_mode():
+        window = torch.as_tensor(normalised[box])[None, None]
+        output[box] = module.predict_volume(window, (window > 0).float())[0, 0].numpy()
+    return output * brain
+
+
+def train(config: dict, variant: str, held_out: str, steps: int, data_dir: Path, cache_dir: Path, seed: int):
+    settings = merged(config, VARIANTS[variant])
+    pl.seed_everything(seed)
+    data = PairedDataModule(**dict(settings["data"], data_dir=str(data_dir), val_cases=[held_out],
+                                   cache_dir=str(cache_dir)))
+    module = TranslationModule(**settings["model"])
+    trainer = pl.Trainer(accelerator="auto", devices=1, max_steps=steps, max_epochs=-1, limit_val_batches=0,
+                         logger=False, enable_checkpointing=False, enable_model_summary=False,
+                         enable_progress_bar=False, precision=config.get("precision", "32-true"))
+    started = time.time()
+    trainer.fit(module, data)
+    return module.cpu(), time.time() - started
+
+
+def markdown_tables(results: dict, cases: list[str], variants: list[str]) -> str:
+    lines = []
+    for metric in METRICS:
+        lines += [f"\n### {metric}\n", "| variant | " + " | ".join(cases) + " | mean |",
+                  "|---|" + "---|" * (len(cases) + 1)]
+        for variant in variants:
+            values = [results[case][variant].get(metric, float("nan")) for case in cases]
+            finite = [v for v in values if v is not None and np.isfinite(v)]
+            cells = [f"{v:.4g}" if v is not None and np.isfinite(v) else "n/a" for v in values]
+            mean = f"{np.mean(finite):.4g}" if finite else "n/a"
+            lines.append(f"| {variant} | " + " | ".join(cells) + f" | {mean} |")
+    return "\n".join(lines)
+
+
+def save_png(path: Path, slices: dict, cases: list[str]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = list(next(iter(slices.values())).keys())
+    figure, axes = plt.subplots(len(rows), 2 * len(cases), figsize=(3 * 2 * len(cases), 2.6 * len(rows)), squeeze=False)
+    for column, case in enumerate(cases):
+        for row, name in enumerate(rows):
+            for plane, image in enumerate(slices[case][name]):
+                axis = axes[row, 2 * column + plane]
+                axis.imshow(image.T, cmap="gray", origin="lower", vmin=0, vmax=1, aspect="auto")
+                axis.set_xticks([])
+                axis.set_yticks([])
+                if row == 0:
+                    axis.set_title(f"{case}\n{'sagittal' if plane == 0 else 'coronal'}", fontsize=8)
+            axes[row, 2 * column].set_ylabel(name)
+    figure.tight_layout()
+    figure.savefig(path, dpi=80)
+    plt.close(figure)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", default=str(REPO / "configs" / "cpu.yaml"))
+    parser.add_argument("--data-dir", default=str(REPO.parent / "shared" / "data" / "paired"))
+    parser.add_argument("--steps", type=int, default=600, help="optimiser steps per training")
+    parser.add_argument("--quick", action="store_true", help="150 steps per training (CPU, about 25 min in all)")
+    parser.add_argument("--variants", nargs="+", default=["inverted_t1", *VARIANTS])
+    parser.add_argument("--cases", nargs="+", help="held-out cases (default: all)")
+    parser.add_argument("--cache-dir", default=str(REPO / "cache"))
+    parser.add_argument("--output", default=str(REPO / "benchmarks" / "results"))
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    steps = 150 if args.quick else args.steps
+    config = yaml.safe_load(Path(args.config).read_text())
+    config = {"model": config["model"], "data": config["data"], "precision": config["trainer"].get("precision", "32-true")}
+    data_dir, cache_dir, output = Path(args.data_dir), Path(args.cache_dir), Path(args.output)
+    output.mkdir(parents=True, exist_ok=True)
+    subjects = {s["case"]: s for s in find_subjects(data_dir)}
+    cases = args.cases or sorted(subjects)
+    names = label_names("model30chan18cls")
+    results, slices, timings = {}, {}, {}
+    for case in cases:
+        volumes = load_case(subjects[case], cache_dir, "model30chan18cls")
+        results[case], timings[case] = {}, {}
+        centre = np.round(np.argwhere(volumes["mask"]).mean(0)).astype(int)
+        reference = PercentileNormalise()(volumes["t2"], volumes["mask"])
+        slices[case] = {"real T2": (reference[centre[0]], reference[:, centre[1]])}
+        for variant in args.variants:
+            if variant == "inverted_t1":
+                prediction, seconds = (1 - PercentileNormalise()(volumes["t1"], volumes["mask"])) * volumes["mask"], 0.0
+            else:
+                module, seconds = train(config, variant, case, steps, data_dir, cache_dir, args.seed)
+                prediction = predict(module, volumes["t1"])
+            scores = evaluate(prediction, volumes["t2"], mask=volumes["mask"], tumor_seg=volumes["tumor_seg"],
+                              labels=volumes["labels"], label_names=names)
+            results[case][variant] = {key: float(value) for key, value in scores.items()
+                                      if isinstance(value, (int, float, np.floating))}
+            timings[case][variant] = seconds
+            shown = PercentileNormalise()(prediction, volumes["mask"])
+            slices[case][variant] = (shown[centre[0]], shown[:, centre[1]])
+            print(f"{case} {variant}: ssim {scores['ssim']:.3f} psnr {scores['psnr']:.2f} mae {scores['mae']:.3f} "
+                  f"r_z {scores.get('r_z', float('nan')):.3f} ({seconds:.0f} s training)", flush=True)
+    report = markdown_tables(results, cases, args.variants)
+    header = (f"steps per training: {steps}, voxels per step: {VOXELS_PER_STEP}, config: {args.config}, "
+              f"device: {'cuda' if torch.cuda.is_available() else 'cpu'} ({torch.get_num_threads()} threads)")
+    print(header + "\n" + report)
+    mean_time = np.mean([t for c in timings.values() for v, t in c.items() if v != "inverted_t1"] or [0])
+    print(f"\nmean training wall time per run: {mean_time:.0f} s")
+    (output / "quality.json").write_text(json.dumps({"settings": header, "results": results, "train_seconds": timings}, indent=2))
+    save_png(output / "quality.png", slices, cases)
+
+
+if __name__ == "__main__":
+    main()
