@@ -201,10 +201,14 @@ def export_generator(checkpoint: str | Path, output: str | Path) -> dict[str, An
 
 def run_training_cli(args: Sequence[str]) -> int:
     """``monai-t1t2 train ...``: LightningCLI over :class:`TranslationModule` and the data module."""
+    import warnings
+
     from pytorch_lightning.cli import LightningCLI
 
     from monai_t1t2.data import PairedDataModule
 
+    # `monai-t1t2 train ...` passes its own argv on purpose; Lightning's warning about it is noise.
+    warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
     LightningCLI(TranslationModule, PairedDataModule, args=list(args), seed_everything_default=0,
                  save_config_kwargs={"overwrite": True})
     return 0
