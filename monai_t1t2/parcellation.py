@@ -648,7 +648,7 @@ def save_label_overlay_png(t1: MetaTensor, labels: MetaTensor, path: PathLike, t
     from monai_t1t2.io import spacing_of
     from monai_t1t2.viz import save_three_plane_png
 
-    to_ras = Orientation(axcodes="RAS")
+    to_ras = Orientation(axcodes="RAS", labels=(("L", "R"), ("P", "A"), ("I", "S")))
     t1_ras, labels_ras = to_ras(t1.clone()), to_ras(MetaTensor(labels.float(), affine=labels.affine))
     return save_three_plane_png(path, [t1_ras], ["T1 + labels"], title=title, overlays=[labels_ras],
                                 spacing=spacing_of(t1_ras.affine))

@@ -73,3 +73,36 @@ def labels_to_groups(
     if tumor_seg is not None:
         groups = np.where(np.asarray(tumor_seg) > 0, TUMOUR_GROUP, groups)
     return groups.astype(np.uint8)
+
+
+def region_weight_map(
+    groups: np.ndarray,
+    weights: dict[int | str, float] | None = None,
+    clip: tuple[float, float] | None = (0.5, 5.0),
+) -> np.ndarray:
+    """Per-voxel loss weight from region group codes, so that small structures count.
+
+    Default weight of group ``g`` is ``N / (K * n_g)`` (``N`` voxels, ``K`` groups present, ``n_g``
+    voxels of ``g``): inverse region volume, normalised so that the voxel mean is 1 before clipping.
+
+    Args:
+        groups: ``(X, Y, Z)`` (or any shape) integer group codes (see :data:`REGION_GROUPS`; 0 background).
+        weights: per-group weights replacing the default, keyed by code or name
+            (``{"deep_grey": 3.0, 0: 0.5}``); groups not named keep the default.
+        clip: ``(low, high)`` bounds applied to the result; None leaves it unclipped.
+
+    Returns:
+        float32 array of the shape of ``groups``.
+    """
+    groups = np.asarray(groups).astype(np.int64)
+    codes = {name: code for code, name in {0: "background", **REGION_GROUPS}.items()}
+    counts = np.bincount(groups.ravel(), minlength=max(REGION_GROUPS) + 1).astype(np.float64)
+    present = counts > 0
+    table = np.zeros_like(counts)
+    table[present] = groups.size / (present.sum() * counts[present])
+    for key, value in (weights or {}).items():
+        code = codes[key] if isinstance(key, str) else int(key)
+        table[code] = value
+    if clip is not None:
+        table = np.clip(table, *clip)
+    return table[groups].astype(np.float32)
