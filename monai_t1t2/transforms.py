@@ -147,3 +147,62 @@ class RegionWeightsd(MapTransform):
 
             d[self.weights_key] = MetaTensor(torch.as_tensor(weights), meta=labels.meta)
         return d
+
+
+class SamplingMaskd(MapTransform):
+    """Add ``d[mask_key]``: the brain mask minus the axial slices too poor in brain to learn from.
+
+    A slice is unusable when its brain area is below ``min_brain_fraction`` of the largest
+    slice's brain area (:func:`monai_t1t2.qc.unusable_slices`). The patch sampler
+    (:func:`brain_patch_sampler`) only centres patches on voxels of this mask, so no patch is
+    background-only and none is centred in the thin caps of the brain.
+
+    Args:
+        keys: the image whose grid the mask lives on (only used to check it is present).
+        mask_key: key written.
+        brain_key: key of the brain mask (``(1, X, Y, Z)``, > 0 inside).
+        min_brain_fraction: threshold in ``[0, 1)``; 0 keeps every slice with any brain.
+    """
+
+    def __init__(self, keys: KeysCollection = "t1", mask_key: str = "sampling_mask", brain_key: str = "brain",
+                 min_brain_fraction: float | None = None, allow_missing_keys: bool = False) -> None:
+        from monai_t1t2.qc import MIN_BRAIN_FRACTION
+
+        super().__init__(keys, allow_missing_keys)
+        self.mask_key, self.brain_key = mask_key, brain_key
+        self.min_brain_fraction = MIN_BRAIN_FRACTION if min_brain_fraction is None else float(min_brain_fraction)
+
+    def __call__(self, data: Mapping[Hashable, object]) -> dict:
+        from monai_t1t2.qc import unusable_slices
+
+        d = dict(data)
+        brain = d[self.brain_key]
+        keep = _to_numpy(brain) > 0
+        bad = unusable_slices(keep[0], self.min_brain_fraction)
+        keep = keep.copy()
+        keep[..., bad] = False
+        if not keep.any():
+            raise ValueError("no axial slice holds enough brain to sample patches from")
+        mask = keep.astype(np.float32)
+        d[self.mask_key] = torch.as_tensor(mask) if isinstance(brain, torch.Tensor) else mask
+        return d
+
+
+def brain_patch_sampler(keys: KeysCollection, mask_key: str = "sampling_mask",
+                        spatial_size: Sequence[int] = (48, 48, 48), num_samples: int = 4):
+    """Random patches whose centre voxel is always inside ``d[mask_key]`` (never background-only).
+
+    ``RandCropByPosNegLabeld`` with ``pos=1, neg=0`` draws centres only from the mask; where a
+    centre lies near the border it is shifted inwards, and the window still holds that voxel.
+    Volumes smaller than a patch are zero-padded first.
+
+    Returns:
+        A ``Compose`` yielding ``num_samples`` dictionaries of ``spatial_size`` patches.
+    """
+    from monai.transforms import Compose, RandCropByPosNegLabeld, SpatialPadd
+
+    return Compose([
+        SpatialPadd(keys, spatial_size=spatial_size),
+        RandCropByPosNegLabeld(keys, label_key=mask_key, spatial_size=spatial_size, pos=1.0, neg=0.0,
+                               num_samples=num_samples, image_key=None, allow_smaller=False),
+    ])
