@@ -18,6 +18,7 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 from monai import transforms as mt
+from torch.utils.data import ConcatDataset
 from monai.data import CacheDataset, DataLoader, list_data_collate
 
 from monai_t1t2.errors import DatasetError, GridMismatchError
@@ -300,11 +301,14 @@ class PairedDataModule(pl.LightningDataModule):
                                       seed=self.hparams.seed, even_divisible=True)[self.trainer.global_rank]
         with_labels = bool(self.hparams.parcellation_model)
         train_items = [_drop_none(s) for s in self._with_parcellations(train)]
-        self.train_dataset = CacheDataset(
-            train_items * self.hparams.repeats_per_epoch,
+        # Each volume is preprocessed and cached once; the repeats revisit the same cache entry
+        # and only redo the random steps (patch sampling, augmentation).
+        cached = CacheDataset(
+            train_items,
             mt.Compose(self._deterministic_transforms(with_labels) + self._random_transforms(with_labels)),
             cache_rate=self.hparams.cache_rate, num_workers=0, copy_cache=True, progress=False,
         )
+        self.train_dataset = ConcatDataset([cached] * self.hparams.repeats_per_epoch)
         self.val_dataset = CacheDataset(
             [_drop_none(s) for s in self.val_subjects],
             mt.Compose(self._deterministic_transforms(False)), cache_rate=self.hparams.cache_rate, progress=False,
