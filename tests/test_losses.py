@@ -1,0 +1,314 @@
+"""Anatomy-guided losses: region-weighted perceptual loss, tumour preservation, MeshNet features."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from conftest import PAIRED, synthetic_head
+from monai_t1t2.errors import T1T2Error
+from monai_t1t2.losses import (
+    FrozenFeatureExtractor,
+    RegionWeightedPerceptualLoss,
+    TumourPreservationLoss,
+    meshnet_blocks,
+    dilate,
+    meshnet_feature_extractor,
+)
+from monai_t1t2.parcellation import MeshNet, save_meshnet
+from monai_t1t2.regions import region_weight_map
+
+SHAPE = (16, 16, 16)
+# Two cubes of the same size: one inside the brain's inner region, one in the background.
+REGION_CUBE = (slice(6, 10), slice(6, 10), slice(6, 10))
+BACKGROUND_CUBE = (slice(0, 4), slice(0, 4), slice(0, 4))
+
+
+def tiny_meshnet(seed: int = 0, channels: int = 4) -> MeshNet:
+    """A randomly initialised 3-block MeshNet (dilations 1, 2, 4) plus a 1x1x1 classifier."""
+    torch.manual_seed(seed)
+    conv = lambda cin, cout, d, k=3: {"type": "conv", "in_channels": cin, "out_channels": cout,  # noqa: E731
+                                      "kernel_size": [k] * 3, "dilation": [d] * 3, "padding": "same", "bias": True}
+    spec = [conv(1, channels, 1), {"type": "activation", "name": "elu"},
+            conv(channels, channels, 2), {"type": "activation", "name": "elu"},
+            conv(channels, channels, 4), {"type": "activation", "name": "elu"},
+            conv(channels, 3, 1, k=1)]
+    return MeshNet(spec, ["Unknown", "a", "b"]).eval()
+
+
+def tiny_extractor(num_layers: int = 2) -> FrozenFeatureExtractor:
+    return FrozenFeatureExtractor(meshnet_blocks(tiny_meshnet(), num_layers), input_orientation="RAS")
+
+
+def head_patch(seed: int = 0) -> torch.Tensor:
+    """A synthetic head ``(1, 1, 16, 16, 16)`` scaled to [0, 1]: background 0, tissue ~0.6, core ~1."""
+    volume = synthetic_head(SHAPE, seed=seed)
+    return torch.from_numpy(volume / volume.max()).clamp(0, 1)[None, None]
+
+
+def altered(image: torch.Tensor, cube: tuple[slice, ...], change: float = 0.3) -> torch.Tensor:
+    out = image.clone()
+    out[(..., *cube)] += change
+    return out
+
+
+def group_map() -> np.ndarray:
+    """Region groups of :func:`head_patch`: 0 background, 1 tissue, 3 inner core (around REGION_CUBE)."""
+    head = head_patch()[0, 0].numpy()
+    groups = np.where(head > 0, 1, 0)
+    groups[4:12, 4:12, 4:12] = 3
+    return groups
+
+
+def weights_for(groups: np.ndarray, configured: dict | None = None) -> torch.Tensor:
+    return torch.from_numpy(region_weight_map(groups, configured))[None, None]
+
+
+# ----------------------------------------------------------------------------- feature extractor
+
+
+def test_extractor_from_saved_meshnet_is_frozen_and_keeps_shapes(tmp_path):
+    path = save_meshnet(tiny_meshnet(), tmp_path / "tiny.pt")
+    extractor = meshnet_feature_extractor(str(path), num_layers=2)
+    assert all(not p.requires_grad for p in extractor.parameters()) and len(list(extractor.parameters())) == 4
+    extractor.train()
+    assert not extractor.training and not any(m.training for m in extractor.modules())
+    image = head_patch().requires_grad_(True)
+    features = extractor(image)
+    assert [tuple(f.shape) for f in features] == [(1, 4, *SHAPE)] * 2
+    features[-1].sum().backward()
+    assert image.grad is not None and image.grad.abs().sum() > 0, "gradients reach the input"
+
+
+def test_extractor_puts_features_back_in_patch_voxel_order():
+    """A feature of voxel v describes patch voxel v: a one-voxel change moves features near that voxel."""
+    extractor = FrozenFeatureExtractor(meshnet_blocks(tiny_meshnet(), 1), input_orientation="RAS")
+    image = head_patch()
+    changed = image.clone()
+    changed[0, 0, 2, 5, 13] += 1.0
+    difference = (extractor(changed)[0] - extractor(image)[0]).abs().sum(1)[0]
+    touched = torch.nonzero(difference > 1e-6)
+    assert touched.min(0).values.tolist() == [1, 4, 12] and touched.max(0).values.tolist() == [3, 6, 14]
+
+
+def test_extractor_errors_name_the_problem(tmp_path):
+    with pytest.raises(T1T2Error, match="no_such_model"):
+        meshnet_feature_extractor("no_such_model")
+    path = save_meshnet(tiny_meshnet(), tmp_path / "tiny.pt")
+    with pytest.raises(T1T2Error, match="3 feature layers"):
+        meshnet_feature_extractor(str(path), num_layers=4)
+
+
+# ----------------------------------------------------------------------------- perceptual loss
+
+
+def test_perceptual_loss_zero_for_identical_positive_and_differentiable():
+    loss = RegionWeightedPerceptualLoss(tiny_extractor())
+    target = head_patch()
+    weights = weights_for(group_map())
+    assert float(loss(target.clone(), target, weights)) == pytest.approx(0.0, abs=1e-9)
+    prediction = altered(target, REGION_CUBE).requires_grad_(True)
+    value = loss(prediction, target, weights)
+    assert value.ndim == 0 and float(value.detach()) > 1e-4
+    value.backward()
+    assert torch.isfinite(prediction.grad).all() and prediction.grad.abs().sum() > 0
+
+
+def test_perceptual_loss_larger_for_region_change_than_background_change():
+    loss = RegionWeightedPerceptualLoss(tiny_extractor())
+    target, weights = head_patch(), weights_for(group_map())
+    region = float(loss(altered(target, REGION_CUBE), target, weights))
+    background = float(loss(altered(target, BACKGROUND_CUBE), target, weights))
+    assert region > background > 0, (region, background)
+    # The weights make the difference: unit-normalised features make a change in flat zero
+    # background large on its own, so without weights the ratio is lower.
+    uniform_region = float(loss(altered(target, REGION_CUBE), target))
+    uniform_background = float(loss(altered(target, BACKGROUND_CUBE), target))
+    assert region / background > 2 * uniform_region / uniform_background
+
+
+def test_region_weights_change_the_loss_as_configured():
+    loss = RegionWeightedPerceptualLoss(tiny_extractor())
+    target, groups = head_patch(), group_map()
+    prediction = altered(target, REGION_CUBE)
+    heavy = float(loss(prediction, target, weights_for(groups, {"deep_grey": 5.0, "background": 0.5})))
+    light = float(loss(prediction, target, weights_for(groups, {"deep_grey": 0.5, "background": 5.0})))
+    assert heavy > 2 * light, (heavy, light)
+    # Weighted mean: a constant map equals uniform weighting, whatever the constant.
+    uniform = float(loss(prediction, target, None))
+    assert float(loss(prediction, target, torch.full_like(target, 3.0))) == pytest.approx(uniform, rel=1e-5)
+    weights = weights_for(groups, {"deep_grey": 5.0})
+    distance = loss.distance_map(prediction, target)
+    assert float(loss(prediction, target, weights)) == pytest.approx(float((weights * distance).sum() / weights.sum()), rel=1e-5)
+
+
+def test_perceptual_reduction_and_empty_weights():
+    target = torch.cat([head_patch(0), head_patch(1)])
+    prediction = altered(target, REGION_CUBE)
+    weights = torch.ones_like(target)
+    weights[1] = 0  # a sample whose weights are all zero counts 0
+    per_sample = RegionWeightedPerceptualLoss(tiny_extractor(), reduction="none")(prediction, target, weights)
+    assert per_sample.shape == (2,) and float(per_sample[0]) > 0 and float(per_sample[1]) == 0.0
+    extractor = tiny_extractor()
+    assert float(RegionWeightedPerceptualLoss(extractor)(prediction, target, weights)) == pytest.approx(float(per_sample.mean()))
+    assert float(RegionWeightedPerceptualLoss(extractor, reduction="sum")(prediction, target, weights)) == pytest.approx(float(per_sample.sum()))
+    with pytest.raises(ValueError, match="reduction"):
+        RegionWeightedPerceptualLoss(extractor, reduction="max")
+    with pytest.raises(ValueError, match="weights"):
+        RegionWeightedPerceptualLoss(extractor)(prediction, target, weights[:, :, :8])
+
+
+def test_layer_weights_select_layers():
+    target = head_patch()
+    prediction = altered(target, REGION_CUBE)
+    first_only = RegionWeightedPerceptualLoss(tiny_extractor(2), layer_weights=[1.0, 0.0])(prediction, target)
+    one_layer = RegionWeightedPerceptualLoss(tiny_extractor(1))(prediction, target)
+    assert float(first_only) == pytest.approx(float(one_layer), rel=1e-6)
+    with pytest.raises(ValueError, match="layer_weights"):
+        RegionWeightedPerceptualLoss(tiny_extractor(2), layer_weights=[1.0])(prediction, target)
+
+
+def test_feature_maps_smaller_than_the_patch_are_resampled():
+    torch.manual_seed(0)
+    extractor = FrozenFeatureExtractor([nn.Sequential(nn.Conv3d(1, 3, 3), nn.ELU())])  # 'valid': 14^3
+    loss = RegionWeightedPerceptualLoss(extractor)
+    target = head_patch()
+    prediction = altered(target, REGION_CUBE)
+    assert loss.distance_map(prediction, target).shape == target.shape
+    assert float(loss(prediction, target, weights_for(group_map()))) > 0
+
+
+# ----------------------------------------------------------------------------- tumour preservation
+
+
+def tumour_patch() -> tuple[torch.Tensor, torch.Tensor]:
+    """Target: tissue 0.5 with a bright 4^3 tumour (0.9); mask of the tumour, ``(1, 1, 16, 16, 16)`` each."""
+    target = torch.full((1, 1, *SHAPE), 0.5)
+    tumour = torch.zeros_like(target)
+    tumour[..., 6:10, 6:10, 6:10] = 1
+    return torch.where(tumour > 0, torch.tensor(0.9), target), tumour
+
+
+def test_separable_dilation_equals_cube_max_pool():
+    mask = (torch.rand(2, 1, 12, 10, 9, generator=torch.Generator().manual_seed(0)) > 0.97).float()
+    for radius in (1, 2, 3):
+        cube = torch.nn.functional.max_pool3d(mask, 2 * radius + 1, stride=1, padding=radius)
+        assert torch.equal(dilate(mask, radius), cube)
+    assert torch.equal(dilate(dilate(mask, 2), 3), dilate(mask, 5)) and torch.equal(dilate(mask, 0), mask)
+
+
+def test_tumour_loss_zero_for_identical_and_differentiable():
+    target, tumour = tumour_patch()
+    loss = TumourPreservationLoss()
+    assert float(loss(target.clone(), target, tumour)) == 0.0
+    prediction = altered(target, (slice(6, 10),) * 3, change=-0.2).requires_grad_(True)
+    value = loss(prediction, target, tumour)
+    assert value.ndim == 0 and float(value.detach()) > 0
+    value.backward()
+    assert torch.isfinite(prediction.grad).all() and prediction.grad.abs().sum() > 0
+
+
+def test_tumour_loss_terms_have_the_configured_values():
+    target, tumour = tumour_patch()
+    # Uniform shift: intensity term = shift, contrast unchanged.
+    assert float(TumourPreservationLoss()(target + 0.1, target, tumour)) == pytest.approx(0.1, abs=1e-6)
+    # Tumour flattened to the tissue value: contrast 0.4 lost; L1 0.4 on the 64 tumour voxels of the
+    # 8^3 = 512 voxels of the tumour dilated by 2.
+    flat = torch.full_like(target, 0.5)
+    contrast_only = TumourPreservationLoss(intensity_weight=0.0)(flat, target, tumour)
+    intensity_only = TumourPreservationLoss(contrast_weight=0.0)(flat, target, tumour)
+    assert float(contrast_only) == pytest.approx(0.4, abs=1e-6)
+    assert float(intensity_only) == pytest.approx(0.4 * 64 / 512, abs=1e-6)
+    _, dilated, ring = TumourPreservationLoss(dilation=2, ring_width=3).regions(tumour, target)
+    assert int(dilated.sum()) == 8**3 and int(ring.sum()) == 14**3 - 8**3
+
+
+def test_tumour_ring_excludes_background():
+    target, tumour = tumour_patch()
+    target[..., :, :, 12:] = 0  # skull-stripped: no tissue there
+    _, dilated, ring = TumourPreservationLoss().regions(tumour, target)
+    assert int(ring[..., 12:].sum()) == 0 and int(ring.sum()) == 14 * 14 * 11 - 8**3
+
+
+def test_tumour_loss_larger_for_tumour_change_than_background_change():
+    target, tumour = tumour_patch()
+    target[..., :2, :, :] = 0  # a slab of background
+    loss = TumourPreservationLoss()
+    in_tumour = float(loss(altered(target, (slice(6, 10),) * 3, change=0.3), target, tumour))
+    in_background = float(loss(altered(target, (slice(0, 2), slice(6, 10), slice(6, 10)), change=0.3), target, tumour))
+    assert in_tumour > 0.1 and in_background == 0.0
+
+
+def test_tumour_loss_zero_without_tumour_and_batch_mean():
+    target, tumour = tumour_patch()
+    prediction = torch.full_like(target, 0.5)
+    per_sample = TumourPreservationLoss(reduction="none")(
+        torch.cat([prediction, prediction]), torch.cat([target, target]), torch.cat([tumour, torch.zeros_like(tumour)]))
+    assert per_sample.shape == (2,) and float(per_sample[0]) > 0 and float(per_sample[1]) == 0.0
+    batch = torch.cat([prediction, prediction]).requires_grad_(True)
+    mean = TumourPreservationLoss()(batch, torch.cat([target, target]), torch.cat([tumour, torch.zeros_like(tumour)]))
+    assert float(mean.detach()) == pytest.approx(float(per_sample[0]) / 2)
+    no_tumour = TumourPreservationLoss()(batch, torch.cat([target, target]), torch.zeros_like(batch))
+    assert float(no_tumour.detach()) == 0.0
+    no_tumour.backward()  # an all-background batch still backpropagates (zero gradient)
+    assert batch.grad is not None and float(batch.grad.abs().sum()) == 0.0
+
+
+# ----------------------------------------------------------------------------- in the LightningModule
+
+
+def module_batch(patch: int = 16) -> dict[str, torch.Tensor]:
+    torch.manual_seed(0)
+    t1 = torch.rand(2, 1, patch, patch, patch)
+    tumour = torch.zeros_like(t1)
+    tumour[0, :, 5:9, 5:9, 5:9] = 1
+    return {"t1": t1, "t2": 1 - t1, "weights": torch.rand_like(t1) + 0.5, "tumour": tumour}
+
+
+def check_module_losses(perceptual_model: str) -> None:
+    from monai_t1t2.module import TranslationModule
+
+    module = TranslationModule(perceptual_weight=1.0, tumour_weight=1.0, perceptual_model=perceptual_model,
+                               generator={"name": "unet", "channels": [4, 8], "num_res_units": 0},
+                               patch_size=(16, 16, 16))
+    module.train()
+    assert not module.perceptual_loss.extractor.training, "Lightning's train() must not unfreeze the extractor"
+    batch = module_batch()
+    terms = module.generator_loss(batch, module(batch["t1"]))
+    assert {"perceptual", "tumour", "total"} <= set(terms)
+    assert all(torch.isfinite(terms[name]) and float(terms[name].detach()) > 0 for name in ("perceptual", "tumour"))
+    terms["total"].backward()
+    assert all(p.grad is None for p in module.perceptual_loss.parameters())
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in module.generator.parameters())
+
+
+def test_translation_module_trains_with_both_losses(tmp_path):
+    check_module_losses(str(save_meshnet(tiny_meshnet(), tmp_path / "tiny.pt")))
+
+
+@pytest.mark.realdata
+def test_pretrained_meshnet_extractor_on_a_real_patch():
+    import nibabel as nib
+
+    from monai_t1t2.transforms import PercentileNormalise
+
+    extractor = meshnet_feature_extractor()
+    assert all(not p.requires_grad for p in extractor.parameters())
+    extractor.train()
+    assert not any(m.training for m in extractor.modules())
+    t2 = nib.load(str(PAIRED / "TCGA-DU-7294" / "t2.nii.gz")).get_fdata(dtype=np.float32)
+    crop = (slice(100, 124), slice(100, 124), slice(70, 94))
+    target = torch.as_tensor(PercentileNormalise()(t2)[crop])[None, None]
+    features = extractor(target)
+    assert [tuple(f.shape) for f in features] == [(1, 30, 24, 24, 24)] * 3
+    loss = RegionWeightedPerceptualLoss(extractor)
+    assert float(loss(target.clone(), target)) == pytest.approx(0.0, abs=1e-9)
+    blurred = torch.nn.functional.avg_pool3d(target, 3, stride=1, padding=1, count_include_pad=False)
+    assert float(loss(blurred, target)) > 1e-4
+    patch, weights = head_patch(), weights_for(group_map())
+    region = float(loss(altered(patch, REGION_CUBE), patch, weights))
+    background = float(loss(altered(patch, BACKGROUND_CUBE), patch, weights))
+    assert region > 1.5 * background > 0, (region, background)
+    check_module_losses("model30chan18cls")
