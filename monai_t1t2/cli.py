@@ -95,7 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = add("evaluate", _cmd_evaluate, "Score synthetic T2 against real T2 (../shared/EVALUATION.md protocol).")
     evaluate.add_argument("--pred", required=True, help="synthetic T2 volume or folder")
     evaluate.add_argument("--ref", required=True, help="real T2 volume or folder")
-    evaluate.add_argument("--mask", help="brain mask (default: pred > 0 and ref > 0)")
+    evaluate.add_argument("--mask", help="brain mask (default: (t1 > 0) & (t2 > 0) for a reference <case>/t2.* "
+                          "with t1.* beside it, else ref > 0)")
     evaluate.add_argument("--tumor-seg", help="tumour label volume (any label > 0 is tumour)")
     evaluate.add_argument("--labels", help="parcellation label volume for region MAE")
     evaluate.add_argument("--json", help="write every metric here")
