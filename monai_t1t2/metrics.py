@@ -338,7 +338,8 @@ def _region_scores(pred_n: np.ndarray, ref_n: np.ndarray, brain: np.ndarray, tum
 
 
 # ----- the `evaluate` command ---------------------------------------------------------------
-GENERIC_STEMS = ("t2", "t2w", "synt2", "synth_t2", "pred", "prediction")
+# File names that say what a volume is, not whose: the case is then the folder name.
+GENERIC_STEMS = ("t1", "t2", "t2w", "synt2", "synth_t2", "pred", "prediction")
 PRED_SUFFIX = "_synT2"
 
 
@@ -346,7 +347,7 @@ def case_of(path: PathLike) -> str:
     """Case name of a volume file (the matching rule of the ``evaluate`` command).
 
     ``<stem>_synT2.nii.gz`` -> ``<stem>``; ``<stem>.nii.gz`` -> ``<stem>``; a generic name
-    (``t2``, ``synT2``, ``pred``, ...) -> the name of its folder (layout ``<case>/t2.nii.gz``).
+    (``t2``, ``synT2``, ``t1_synT2``, ``pred``, ...) -> the name of its folder (layout ``<case>/t2.nii.gz``).
     """
     stem = volume_stem(path)
     if stem.lower().endswith(PRED_SUFFIX.lower()) and len(stem) > len(PRED_SUFFIX):

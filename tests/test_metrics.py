@@ -248,6 +248,14 @@ def test_empty_mask_and_default_mask():
     assert evaluate(pred, ref, mask=brain)["mae"] == pytest.approx(evaluate(pred, ref)["mae"])
 
 
+def test_tumour_segmentation_file_without_tumour_is_accepted(tmp_path):
+    ref, brain = smooth_brain()
+    empty = write_nifti(tmp_path / "tumor_seg.nii.gz", np.zeros(ref.shape, np.uint8))
+    scores = evaluate(ref, ref, mask=brain, tumor_seg=empty)
+    assert math.isnan(scores["mae_tumour"]) and math.isnan(scores["tumour_contrast_error"])
+    assert scores["mae"] == 0
+
+
 # ----- the real data: the protocol's floor row ------------------------------------------------
 @pytest.mark.realdata
 @pytest.mark.parametrize("case", PAIRED_CASES)
@@ -270,6 +278,7 @@ def test_case_of_matching_rule(tmp_path):
     assert case_of(tmp_path / "out" / "sub01.nii.gz") == "sub01"
     assert case_of(tmp_path / "paired" / "TCGA-FG-6692" / "t2.nii.gz") == "TCGA-FG-6692"
     assert case_of(tmp_path / "pred" / "caseA" / "synT2.nii.gz") == "caseA"
+    assert case_of(tmp_path / "pred" / "caseA" / "t1_synT2.nii.gz") == "caseA"
 
 
 def test_cli_scores_two_files_and_writes_every_key(tmp_path, capsys):
