@@ -194,6 +194,8 @@ class PairedDataModule(pl.LightningDataModule):
         parcellation_model: brainchop model name whose parcellation (cached per file hash in
             ``cache_dir``) drives the region weights; ``None`` disables them.
         shard_by_rank: under DDP, each rank caches and trains on its own share of subjects.
+        quality_control: drop training subjects whose T1 or T2 fails :func:`monai_t1t2.qc.quality_report`
+            (noise only, ghosting, no usable slice), logging a warning with the reasons.
     """
 
     def __init__(
@@ -215,6 +217,7 @@ class PairedDataModule(pl.LightningDataModule):
         group_weights: dict[str, float] | None = None,
         cache_dir: str = "cache",
         shard_by_rank: bool = False,
+        quality_control: bool = True,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -223,6 +226,10 @@ class PairedDataModule(pl.LightningDataModule):
             subjects += load_subjects(extra)
         check_subject_grids(subjects)
         self.train_subjects, self.val_subjects = split_subjects(subjects, val_cases, val_fraction, seed)
+        if quality_control:
+            from monai_t1t2.qc import exclude_failing_subjects
+
+            self.train_subjects = exclude_failing_subjects(self.train_subjects)
 
     # ----- transforms -------------------------------------------------------------------
     def _deterministic_transforms(self, with_labels: bool) -> list:

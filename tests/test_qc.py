@@ -1,0 +1,262 @@
+"""Quality control: each metric on tiny synthetic volumes, each decision on corrupted real volumes."""
+
+import json
+import logging
+import math
+
+import numpy as np
+import pytest
+import torch
+from monai.data import MetaTensor
+
+from conftest import PAIRED, PAIRED_CASES, RAW, synthetic_head, write_nifti
+from monai_t1t2 import qc
+from monai_t1t2.cli import main
+from monai_t1t2.errors import DatasetError
+from monai_t1t2.io import read_volume
+from monai_t1t2.transforms import SamplingMaskd, brain_patch_sampler
+
+
+def padded_head(seed: int = 0) -> np.ndarray:
+    """A 64 x 64 x 32 field of view with a 32 x 32 x 24 synthetic head in its centre (air = 0)."""
+    return np.pad(synthetic_head((32, 32, 24), seed), ((16, 16), (16, 16), (4, 4)))
+
+
+# --------------------------------------------------------------------------------------
+# Metrics on synthetic volumes
+# --------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("noise_sigma", [0.0, 8.0])
+def test_head_mask_finds_head_with_and_without_background_noise(noise_sigma):
+    image = padded_head()
+    if noise_sigma:
+        image = qc.simulate_rician_noise(image, noise_sigma, seed=1)
+    head = qc.head_mask(image)
+    truth = padded_head() > 0
+    dice = 2 * (head & truth).sum() / (head.sum() + truth.sum())
+    assert dice > 0.95
+
+
+def test_head_mask_of_pure_noise_is_empty():
+    assert not qc.head_mask(qc.simulate_noise_only((48, 48, 32), 10.0)).any()
+
+
+def test_efc_extremes():
+    assert qc.efc(np.full((8, 8, 8), 3.0)) == pytest.approx(1.0)  # energy spread evenly: maximum entropy
+    spike = np.zeros((8, 8, 8))
+    spike[4, 4, 4] = 5.0
+    assert qc.efc(spike) == pytest.approx(0.0, abs=1e-9)  # all energy in one voxel
+    assert qc.efc(padded_head()) < qc.efc(qc.simulate_rician_noise(padded_head(), 20.0))
+
+
+def test_fber_definition_and_cap():
+    image = np.ones((10, 10, 10))
+    head = np.zeros_like(image, dtype=bool)
+    head[3:7, 3:7, 3:7] = True
+    image[head] = 10.0
+    assert qc.fber(image, head) == pytest.approx(100.0)
+    assert qc.fber(np.where(head, 10.0, 0.0), head) == qc.METRIC_CAP  # skull-stripped: zero background
+
+
+def test_ghost_to_signal_ratio_names_the_ghost_axis():
+    amplitude = 0.1
+    metrics, _ = qc.compute_metrics(qc.simulate_ghost(padded_head(), axis=0, amplitude=amplitude))
+    assert metrics["gsr_x"] == pytest.approx(amplitude, rel=0.3)
+    assert abs(metrics["gsr_y"]) < 0.01
+    clean, _ = qc.compute_metrics(padded_head())
+    assert clean["gsr_x"] == 0.0 and clean["gsr_y"] == 0.0
+
+
+def test_background_noise_measures_the_air_sigma():
+    image = padded_head()
+    sigma = 6.0
+    metrics, _ = qc.compute_metrics(qc.simulate_rician_noise(image, sigma, seed=2))
+    signal = np.median(image[image > 0])
+    assert metrics["background_noise"] == pytest.approx(sigma / signal, rel=0.25)
+    assert metrics["snr_dietrich"] < 100
+    assert qc.compute_metrics(image)[0]["background_noise"] == 0.0
+
+
+def test_spatial_correlation_noise_versus_anatomy():
+    assert abs(qc.spatial_correlation(qc.simulate_noise_only((40, 40, 40), 5.0))) < 0.05
+    assert qc.spatial_correlation(padded_head()) > 0.8
+
+
+def test_tissue_classes_recover_three_modes():
+    rng = np.random.default_rng(0)
+    values = np.concatenate([rng.normal(m, 3, 3000) for m in (20, 60, 100)])
+    classes = qc.tissue_classes(values)
+    assert [int(np.median(classes[i * 3000:(i + 1) * 3000])) for i in range(3)] == [0, 1, 2]
+
+
+def test_snr_and_cnr_from_a_parcellation():
+    rng = np.random.default_rng(0)
+    labels = np.zeros((40, 40, 40), dtype=np.int64)
+    labels[10:30, 10:30, 10:20] = 1  # white matter
+    labels[10:30, 10:30, 20:30] = 2  # cortex
+    image = np.where(labels == 1, 100.0, np.where(labels == 2, 60.0, 0.0)) + rng.normal(0, 5, labels.shape) * (labels > 0)
+    metrics, _ = qc.compute_metrics(image, labels=labels, label_names=["Unknown", "Cerebral-White-Matter", "Cerebral-Cortex"])
+    white, grey = image[labels == 1], image[labels == 2]
+    expected_cnr = abs(white.mean() - grey.mean()) / math.sqrt(white.std(ddof=1) ** 2 + grey.std(ddof=1) ** 2)
+    assert metrics["cnr"] == pytest.approx(expected_cnr, rel=1e-3)
+    assert metrics["snr"] == pytest.approx(100 / 5, rel=0.1)
+
+
+def test_unusable_slices_by_brain_fraction():
+    brain = np.zeros((20, 20, 6), dtype=bool)
+    brain[:, :, 1:4] = True
+    brain[9:11, 9:11, 4] = True  # 4 voxels of 400: 1 % of the largest slice
+    assert qc.unusable_slices(brain) == [0, 4, 5]
+    assert qc.unusable_slices(brain, min_brain_fraction=0.0) == [0, 5]
+
+
+def test_slice_axis_is_the_thickest():
+    assert qc.slice_axis_of((0.9, 0.9, 5.5)) == 2
+    assert qc.slice_axis_of((1.2, 0.94, 0.94)) == 0
+    assert qc.slice_axis_of((1.0, 1.0, 1.0)) == 2
+
+
+# --------------------------------------------------------------------------------------
+# Decisions, transforms, data module, command line (synthetic)
+# --------------------------------------------------------------------------------------
+
+def test_quality_report_schema_and_noise_rejection():
+    report = qc.quality_report(qc.simulate_noise_only((48, 48, 32), 10.0))
+    assert sorted(report) == ["metrics", "passed", "path", "reasons", "unusable_slices"]
+    assert report["passed"] is False and report["reasons"][0].startswith("noise only")
+    clean = qc.quality_report(padded_head())
+    assert clean["passed"] is True and clean["reasons"] == []
+    assert all(isinstance(v, float) and math.isfinite(v) for v in clean["metrics"].values())
+
+
+def test_quality_control_d_adds_reports_and_can_raise():
+    head = MetaTensor(torch.from_numpy(padded_head())[None], affine=torch.diag(torch.tensor([1.0, 1.0, 1.0, 1.0])))
+    noise = torch.from_numpy(qc.simulate_noise_only((48, 48, 32), 10.0))[None]
+    out = qc.QualityControld(["t1", "t2"])({"t1": head, "t2": noise})
+    assert out["t1_qc"]["passed"] and not out["t2_qc"]["passed"]
+    assert out["t1"] is head  # the image itself is untouched
+    with pytest.raises(ValueError, match="noise only"):
+        qc.QualityControld("t2", raise_on_fail=True)({"t2": noise})
+
+
+def _subject_folder(root, case, t2):
+    write_nifti(root / case / "t1.nii.gz", padded_head())
+    write_nifti(root / case / "t2.nii.gz", t2)
+
+
+def test_training_subjects_failing_qc_are_excluded(tmp_path, caplog):
+    from monai_t1t2.data import PairedDataModule
+
+    good_t2 = np.where(padded_head() > 0, 200 - padded_head(), 0).astype(np.float32)
+    for case in ("a", "b", "c"):
+        _subject_folder(tmp_path, case, good_t2)
+    _subject_folder(tmp_path, "noisy", qc.simulate_noise_only(padded_head().shape, 10.0))
+    with caplog.at_level(logging.WARNING, logger="monai_t1t2.qc"):
+        data = PairedDataModule(str(tmp_path), val_cases=["c"])
+    assert [s["case"] for s in data.train_subjects] == ["a", "b"]
+    assert "noisy" in caplog.text and "noise only" in caplog.text
+    unchecked = PairedDataModule(str(tmp_path), val_cases=["c"], quality_control=False)
+    assert [s["case"] for s in unchecked.train_subjects] == ["a", "b", "noisy"]
+    with pytest.raises(DatasetError, match="quality control"):
+        PairedDataModule(str(tmp_path), val_cases=["a", "b", "c"])
+
+
+def test_cli_writes_report_and_pngs(tmp_path):
+    write_nifti(tmp_path / "in" / "clean.nii.gz", padded_head())
+    write_nifti(tmp_path / "in" / "noise.nii.gz", qc.simulate_noise_only(padded_head().shape, 10.0))
+    write_nifti(tmp_path / "in" / "ghost.nii.gz", qc.simulate_ghost(padded_head(), axis=1, amplitude=0.1))
+    report_path, pngs = tmp_path / "report.json", tmp_path / "png"
+    assert main(["qc", str(tmp_path / "in"), "--report", str(report_path), "--png-dir", str(pngs)]) == 0
+    report = {r["path"].split("/")[-1]: r for r in json.loads(report_path.read_text())}
+    assert report["clean.nii.gz"]["passed"] and not report["noise.nii.gz"]["passed"]
+    assert report["ghost.nii.gz"]["reasons"][0].startswith("ghosting") and "along voxel axis y" in report["ghost.nii.gz"]["reasons"][0]
+    assert sorted(p.name for p in pngs.iterdir()) == ["in_ghost_qc.png", "in_noise_qc.png"]
+    assert main(["qc", str(tmp_path / "in"), "--report", str(report_path)]) == 2  # exists, no --overwrite
+    assert main(["qc", str(tmp_path / "in" / "clean.nii.gz"), "--report", str(report_path), "--overwrite"]) == 0
+    (tmp_path / "bad.nii.gz").write_bytes(b"not a volume")
+    assert main(["qc", str(tmp_path / "bad.nii.gz"), "--report", str(tmp_path / "r2.json")]) == 2
+    assert not (tmp_path / "r2.json").exists()
+
+
+def test_patch_sampler_never_yields_background_only_patches():
+    brain = np.zeros((1, 48, 48, 40), dtype=np.float32)
+    brain[0, 10:38, 12:36, 8:30] = 1.0
+    brain[0, 22:24, 22:24, 30:34] = 1.0  # a thin cap: unusable slices
+    image = brain * 100.0
+    data = SamplingMaskd(keys="t1")({"t1": image, "brain": brain})
+    assert not data["sampling_mask"][..., 30:34].any()
+    sampler = brain_patch_sampler(["t1", "brain"], spatial_size=(12, 12, 12), num_samples=50)
+    sampler.set_random_state(seed=0)
+    patches = [p for _ in range(8) for p in sampler(data)]
+    assert len(patches) == 400
+    assert all(float(p["brain"].sum()) > 0 for p in patches)
+
+
+# --------------------------------------------------------------------------------------
+# Real data: the clean pairs pass, each corruption is caught for its reason
+# --------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def real_t1():
+    return read_volume(PAIRED / "TCGA-DU-7294" / "t1.nii.gz")[0].numpy()
+
+
+@pytest.mark.realdata
+@pytest.mark.parametrize("case", PAIRED_CASES)
+def test_clean_pairs_pass(case):
+    for contrast in ("t1", "t2"):
+        report = qc.quality_report(PAIRED / case / f"{contrast}.nii.gz")
+        assert report["passed"] and report["reasons"] == [], report
+
+
+@pytest.mark.realdata
+def test_pure_noise_is_rejected(real_t1):
+    noise = qc.simulate_noise_only(real_t1.shape, sigma=0.1 * float(np.median(real_t1[real_t1 > 0])), seed=3)
+    report = qc.quality_report(noise)
+    assert not report["passed"] and len(report["reasons"]) == 1 and report["reasons"][0].startswith("noise only")
+
+
+@pytest.mark.realdata
+def test_ghost_is_flagged_along_its_axis(real_t1):
+    report = qc.quality_report(qc.simulate_ghost(real_t1, axis=1, amplitude=0.04))
+    assert not report["passed"]
+    assert len(report["reasons"]) == 1 and report["reasons"][0].startswith("ghosting") and "gsr_y" in report["reasons"][0]
+    assert report["metrics"]["gsr_y"] == pytest.approx(0.04, rel=0.2) and report["metrics"]["gsr_x"] < 0.005
+
+
+@pytest.mark.realdata
+def test_thin_slab_marks_caps_and_empty_slices(real_t1):
+    slab = qc.simulate_slab(real_t1, start=70, stop=90, cap_slices=3)
+    report = qc.quality_report(slab)
+    assert report["unusable_slices"] == [z for z in range(real_t1.shape[2]) if not 70 <= z < 90]
+    assert report["passed"] and report["reasons"][0].startswith("little brain")
+    assert set(qc.unusable_slices(real_t1 > 0)) < set(report["unusable_slices"])  # the intact brain uses more
+
+
+@pytest.mark.realdata
+def test_strong_background_noise_is_reported(real_t1):
+    sigma = 0.1 * float(np.median(real_t1[real_t1 > 0]))
+    report = qc.quality_report(qc.simulate_rician_noise(real_t1, sigma, seed=4))
+    assert len(report["reasons"]) == 1 and report["reasons"][0].startswith("noisy background")
+    assert report["passed"]  # reported, not rejected: the brain is still there
+    assert report["metrics"]["background_noise"] > qc.MAX_BACKGROUND_NOISE
+
+
+@pytest.mark.realdata
+def test_raw_clinical_volume_is_read_and_reported():
+    report = qc.quality_report(RAW / "TCGA-FG-6692" / "t1.nii.gz")
+    assert report["metrics"]["slice_axis"] == 2.0  # 5.5 mm axial slices
+    assert report["passed"] and report["reasons"] == [], report
+    assert 0 < report["metrics"]["background_noise"] < qc.MAX_BACKGROUND_NOISE  # real air noise, not zero
+    assert report["metrics"]["fber"] < qc.METRIC_CAP
+
+
+@pytest.mark.realdata
+def test_real_patches_are_never_background_only():
+    volume = read_volume(PAIRED / "TCGA-FG-6692" / "t1.nii.gz")[:, ::2, ::2, ::2]
+    brain = (volume > 0).float()
+    data = SamplingMaskd(keys="t1")({"t1": volume, "brain": brain})
+    sampler = brain_patch_sampler(["t1", "brain"], spatial_size=(24, 24, 24), num_samples=100)
+    sampler.set_random_state(seed=1)
+    patches = sampler(data)
+    assert len(patches) == 100 and all(float(p["brain"].sum()) > 0 for p in patches)
