@@ -117,6 +117,57 @@ class FrozenFeatureExtractor(nn.Module):
         return features
 
 
+class SubgridDilatedConv3d(nn.Module):
+    """A dilated 'same' ``Conv3d`` that, on CPU, runs as a dense conv on its ``d^3`` interleaved sub-grids.
+
+    A 3x3x3 conv with dilation ``d`` only mixes voxels ``d`` apart, so it equals an undilated
+    conv applied to each sub-grid ``x[..., i::d, j::d, k::d]`` (TensorFlow's space-to-batch
+    atrous convolution). PyTorch's CPU kernels for dilation >= 4 are several times slower than
+    this (measured on 48^3 patches, 30 channels); other devices use the wrapped conv directly.
+
+    Args:
+        conv: a ``Conv3d`` with stride 1, groups 1, equal dilation ``d`` on every axis and
+            'same' padding ``d * (k - 1) / 2``.
+    """
+
+    def __init__(self, conv: nn.Conv3d) -> None:
+        super().__init__()
+        if not self.supports(conv):
+            raise ValueError(f"{conv} is not a 'same', stride-1 conv with one dilation on every axis")
+        self.conv = conv
+
+    @staticmethod
+    def supports(conv: nn.Module) -> bool:
+        if (not isinstance(conv, nn.Conv3d) or isinstance(conv.padding, str) or conv.groups != 1
+                or set(conv.stride) != {1} or len(set(conv.dilation)) != 1):
+            return False
+        dilation = conv.dilation[0]
+        return all(p == dilation * (k - 1) // 2 and k % 2 == 1 for p, k in zip(conv.padding, conv.kernel_size))
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        if image.device.type != "cpu":
+            return self.conv(image)
+        d = self.conv.dilation[0]
+        batch, channels, *size = image.shape
+        image = F.pad(image, (0, -size[2] % d, 0, -size[1] % d, 0, -size[0] % d))  # zeros, as conv padding
+        grid = [n // d for n in image.shape[2:]]
+        subgrids = image.reshape(batch, channels, grid[0], d, grid[1], d, grid[2], d).permute(0, 3, 5, 7, 1, 2, 4, 6)
+        subgrids = subgrids.reshape(batch * d**3, channels, *grid)
+        padding = [(k - 1) // 2 for k in self.conv.kernel_size]
+        out = F.conv3d(subgrids, self.conv.weight, self.conv.bias, padding=padding)
+        out = out.reshape(batch, d, d, d, -1, *grid).permute(0, 4, 5, 1, 6, 2, 7, 3)
+        return out.reshape(batch, -1, grid[0] * d, grid[1] * d, grid[2] * d)[:, :, :size[0], :size[1], :size[2]]
+
+
+def _with_subgrid_convs(block: nn.Sequential, min_dilation: int = 4) -> nn.Sequential:
+    """``block`` with its convs of dilation >= ``min_dilation`` computed on sub-grids on CPU."""
+    return nn.Sequential(*[
+        SubgridDilatedConv3d(module) if SubgridDilatedConv3d.supports(module) and module.dilation[0] >= min_dilation
+        else module
+        for module in block
+    ])
+
+
 def meshnet_blocks(network: nn.Module, num_layers: int) -> list[nn.Sequential]:
     """The first ``num_layers`` blocks (conv, optional instance norm, activation) of a MeshNet.
 
@@ -141,7 +192,8 @@ def meshnet_feature_extractor(model: str = "model30chan18cls", num_layers: int =
 
     ``model30chan18cls`` has 30 channels per block and dilations 1, 2, 4, 8, 16, ...: three blocks
     see 15^3 voxels around each voxel (tissue boundaries and local texture), each block keeps
-    the patch size ('same' padding).
+    the patch size ('same' padding). Convs of dilation >= 4 run as :class:`SubgridDilatedConv3d`
+    (same result, faster on CPU).
 
     Args:
         model: brainchop model name (in :func:`monai_t1t2.parcellation.brainchop_dir`), folder or ``.pt``.
@@ -160,7 +212,8 @@ def meshnet_feature_extractor(model: str = "model30chan18cls", num_layers: int =
         network = load_meshnet(resolve_model_path(model))
     except T1T2Error as err:
         raise T1T2Error(f"perceptual loss: cannot load the feature extractor: {err}") from None
-    return FrozenFeatureExtractor(meshnet_blocks(network, num_layers), input_orientation=input_orientation)
+    blocks = [_with_subgrid_convs(block) for block in meshnet_blocks(network, num_layers)]
+    return FrozenFeatureExtractor(blocks, input_orientation=input_orientation)
 
 
 # ----------------------------------------------------------------------------- perceptual loss

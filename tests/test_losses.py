@@ -12,6 +12,7 @@ from monai_t1t2.errors import T1T2Error
 from monai_t1t2.losses import (
     FrozenFeatureExtractor,
     RegionWeightedPerceptualLoss,
+    SubgridDilatedConv3d,
     TumourPreservationLoss,
     meshnet_blocks,
     dilate,
@@ -91,6 +92,32 @@ def test_extractor_puts_features_back_in_patch_voxel_order():
     difference = (extractor(changed)[0] - extractor(image)[0]).abs().sum(1)[0]
     touched = torch.nonzero(difference > 1e-6)
     assert touched.min(0).values.tolist() == [1, 4, 12] and touched.max(0).values.tolist() == [3, 6, 14]
+
+
+@pytest.mark.parametrize("dilation", [2, 4, 5])
+def test_subgrid_dilated_conv_equals_the_dilated_conv(dilation):
+    torch.manual_seed(dilation)
+    conv = nn.Conv3d(3, 2, 3, dilation=dilation, padding=dilation)
+    image = torch.randn(2, 3, 13, 10, 9, requires_grad=True)
+    expected = conv(image)
+    (expected * torch.arange(expected.numel()).reshape(expected.shape)).sum().backward()
+    expected_grad, image.grad = image.grad.clone(), None
+    result = SubgridDilatedConv3d(conv)(image)
+    assert result.shape == expected.shape and torch.allclose(result, expected, atol=1e-5)
+    (result * torch.arange(result.numel()).reshape(result.shape)).sum().backward()
+    assert torch.allclose(image.grad, expected_grad, rtol=1e-4, atol=1e-3)
+    with pytest.raises(ValueError):
+        SubgridDilatedConv3d(nn.Conv3d(1, 1, 3, dilation=2, padding=1))
+
+
+def test_extractor_features_equal_the_meshnet_layers(tmp_path):
+    network = tiny_meshnet()
+    extractor = meshnet_feature_extractor(str(save_meshnet(network, tmp_path / "tiny.pt")), num_layers=3,
+                                          input_orientation=None)
+    assert any(isinstance(m, SubgridDilatedConv3d) for m in extractor.modules()), "dilation 4 runs on sub-grids"
+    image = head_patch()
+    with torch.no_grad():
+        assert torch.allclose(extractor(image)[-1], network.layers[:6](image), atol=1e-5)
 
 
 def test_extractor_errors_name_the_problem(tmp_path):
