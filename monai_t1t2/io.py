@@ -258,6 +258,7 @@ def write_volume(
     suffix = ".nii.gz" if path.name.lower().endswith(".nii.gz") else ".nii"
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
     os.close(handle)
+    _as_regular_file_mode(temporary)
     try:
         nib.save(image, temporary)
         os.replace(temporary, path)
@@ -267,6 +268,13 @@ def write_volume(
     return path
 
 
+def _as_regular_file_mode(path: PathLike) -> None:
+    """Give a ``mkstemp`` file (0600) the mode a plain ``open()`` would: 0666 less the umask."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
+
+
 def atomic_write_bytes(data: bytes, path: PathLike, overwrite: bool = True) -> Path:
     """Write bytes (a PNG, a JSON report) atomically: temporary file beside ``path``, then rename."""
     path = Path(path)
@@ -274,6 +282,7 @@ def atomic_write_bytes(data: bytes, path: PathLike, overwrite: bool = True) -> P
         raise OutputExistsError(f"{path}: exists; pass overwrite=True (--overwrite) to replace it")
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    _as_regular_file_mode(temporary)
     try:
         with os.fdopen(handle, "wb") as stream:
             stream.write(data)

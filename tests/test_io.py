@@ -1,4 +1,6 @@
 import gzip
+import os
+import stat
 
 import nibabel as nib
 import numpy as np
@@ -133,3 +135,17 @@ def test_read_raw_clinical_volume():
 def test_sample_is_small_and_readable():
     assert SAMPLE_T1.stat().st_size < 2_000_000
     assert read_volume(SAMPLE_T1).ndim == 4
+
+
+def test_outputs_get_regular_file_permissions(tmp_path):
+    """Atomic writes go through mkstemp (mode 0600); the finished file must be readable like any other."""
+    from monai_t1t2.io import atomic_write_text, write_volume
+
+    umask = os.umask(0o022)
+    try:
+        volume = write_volume(np.ones((4, 4, 4), np.float32), tmp_path / "out.nii.gz", reference=np.eye(4))
+        text = atomic_write_text("{}", tmp_path / "report.json")
+    finally:
+        os.umask(umask)
+    assert stat.S_IMODE(volume.stat().st_mode) == 0o644
+    assert stat.S_IMODE(text.stat().st_mode) == 0o644
