@@ -2,18 +2,21 @@
 
 For every shared paired subject: train on the other three, translate the held-out T1, and
 score it against its real T2 inside the brain mask. Variants (same generator family, same
-optimiser steps, the same number of voxels per step):
+optimiser steps, the same number of voxels per step; recipe from ``--config``, default
+``configs/cpu.yaml``):
 
 - ``inverted_t1``: the floor, ``1 - normalised T1`` (no training);
-- ``2d``: the slice-wise baseline (``spatial_dims: 2``, 96 x 96 axial slices, 48 per step);
-- ``3d``: the 3D patch model (48^3 patches, 4 per step) with L1 + SSIM;
+- ``2d``: the slice-wise baseline (``spatial_dims: 2``, ``2P x 2P`` axial slices, see :func:`variants`);
+- ``3d``: the 3D patch model (``P^3`` patches) with L1 + SSIM -- the recipe of the shipped model;
+- ``3d_perceptual``: ``3d`` + region-weighted perceptual loss;
 - ``3d_anatomy``: ``3d`` + region-weighted perceptual loss + tumour-preservation loss.
 
 Prints one markdown table per metric (per case and mean), writes every number to JSON and
 a PNG with a sagittal and a coronal slice of each variant (where 2D flicker shows).
 
-    python benchmarks/quality.py --quick          # small budget, CPU
-    python benchmarks/quality.py --steps 2000     # larger budget, e.g. on a GPU
+    python benchmarks/quality.py                                  # the config's steps, CPU
+    python benchmarks/quality.py --variants 3d 3d_perceptual 3d_anatomy --cases TCGA-DU-7294  # ablation
+    python benchmarks/quality.py --config configs/default.yaml --steps 5000   # on a GPU
 """
 
 from __future__ import annotations
@@ -40,14 +43,26 @@ from monai_t1t2.module import TranslationModule  # noqa: E402
 from monai_t1t2.parcellation import cached_parcellation, label_names  # noqa: E402
 from monai_t1t2.transforms import PercentileNormalise  # noqa: E402
 
-VOXELS_PER_STEP = 4 * 48**3  # 3D: 4 patches of 48^3; 2D: 48 slices of 96 x 96 (same count)
-VARIANTS = {
-    "2d": {"model": {"spatial_dims": 2, "patch_size": [96, 96, 1]},
-           "data": {"patch_size": [96, 96, 1], "samples_per_volume": 48}},
-    "3d": {},
-    "3d_anatomy": {"model": {"perceptual_weight": 1.0, "tumour_weight": 1.0},
-                   "data": {"parcellation_model": "model30chan18cls"}},
-}
+def variants(config: dict) -> dict:
+    """Config overrides of each trained variant, derived from the 3D recipe in ``config``.
+
+    The 2D baseline sees the same number of voxels per optimiser step as the 3D model: 3D
+    patches of ``P^3`` (``n`` per step) become ``n * P / 4`` axial slices of ``2P x 2P``.
+    """
+    side = int(config["data"]["patch_size"][0])
+    samples = int(config["data"]["samples_per_volume"])
+    slices = [2 * side, 2 * side, 1]
+    return {
+        "2d": {"model": {"spatial_dims": 2, "patch_size": slices},
+               "data": {"patch_size": slices, "samples_per_volume": samples * side // 4}},
+        "3d": {},
+        "3d_perceptual": {"model": {"perceptual_weight": 1.0},
+                          "data": {"parcellation_model": "model30chan18cls"}},
+        "3d_anatomy": {"model": {"perceptual_weight": 1.0, "tumour_weight": 1.0},
+                       "data": {"parcellation_model": "model30chan18cls"}},
+    }
+
+
 METRICS = ("ssim", "psnr", "mae", "r_z", "slice_flicker", "tumour_contrast_error",
            "mae_white_matter", "mae_cortical_grey", "mae_deep_grey", "mae_ventricles_csf", "mae_tumour")
 
@@ -87,7 +102,7 @@ def predict(module: TranslationModule, t1: np.ndarray) -> np.ndarray:
 
 
 def train(config: dict, variant: str, held_out: str, steps: int, data_dir: Path, cache_dir: Path, seed: int):
-    settings = merged(config, VARIANTS[variant])
+    settings = merged(config, variants(config)[variant])
     pl.seed_everything(seed)
     data = PairedDataModule(**dict(settings["data"], data_dir=str(data_dir), val_cases=[held_out],
                                    cache_dir=str(cache_dir)))
@@ -137,20 +152,46 @@ def save_png(path: Path, slices: dict, cases: list[str]) -> None:
     plt.close(figure)
 
 
+def print_report(paths: list[str]) -> None:
+    """Merge the ``quality.json`` of several runs (e.g. one process per held-out case) into one report."""
+    results, timings, settings = {}, {}, set()
+    for path in paths:
+        run = json.loads(Path(path).read_text())
+        results.update(run["results"])
+        timings.update(run["train_seconds"])
+        settings.add(run["settings"])
+    cases = sorted(results)
+    variants = list(dict.fromkeys(v for case in cases for v in results[case]))
+    for case in cases:
+        for variant in variants:
+            results[case].setdefault(variant, {})
+    print("\n".join(sorted(settings)) + "\n" + markdown_tables(results, cases, variants))
+    for variant in variants:
+        seconds = [timings[c][variant] for c in cases if variant in timings[c] and variant != "inverted_t1"]
+        if seconds:
+            print(f"training wall time, {variant}: mean {np.mean(seconds):.0f} s over {len(seconds)} runs")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default=str(REPO / "configs" / "cpu.yaml"))
     parser.add_argument("--data-dir", default=str(REPO.parent / "shared" / "data" / "paired"))
-    parser.add_argument("--steps", type=int, default=600, help="optimiser steps per training")
-    parser.add_argument("--quick", action="store_true", help="150 steps per training (CPU, about 25 min in all)")
-    parser.add_argument("--variants", nargs="+", default=["inverted_t1", *VARIANTS])
+    parser.add_argument("--steps", type=int, help="optimiser steps per training (default: the config's max_steps)")
+    parser.add_argument("--quick", action="store_true", help="50 steps per training (a smoke run of the benchmark)")
+    parser.add_argument("--variants", nargs="+", default=["inverted_t1", "2d", "3d", "3d_anatomy"],
+                        help="inverted_t1, 2d, 3d, 3d_perceptual, 3d_anatomy")
     parser.add_argument("--cases", nargs="+", help="held-out cases (default: all)")
     parser.add_argument("--cache-dir", default=str(REPO / "cache"))
     parser.add_argument("--output", default=str(REPO / "benchmarks" / "results"))
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--report", nargs="+", metavar="JSON",
+                        help="only print the tables of earlier runs' quality.json files (e.g. one run per case)")
     args = parser.parse_args()
-    steps = 150 if args.quick else args.steps
+    if args.report:
+        print_report(args.report)
+        return
     config = yaml.safe_load(Path(args.config).read_text())
+    steps = 50 if args.quick else args.steps or int(config["trainer"]["max_steps"])
     config = {"model": config["model"], "data": config["data"], "precision": config["trainer"].get("precision", "32-true")}
     data_dir, cache_dir, output = Path(args.data_dir), Path(args.cache_dir), Path(args.output)
     output.mkdir(parents=True, exist_ok=True)
@@ -180,7 +221,8 @@ def main() -> None:
             print(f"{case} {variant}: ssim {scores['ssim']:.3f} psnr {scores['psnr']:.2f} mae {scores['mae']:.3f} "
                   f"r_z {scores.get('r_z', float('nan')):.3f} ({seconds:.0f} s training)", flush=True)
     report = markdown_tables(results, cases, args.variants)
-    header = (f"steps per training: {steps}, voxels per step: {VOXELS_PER_STEP}, config: {args.config}, "
+    voxels = int(np.prod(config["data"]["patch_size"])) * int(config["data"]["samples_per_volume"])
+    header = (f"steps per training: {steps}, voxels per step: {voxels}, config: {args.config}, "
               f"device: {'cuda' if torch.cuda.is_available() else 'cpu'} ({torch.get_num_threads()} threads)")
     print(header + "\n" + report)
     mean_time = np.mean([t for c in timings.values() for v, t in c.items() if v != "inverted_t1"] or [0])
