@@ -1,0 +1,526 @@
+"""Sliding-window translation of whole T1 volumes into synthetic T2 volumes.
+
+Pipeline of :func:`translate`, for a T1 on any grid (orientation, voxel size, with or without skull):
+
+1. brain mask on the input grid (:func:`brain_mask`; rule below);
+2. crop the T1 and the mask to the brain's bounding box plus a margin (on the input grid, so
+   a full-head or large-field volume is not resampled in full);
+3. reorient to RAS and resample to 1 mm (``Orientation`` + ``Spacing``; bilinear for the T1,
+   nearest for the mask): the network was trained at 1 mm;
+4. :class:`~monai_t1t2.transforms.PercentileNormalise` inside the mask (``EVALUATION.md`` units);
+5. MONAI ``sliding_window_inference`` (Gaussian blending), prediction multiplied by the mask;
+6. ``ResampleToMatch`` back onto the cropped input grid (bilinear), pasted into the full input
+   grid, multiplied by the input-grid mask so the background stays exactly 0.
+
+Brain-mask rule (``mask_method="auto"``): a volume with at least
+:data:`SKULL_STRIPPED_ZERO_FRACTION` of its voxels exactly 0 is taken as skull-stripped and its mask
+is ``t1 > 0`` (fast path; the shared BraTS-style and HD-BET volumes have 82-89 % zeros, a raw
+scanner series with noisy background about 4 %). Otherwise the brain is found by brainchop's
+``mindgrab`` network (:func:`monai_t1t2.parcellation.predict_brain_mask`); when brainchop's models
+are absent, by the fallback :func:`head_mask` (Otsu threshold of log intensities, largest
+component, holes filled),
+which keeps the skull: the skull is then translated too, but the background still stays 0.
+Callers can force a method (``"nonzero"``, ``"network"``, ``"otsu"``) or pass their own mask.
+
+Output: float32 ``MetaTensor`` ``(1, X, Y, Z)`` on the input's grid with its affine, in normalised
+T2 units ``[0, 1]`` (the 0.5th-99.5th percentile range of a T2 inside the brain), 0 outside the brain.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from monai.data import MetaTensor
+from torch import nn
+
+import monai_t1t2
+from monai_t1t2.errors import InvalidVolumeError, OutputExistsError, T1T2Error
+from monai_t1t2.io import PathLike, find_volumes, read_volume, spacing_of, validate_array, volume_stem, write_volume
+
+DEFAULT_BUNDLE = Path(monai_t1t2.__file__).resolve().parents[1] / "bundles" / "t1t2_translation"
+OUTPUT_SUFFIX = "_synT2"
+# Skull-stripped volumes are mostly exact zeros; raw scanner magnitude images almost never are.
+SKULL_STRIPPED_ZERO_FRACTION = 0.25
+MASK_METHODS = ("auto", "nonzero", "network", "otsu")
+# Context kept around the brain before the sliding window; outside it everything is 0 anyway.
+CROP_MARGIN_MM = 8.0
+NETWORK_SPACING_MM = (1.0, 1.0, 1.0)
+RAS_LABELS = (("L", "R"), ("P", "A"), ("I", "S"))
+
+
+# ----------------------------------------------------------------------------- the model
+
+
+class _SliceWise(nn.Module):
+    """Apply a 2D network to ``(B, C, X, Y, 1)`` patches (the slice-wise baseline)."""
+
+    def __init__(self, network: nn.Module) -> None:
+        super().__init__()
+        self.network = network
+
+    def forward(self, patches: torch.Tensor) -> torch.Tensor:
+        return self.network(patches[..., 0])[..., None]
+
+
+@dataclass
+class Translator:
+    """A generator in eval mode with its sliding-window ROI.
+
+    Args:
+        network: maps ``(B, 1, X, Y, Z)`` normalised T1 patches to T2 patches (3D), or
+            ``(B, 1, X, Y)`` slices when ``spatial_dims == 2``.
+        roi_size: sliding-window ROI in voxels at 1 mm; ``(P, P, 1)`` for a 2D network.
+        spatial_dims: 3, or 2 for the slice-wise baseline.
+        device: where the network runs.
+        source: where it came from (for messages).
+    """
+
+    network: nn.Module
+    roi_size: tuple[int, int, int]
+    spatial_dims: int = 3
+    device: torch.device = torch.device("cpu")
+    source: str = ""
+
+    def __post_init__(self) -> None:
+        self.roi_size = tuple(int(v) for v in self.roi_size)
+        if len(self.roi_size) != 3:
+            raise T1T2Error(f"{self.source or 'model'}: roi_size {self.roi_size} must have 3 entries")
+        if self.spatial_dims == 2 and self.roi_size[2] != 1:
+            raise T1T2Error(f"{self.source or 'model'}: a 2D network needs a (P, P, 1) roi_size, got {self.roi_size}")
+        self.device = torch.device(self.device)
+        self.network = self.network.to(self.device).eval()
+        self._forward = _SliceWise(self.network) if self.spatial_dims == 2 else self.network
+
+    def __call__(self, patches: torch.Tensor) -> torch.Tensor:
+        """``(B, 1, X, Y, Z)`` normalised T1 patches -> T2 patches of the same shape."""
+        return self._forward(patches)
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``None`` -> CUDA when available, else CPU; asking for CUDA without one is a user error."""
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise T1T2Error("--device cuda: no CUDA device is available here; use --device cpu")
+    return device
+
+
+def _load_state(network: nn.Module, weights: PathLike) -> nn.Module:
+    weights = Path(weights)
+    try:
+        state = torch.load(str(weights), map_location="cpu", weights_only=True)
+        if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+            state = state["state_dict"]
+        network.load_state_dict(state)
+    except (RuntimeError, OSError, KeyError, TypeError, AttributeError) as err:
+        raise T1T2Error(f"{weights}: weights do not fit the bundle's network_def ({type(err).__name__}: {err})") from None
+    return network
+
+
+def build_translator(network: nn.Module, weights: PathLike | None, roi_size: Sequence[int], spatial_dims: int = 3,
+                     device: str | torch.device | None = None) -> Translator:
+    """A :class:`Translator` from a built network and a state-dict file (None keeps its weights).
+
+    This is what a bundle's ``configs/inference.json`` instantiates (``network_def`` + ``models/model.pt``).
+    """
+    if weights is not None:
+        if not Path(weights).is_file():
+            raise T1T2Error(
+                f"{weights}: no trained weights; train a model (monai-t1t2 train fit ...), export its generator "
+                "(monai_t1t2.module.export_generator) to this path, or pass --model BUNDLE_DIR / CHECKPOINT.ckpt"
+            )
+        network = _load_state(network, weights)
+    return Translator(network, tuple(roi_size), spatial_dims, resolve_device(device), str(weights or "random weights"))
+
+
+def _bundle_translator(bundle_dir: Path, device: str | torch.device | None, weights: Path | None = None) -> Translator:
+    """Network and ROI from the bundle's ``configs/inference.json``, weights from ``models/model.pt``."""
+    from monai.bundle import ConfigParser
+
+    config_file = bundle_dir / "configs" / "inference.json"
+    parser = ConfigParser()
+    parser.read_config(str(config_file))
+    parser["bundle_root"] = str(bundle_dir)
+    try:
+        network = parser.get_parsed_content("network_def")
+        roi_size = parser.get_parsed_content("roi_size")
+        spatial_dims = int(parser.get_parsed_content("spatial_dims")) if "spatial_dims" in parser else 3
+    except (KeyError, ValueError, TypeError, RuntimeError) as err:
+        raise T1T2Error(f"{config_file}: needs network_def, roi_size and spatial_dims ({type(err).__name__}: {err})") from None
+    return build_translator(network, weights or bundle_dir / "models" / "model.pt", roi_size, spatial_dims, device)
+
+
+def _checkpoint_translator(checkpoint: Path, device: str | torch.device | None) -> Translator:
+    """Generator of a ``monai-t1t2 train`` checkpoint, read without building the losses it was trained with."""
+    from monai_t1t2.module import DEFAULT_GENERATOR
+    from monai_t1t2.networks import build_generator
+
+    try:
+        state = torch.load(str(checkpoint), map_location="cpu", weights_only=False)
+        hparams, weights = state["hyper_parameters"], state["state_dict"]
+    except (RuntimeError, OSError, KeyError, TypeError, EOFError) as err:
+        raise T1T2Error(f"{checkpoint}: not a Lightning checkpoint of monai-t1t2 train ({type(err).__name__}: {err})") from None
+    spatial_dims = int(hparams.get("spatial_dims", 3))
+    network = build_generator(spatial_dims=spatial_dims, **dict(hparams.get("generator") or DEFAULT_GENERATOR))
+    generator_state = {key[len("generator."):]: value for key, value in weights.items() if key.startswith("generator.")}
+    try:
+        network.load_state_dict(generator_state)
+    except RuntimeError as err:
+        raise T1T2Error(f"{checkpoint}: generator weights do not match its hyper-parameters ({err})") from None
+    return Translator(network, tuple(hparams.get("patch_size", (64, 64, 64))), spatial_dims, resolve_device(device),
+                      str(checkpoint))
+
+
+def load_translator(model: PathLike | Translator | None = None, device: str | torch.device | None = None) -> Translator:
+    """Load a translation model.
+
+    Args:
+        model: ``None`` (the repository's ``bundles/t1t2_translation``), a bundle folder, the
+            ``models/model.pt`` inside one, a Lightning ``.ckpt`` from ``monai-t1t2 train``, or a
+            :class:`Translator` (returned as is).
+        device: ``"cpu"``, ``"cuda"``; None = CUDA when available.
+
+    Raises:
+        T1T2Error: the model is missing, lacks weights, or is not one of the forms above.
+    """
+    if isinstance(model, Translator):
+        return model
+    path = Path(model) if model is not None else DEFAULT_BUNDLE
+    if not path.exists():
+        raise T1T2Error(f"model {path}: no such file or folder")
+    if path.is_dir():
+        if not (path / "configs" / "inference.json").is_file():
+            raise T1T2Error(f"{path}: not a translation bundle (no configs/inference.json)")
+        return _bundle_translator(path, device)
+    if path.suffix == ".ckpt":
+        return _checkpoint_translator(path, device)
+    bundle_dir = path.parent.parent
+    if path.parent.name == "models" and (bundle_dir / "configs" / "inference.json").is_file():
+        return _bundle_translator(bundle_dir, device, weights=path)
+    raise T1T2Error(f"{path}: a bare weight file has no architecture; pass its bundle folder "
+                    "(configs/inference.json + models/model.pt) or a Lightning .ckpt from monai-t1t2 train")
+
+
+# ----------------------------------------------------------------------------- brain masks
+
+
+def is_skull_stripped(t1: np.ndarray | torch.Tensor) -> bool:
+    """True when at least :data:`SKULL_STRIPPED_ZERO_FRACTION` of the voxels are exactly 0."""
+    values = t1.detach().cpu().numpy() if isinstance(t1, torch.Tensor) else np.asarray(t1)
+    return float((values == 0).mean()) >= SKULL_STRIPPED_ZERO_FRACTION
+
+
+def otsu_threshold(values: np.ndarray, bins: int = 256) -> float:
+    """Otsu's threshold of a 1D array of intensities (maximises the between-class variance)."""
+    counts, edges = np.histogram(values, bins=bins)
+    centres = (edges[:-1] + edges[1:]) / 2
+    below = np.cumsum(counts).astype(np.float64)
+    above = below[-1] - below
+    sum_below = np.cumsum(counts * centres)
+    mean_below = sum_below / np.maximum(below, 1)
+    mean_above = (sum_below[-1] - sum_below) / np.maximum(above, 1)
+    between = below * above * (mean_below - mean_above) ** 2
+    # Empty bins between two populations give a plateau of maxima: take its middle.
+    best = np.flatnonzero(between >= between.max() * (1 - 1e-9))
+    return float(centres[best].mean())
+
+
+def head_mask(t1: np.ndarray) -> np.ndarray:
+    """Fallback mask of a head with noisy background: Otsu threshold, largest component, holes filled.
+
+    The threshold is Otsu's on ``log(1 + t1)``: on linear intensities Otsu splits bright from
+    dark tissue (fat and white matter from grey matter, CSF and bone), on log intensities it
+    splits air from head.
+
+    Args:
+        t1: ``(X, Y, Z)`` intensities.
+
+    Returns:
+        bool ``(X, Y, Z)``; it holds the skull as well as the brain.
+    """
+    from scipy import ndimage
+
+    from monai_t1t2.parcellation import largest_component
+
+    log_intensity = np.log1p(np.clip(t1, 0, None))
+    mask = largest_component(log_intensity > otsu_threshold(log_intensity.ravel()))
+    mask = ndimage.binary_fill_holes(mask)
+    # Thick axial slices: also fill each slice, where the 3D fill leaks through a gap between slices.
+    for z in range(mask.shape[2]):
+        mask[:, :, z] = ndimage.binary_fill_holes(mask[:, :, z])
+    return mask
+
+
+def brain_mask(t1: MetaTensor, method: str = "auto", device: str | torch.device | None = None) -> torch.Tensor:
+    """Brain mask of a T1 on its own grid, by the rule in this module's docstring.
+
+    Args:
+        t1: ``(1, X, Y, Z)``.
+        method: ``"auto"``, ``"nonzero"`` (``t1 > 0``), ``"network"`` (brainchop mindgrab) or ``"otsu"``.
+
+    Returns:
+        bool tensor ``(1, X, Y, Z)``.
+    """
+    if method not in MASK_METHODS:
+        raise T1T2Error(f"mask method {method!r}: choose one of {', '.join(MASK_METHODS)}")
+    if method == "auto":
+        from monai_t1t2.parcellation import BRAIN_MASK_MODEL, brainchop_dir
+
+        if is_skull_stripped(t1):
+            method = "nonzero"
+        else:
+            method = "network" if (brainchop_dir() / BRAIN_MASK_MODEL / "model.json").is_file() else "otsu"
+    if method == "nonzero":
+        return (t1 > 0).as_tensor() if isinstance(t1, MetaTensor) else t1 > 0
+    if method == "otsu":
+        return torch.from_numpy(head_mask(t1[0].detach().cpu().numpy()))[None]
+    from monai_t1t2.parcellation import predict_brain_mask
+
+    return predict_brain_mask(t1, device=device).as_tensor().bool()
+
+
+def _as_mask(mask: PathLike | np.ndarray | torch.Tensor, t1: MetaTensor) -> torch.Tensor:
+    """A caller's mask (file, array or tensor on the T1's grid) as bool ``(1, X, Y, Z)``."""
+    if isinstance(mask, (str, os.PathLike)):
+        from monai_t1t2.io import check_same_grid
+
+        volume = read_volume(mask)
+        check_same_grid(t1, volume)
+        mask = volume
+    mask = torch.as_tensor(np.asarray(mask.detach().cpu() if isinstance(mask, torch.Tensor) else mask)) > 0
+    if mask.ndim == 3:
+        mask = mask[None]
+    if tuple(mask.shape[1:]) != tuple(t1.shape[1:]):
+        raise InvalidVolumeError(f"mask of shape {tuple(mask.shape)} is not on the T1's grid {tuple(t1.shape)}")
+    return mask
+
+
+# ----------------------------------------------------------------------------- translation
+
+
+def _as_volume(image: PathLike | np.ndarray | torch.Tensor, affine: np.ndarray | None) -> MetaTensor:
+    """Path, array + affine, or MetaTensor -> validated float32 ``MetaTensor`` ``(1, X, Y, Z)``."""
+    if isinstance(image, (str, os.PathLike)):
+        return read_volume(image)
+    if isinstance(image, MetaTensor) and affine is None:
+        name = image.meta.get("filename_or_obj", "MetaTensor")
+        array = validate_array(image.detach().cpu().numpy().squeeze(0) if image.ndim == 4 else image.detach().cpu().numpy(), name)
+        return MetaTensor(torch.as_tensor(array, dtype=torch.float32)[None], affine=image.affine.clone().double(),
+                          meta={"filename_or_obj": name})
+    if affine is None:
+        raise InvalidVolumeError("array input: pass its 4x4 voxel-to-RAS affine (translate(array, affine=...))")
+    array = image.detach().cpu().numpy() if isinstance(image, torch.Tensor) else np.asarray(image)
+    array = validate_array(array[0] if array.ndim == 4 and array.shape[0] == 1 else array, "array")
+    affine = np.asarray(affine, dtype=np.float64)
+    if affine.shape != (4, 4):
+        raise InvalidVolumeError(f"array input: affine must be 4x4, got {affine.shape}")
+    return MetaTensor(torch.as_tensor(array, dtype=torch.float32)[None], affine=torch.as_tensor(affine),
+                      meta={"filename_or_obj": "array"})
+
+
+def _crop_to_mask(t1: MetaTensor, mask: torch.Tensor, margin_mm: float) -> tuple[MetaTensor, MetaTensor, tuple[slice, ...]]:
+    """Crop the T1 and its mask to the mask's box grown by ``margin_mm`` (affine updated); also the box."""
+    from monai.transforms import SpatialCrop
+
+    spacing = spacing_of(t1.affine)
+    start, end = [], []
+    for axis in range(3):
+        other = tuple(a for a in range(3) if a != axis)
+        present = torch.nonzero(mask[0].any(dim=other[1]).any(dim=other[0])).flatten()
+        margin = int(math.ceil(margin_mm / spacing[axis]))
+        start.append(max(0, int(present[0]) - margin))
+        end.append(min(t1.shape[axis + 1], int(present[-1]) + 1 + margin))
+    crop = SpatialCrop(roi_start=start, roi_end=end)
+    box = tuple(slice(a, b) for a, b in zip(start, end))
+    return crop(t1), crop(MetaTensor(mask.float(), affine=t1.affine.clone())), box
+
+
+def _to_network_grid(t1: MetaTensor, mask: MetaTensor) -> tuple[MetaTensor, torch.Tensor]:
+    """RAS at 1 mm: bilinear for the T1, nearest for the mask."""
+    from monai.transforms import Orientation, Spacing
+
+    to_ras = Orientation(axcodes="RAS", labels=RAS_LABELS)
+    t1 = Spacing(pixdim=NETWORK_SPACING_MM, mode="bilinear", padding_mode="zeros")(to_ras(t1))
+    mask = Spacing(pixdim=NETWORK_SPACING_MM, mode="nearest", padding_mode="zeros")(to_ras(mask))
+    return t1, mask.as_tensor() > 0.5
+
+
+def translate(
+    image: PathLike | np.ndarray | torch.Tensor,
+    model: PathLike | Translator | None = None,
+    device: str | torch.device | None = None,
+    affine: np.ndarray | None = None,
+    mask: PathLike | np.ndarray | torch.Tensor | None = None,
+    mask_method: str = "auto",
+    overlap: float = 0.5,
+    sw_batch_size: int = 4,
+) -> MetaTensor:
+    """Translate a T1-weighted volume into a synthetic T2-weighted volume on the same grid.
+
+    Args:
+        image: a volume file, a ``MetaTensor`` ``(1, X, Y, Z)`` (or ``(X, Y, Z)``) with its RAS
+            affine, or a NumPy array / tensor ``(X, Y, Z)`` together with ``affine``.
+        model: see :func:`load_translator` (default: the repository's ``t1t2_translation`` bundle);
+            pass a loaded :class:`Translator` to translate many volumes without reloading.
+        device: ``"cpu"`` / ``"cuda"``; None = CUDA when available.
+        affine: 4x4 voxel-to-RAS (mm) affine of an array ``image``.
+        mask: optional brain mask on the image's grid (file, array or tensor, > 0 inside);
+            overrides ``mask_method``.
+        mask_method: ``"auto"`` (module docstring), ``"nonzero"``, ``"network"`` or ``"otsu"``.
+        overlap: sliding-window overlap in ``[0, 1)``.
+        sw_batch_size: patches per network call.
+
+    Returns:
+        float32 ``MetaTensor`` ``(1, X, Y, Z)`` with the input's affine; normalised T2 units in
+        ``[0, 1]`` inside the brain, exactly 0 outside it.
+
+    Raises:
+        InvalidVolumeError: unreadable or invalid input, or a mask on another grid.
+        T1T2Error: a missing model, or an empty brain mask.
+
+    Example:
+        >>> t2 = translate("../shared/data/paired/TCGA-DU-7294/t1.nii.gz")  # doctest: +SKIP
+        >>> t2.shape, t2.affine.shape  # doctest: +SKIP
+        (torch.Size([1, 240, 240, 155]), torch.Size([4, 4]))
+    """
+    from monai.inferers import sliding_window_inference
+    from monai.transforms import ResampleToMatch
+
+    from monai_t1t2.transforms import PercentileNormalise
+
+    if not 0 <= overlap < 1:
+        raise T1T2Error(f"overlap {overlap}: must be in [0, 1)")
+    if sw_batch_size < 1:
+        raise T1T2Error(f"sw_batch_size {sw_batch_size}: must be at least 1")
+    t1 = _as_volume(image, affine)
+    name = t1.meta.get("filename_or_obj", "T1")
+    translator = load_translator(model, device)
+    input_mask = _as_mask(mask, t1) if mask is not None else brain_mask(t1, mask_method, translator.device)
+    if not input_mask.any():
+        raise T1T2Error(f"{name}: the brain mask is empty; nothing to translate (pass a mask or another mask_method)")
+    t1_crop, mask_crop, box = _crop_to_mask(t1, input_mask, CROP_MARGIN_MM)
+    t1_net, mask_net = _to_network_grid(t1_crop, mask_crop)
+    normalised = PercentileNormalise()(t1_net.as_tensor(), mask_net)
+    with torch.inference_mode():
+        prediction = sliding_window_inference(
+            normalised[None].to(translator.device), translator.roi_size, sw_batch_size, translator, overlap,
+            mode="gaussian", padding_mode="constant", cval=0.0)[0].float().cpu()
+    prediction = MetaTensor(prediction * mask_net, affine=t1_net.affine)
+    # Resample onto the cropped input grid only, then paste: the rest of the input grid is background.
+    on_crop = ResampleToMatch(mode="bilinear", padding_mode="zeros")(prediction, img_dst=t1_crop)
+    synthetic = torch.zeros(t1.shape, dtype=torch.float32)
+    synthetic[(slice(None), *box)] = on_crop.as_tensor().float()
+    synthetic = (synthetic * input_mask).clamp(0, 1)
+    return MetaTensor(synthetic, affine=t1.affine.clone(), meta={"filename_or_obj": name})
+
+
+# ----------------------------------------------------------------------------- files and CLI
+
+
+def output_path(t1_path: PathLike, output_dir: PathLike) -> Path:
+    """``<output_dir>/<stem>_synT2.nii.gz`` for a T1 file."""
+    return Path(output_dir) / f"{volume_stem(t1_path)}{OUTPUT_SUFFIX}.nii.gz"
+
+
+def _planned_outputs(paths: Sequence[Path], output_dir: Path, png: bool, overwrite: bool) -> list[Path]:
+    """Output paths of every input, all checked free (and distinct) before anything is translated."""
+    targets = [output_path(path, output_dir) for path in paths]
+    seen: dict[Path, Path] = {}
+    for path, target in zip(paths, targets):
+        if target in seen:
+            raise OutputExistsError(f"{path} and {seen[target]} would both write {target}; rename one or run them apart")
+        seen[target] = path
+        for candidate in [target] + ([target.with_name(f"{volume_stem(target)}.png")] if png else []):
+            if any(candidate.resolve() == Path(p).resolve() for p in paths):
+                raise OutputExistsError(f"{candidate}: is an input; refusing to write over it")
+            if candidate.exists() and not overwrite:
+                raise OutputExistsError(f"{candidate}: exists; pass --overwrite to replace it")
+    return targets
+
+
+def save_translation_png(t1: MetaTensor, synthetic: MetaTensor, path: PathLike, title: str = "") -> Path:
+    """Three-plane PNG: T1 above synthetic T2, both reoriented to RAS."""
+    from monai.transforms import Orientation
+
+    from monai_t1t2.viz import save_three_plane_png
+
+    to_ras = Orientation(axcodes="RAS", labels=RAS_LABELS)
+    t1_ras = to_ras(MetaTensor(t1.as_tensor(), affine=t1.affine.clone()))
+    synthetic_ras = to_ras(MetaTensor(synthetic.as_tensor(), affine=synthetic.affine.clone()))
+    return save_three_plane_png(path, [t1_ras, synthetic_ras], ["T1", "synthetic T2"], title=title,
+                                spacing=spacing_of(t1_ras.affine))
+
+
+def translate_files(
+    paths: Sequence[PathLike],
+    output_dir: PathLike,
+    model: PathLike | Translator | None = None,
+    device: str | torch.device | None = None,
+    overlap: float = 0.5,
+    sw_batch_size: int = 4,
+    png: bool = False,
+    overwrite: bool = False,
+    mask_method: str = "auto",
+    progress: bool = True,
+) -> list[Path]:
+    """Translate each T1 file into ``<output_dir>/<stem>_synT2.nii.gz`` (and ``.png`` with ``png``).
+
+    Every output path is checked before the first volume is translated; inputs are never
+    written over; each output is written atomically with the input's affine and header.
+    ``progress`` shows a tqdm bar over files on an interactive terminal.
+
+    Returns:
+        The written volume paths, in input order.
+    """
+    from tqdm.auto import tqdm
+
+    paths = [Path(p) for p in paths]
+    if not paths:
+        raise T1T2Error("no T1 volume to translate (dataset_dir / inputs hold no *.nii.gz?)")
+    output_dir = Path(output_dir)
+    targets = _planned_outputs(paths, output_dir, png, overwrite)
+    translator = load_translator(model, device)
+    written = []
+    for path, target in zip(tqdm(paths, desc="translating", unit="volume", disable=None if progress else True), targets):
+        t1 = read_volume(path)
+        synthetic = translate(t1, translator, mask_method=mask_method, overlap=overlap, sw_batch_size=sw_batch_size)
+        written.append(write_volume(synthetic, target, reference=path, overwrite=overwrite, inputs=paths))
+        if png:
+            save_translation_png(t1, synthetic, target.with_name(f"{volume_stem(target)}.png"),
+                                 title=f"{path.name} -> synthetic T2")
+    return written
+
+
+def run_predict(inputs: Sequence[PathLike], output_dir: PathLike, model: PathLike | None = None, png: bool = False,
+                device: str | None = None, overlap: float = 0.5, sw_batch_size: int = 4, overwrite: bool = False) -> int:
+    """``monai-t1t2 predict``: translate files and folders; exit code."""
+    if not 0 <= overlap < 1:
+        raise T1T2Error(f"--overlap {overlap}: must be in [0, 1)")
+    if sw_batch_size < 1:
+        raise T1T2Error(f"--sw-batch-size {sw_batch_size}: must be at least 1")
+    output_dir = Path(output_dir)
+    paths = []
+    for given in map(Path, inputs):
+        found = find_volumes([given])
+        if given.is_dir():  # earlier outputs found inside a searched folder are not inputs
+            found = [p for p in found if not (volume_stem(p).endswith(OUTPUT_SUFFIX)
+                                              and p.resolve().parent == output_dir.resolve())]
+        paths.extend(found)
+    written = translate_files(paths, output_dir, model=model, device=device, overlap=overlap,
+                              sw_batch_size=sw_batch_size, png=png, overwrite=overwrite)
+    print(f"{output_dir}: wrote {len(written)} synthetic T2 volume{'s' if len(written) != 1 else ''}")
+    return 0
+
+
+def describe(translator: Translator) -> dict[str, Any]:
+    """Plain summary of a loaded model (for logs and benchmarks)."""
+    parameters = sum(p.numel() for p in translator.network.parameters())
+    return {"source": translator.source, "roi_size": list(translator.roi_size), "spatial_dims": translator.spatial_dims,
+            "parameters": parameters, "device": str(translator.device)}

@@ -1,0 +1,342 @@
+"""Inference: model loading, translate() on every input form, grids kept, predict CLI, the bundle."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from monai.data import MetaTensor
+
+from conftest import PAIRED, RAW, REPO, synthetic_head, write_nifti
+from monai_t1t2 import inference
+from monai_t1t2.cli import main
+from monai_t1t2.errors import InvalidVolumeError, T1T2Error
+from monai_t1t2.networks import build_generator
+
+BUNDLE = REPO / "bundles" / "t1t2_translation"
+TINY = {"channels": [4, 8], "num_res_units": 0}
+TINY_ROI = [16, 16, 16]
+
+
+def make_tiny_bundle(folder: Path, roi_size=TINY_ROI, seed: int = 0) -> Path:
+    """The repo bundle's configs with a tiny random-weight generator (nothing trained)."""
+    shutil.copytree(BUNDLE / "configs", folder / "configs")
+    config = json.loads((folder / "configs" / "inference.json").read_text())
+    config["network_def"].update(TINY)
+    config["roi_size"] = list(roi_size)
+    (folder / "configs" / "inference.json").write_text(json.dumps(config, indent=2))
+    torch.manual_seed(seed)
+    (folder / "models").mkdir()
+    torch.save(build_generator(**TINY).state_dict(), folder / "models" / "model.pt")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def tiny_bundle(tmp_path_factory) -> Path:
+    return make_tiny_bundle(tmp_path_factory.mktemp("bundle") / "t1t2_translation")
+
+
+@pytest.fixture(scope="module")
+def real_size_bundle(tmp_path_factory) -> Path:
+    """Tiny network, 64^3 ROI: few windows on a whole real brain, so real-data tests stay short."""
+    return make_tiny_bundle(tmp_path_factory.mktemp("bundle64") / "t1t2_translation", roi_size=(64, 64, 64))
+
+
+@pytest.fixture(scope="module")
+def translator(tiny_bundle):
+    return inference.load_translator(tiny_bundle, device="cpu")
+
+
+def lps_affine() -> np.ndarray:
+    affine = np.diag([-1.2, -1.0, 2.0, 1.0])
+    affine[:3, 3] = [30.0, 20.0, -25.0]
+    return affine
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+def test_bundle_without_weights_is_a_clear_error(tmp_path):
+    shutil.copytree(BUNDLE / "configs", tmp_path / "bundle" / "configs")
+    with pytest.raises(T1T2Error, match=r"model\.pt: no trained weights"):
+        inference.load_translator(tmp_path / "bundle")
+    with pytest.raises(T1T2Error, match="no such file"):
+        inference.load_translator(tmp_path / "missing")
+    with pytest.raises(T1T2Error, match="bare weight file"):
+        torch.save({}, tmp_path / "loose.pt")
+        inference.load_translator(tmp_path / "loose.pt")
+
+
+def test_loaders_agree_on_bundle_model_pt_and_checkpoint(tiny_bundle, tmp_path, translator):
+    assert translator.roi_size == tuple(TINY_ROI) and not translator.network.training
+    via_file = inference.load_translator(tiny_bundle / "models" / "model.pt", device="cpu")
+    # A Lightning-style checkpoint as monai-t1t2 train writes it: generator.* weights + hyper-parameters.
+    state = {"generator." + key: value for key, value in torch.load(tiny_bundle / "models" / "model.pt").items()}
+    checkpoint = tmp_path / "last.ckpt"
+    torch.save({"state_dict": state, "hyper_parameters": {"generator": dict(TINY, name="unet", norm="instance"),
+                                                          "spatial_dims": 3, "patch_size": [24, 24, 24]}}, checkpoint)
+    via_checkpoint = inference.load_translator(checkpoint, device="cpu")
+    assert via_checkpoint.roi_size == (24, 24, 24)
+    patch = torch.rand(1, 1, 16, 16, 16, generator=torch.Generator().manual_seed(1))
+    with torch.inference_mode():
+        reference = translator(patch)
+        for other in (via_file, via_checkpoint):
+            torch.testing.assert_close(other(patch), reference)
+
+
+def test_wrong_weights_name_the_file(tiny_bundle, tmp_path):
+    bad = tmp_path / "bundle"
+    shutil.copytree(tiny_bundle / "configs", bad / "configs")
+    (bad / "models").mkdir()
+    torch.save(build_generator(channels=[4, 8, 16], num_res_units=0).state_dict(), bad / "models" / "model.pt")
+    with pytest.raises(T1T2Error, match=r"model\.pt: weights do not fit"):
+        inference.load_translator(bad)
+
+
+def test_slice_wise_translator_sees_single_slices():
+    network = build_generator(spatial_dims=2, **TINY)
+    translator = inference.Translator(network, (16, 16, 1), spatial_dims=2)
+    patches = torch.rand(2, 1, 16, 16, 1)
+    with torch.inference_mode():
+        assert translator(patches).shape == patches.shape
+    with pytest.raises(T1T2Error, match=r"\(P, P, 1\)"):
+        inference.Translator(network, (16, 16, 16), spatial_dims=2)
+
+
+# ----------------------------------------------------------------------------- masks
+
+
+def noisy_head(seed: int = 0) -> np.ndarray:
+    """synthetic_head inside a bright 'skull' shell on a noisy, non-zero background."""
+    rng = np.random.default_rng(seed)
+    head = synthetic_head(shape=(40, 40, 30), seed=seed)
+    grid = np.stack(np.meshgrid(*[np.linspace(-1, 1, n) for n in head.shape], indexing="ij"))
+    radius = np.sqrt((grid**2).sum(0))
+    skull = (radius > 0.85) & (radius < 0.95)
+    return (head + 150.0 * skull + np.abs(rng.normal(0, 5, head.shape))).astype(np.float32)
+
+
+def test_mask_rule_picks_nonzero_for_skull_stripped_and_fallback_otherwise(monkeypatch, tmp_path):
+    stripped = synthetic_head()
+    assert inference.is_skull_stripped(stripped)
+    assert not inference.is_skull_stripped(noisy_head())
+    volume = MetaTensor(torch.from_numpy(stripped)[None], affine=torch.eye(4, dtype=torch.float64))
+    assert torch.equal(inference.brain_mask(volume), torch.from_numpy(stripped > 0)[None])
+    # Without brainchop's models, "auto" on a head with noisy background falls back to Otsu.
+    monkeypatch.setenv("MONAI_T1T2_BRAINCHOP_DIR", str(tmp_path / "no_brainchop"))
+    head = noisy_head()
+    mask = inference.brain_mask(MetaTensor(torch.from_numpy(head)[None], affine=torch.eye(4, dtype=torch.float64)))[0].numpy()
+    assert not mask[0, 0, 0] and not mask[:, :, 0].any()  # corners and the noisy edge slices are background
+    assert mask[20, 20, 15] and mask[20, 20, 15 + 4]     # brain centre inside, filled through the shell
+    assert mask.mean() < 0.7
+    with pytest.raises(T1T2Error, match="mask method"):
+        inference.brain_mask(volume, method="magic")
+
+
+def test_otsu_threshold_splits_two_populations():
+    rng = np.random.default_rng(0)
+    values = np.concatenate([rng.normal(10, 2, 5000), rng.normal(100, 5, 5000)])
+    assert 20 < inference.otsu_threshold(values) < 90
+
+
+# ----------------------------------------------------------------------------- translate()
+
+
+def test_translate_path_array_and_metatensor_agree(tmp_path, translator):
+    head = synthetic_head()
+    path = write_nifti(tmp_path / "t1.nii.gz", head, lps_affine())
+    affine = nib.load(path).affine  # the header stores the affine in float32
+    from_path = inference.translate(path, model=translator)
+    from_array = inference.translate(head, model=translator, affine=affine)
+    from_meta = inference.translate(MetaTensor(torch.from_numpy(head)[None], affine=torch.as_tensor(affine)),
+                                    model=translator)
+    for result in (from_path, from_array, from_meta):
+        assert isinstance(result, MetaTensor) and result.dtype == torch.float32
+        assert tuple(result.shape) == (1, *head.shape)
+        np.testing.assert_array_equal(result.affine.numpy(), affine)
+    torch.testing.assert_close(from_array.as_tensor(), from_path.as_tensor())
+    torch.testing.assert_close(from_meta.as_tensor(), from_path.as_tensor())
+    values = from_path[0].numpy()
+    assert (values[head <= 0] == 0).all(), "background must stay exactly 0"
+    assert values.min() >= 0 and values.max() <= 1
+    assert (values[head > 0] > 0).mean() > 0.99
+
+
+def test_translate_rejects_bad_arguments(translator):
+    with pytest.raises(InvalidVolumeError, match="affine"):
+        inference.translate(synthetic_head(), model=translator)
+    with pytest.raises(InvalidVolumeError, match="same value"):
+        inference.translate(np.zeros((8, 8, 8)), model=translator, affine=np.eye(4))
+    with pytest.raises(T1T2Error, match="overlap"):
+        inference.translate(synthetic_head(), model=translator, affine=np.eye(4), overlap=1.0)
+
+
+def test_translate_uses_a_given_mask(tmp_path, translator):
+    head = synthetic_head()
+    mask = np.zeros(head.shape, dtype=np.uint8)
+    mask[8:24, 8:24, 6:18] = 1
+    result = inference.translate(head, model=translator, affine=np.eye(4), mask=mask)[0].numpy()
+    assert (result[mask == 0] == 0).all() and (result[mask > 0] > 0).mean() > 0.99
+    mask_path = write_nifti(tmp_path / "mask.nii.gz", mask)
+    np.testing.assert_array_equal(inference.translate(head, model=translator, affine=np.eye(4), mask=mask_path)[0].numpy(), result)
+
+
+def test_same_head_in_lps_and_ras_gives_the_same_world_image(tmp_path):
+    """An RAS file and its LPS twin (same world positions) must give the same synthetic T2 per world point."""
+    head = synthetic_head(shape=(32, 28, 24))
+    ras = np.diag([1.0, 1.0, 1.0, 1.0])
+    ras[:3, 3] = [-15.5, -13.5, -11.5]
+    lps = ras.copy()
+    lps[0, 0], lps[1, 1] = -1.0, -1.0
+    lps[:3, 3] = ras[:3, 3] + [31.0, 27.0, 0.0]  # first voxel of the flipped array is the last of the RAS one
+    folder = tmp_path / "in"
+    write_nifti(folder / "ras.nii.gz", head, ras)
+    write_nifti(folder / "lps.nii.gz", head[::-1, ::-1].copy(), lps)
+    bundle = make_tiny_bundle(tmp_path / "bundle", seed=1)
+    assert main(["predict", str(folder), "-o", str(tmp_path / "out"), "--model", str(bundle), "--device", "cpu"]) == 0
+    for name in ("ras", "lps"):
+        source, output = nib.load(folder / f"{name}.nii.gz"), nib.load(tmp_path / "out" / f"{name}_synT2.nii.gz")
+        np.testing.assert_array_equal(output.affine, source.affine)
+        assert output.shape == source.shape and output.get_data_dtype() == np.float32
+    from_ras = nib.load(tmp_path / "out" / "ras_synT2.nii.gz").get_fdata()
+    from_lps = nib.load(tmp_path / "out" / "lps_synT2.nii.gz").get_fdata()[::-1, ::-1]
+    assert from_ras.max() > 0.1
+    np.testing.assert_allclose(from_lps, from_ras, atol=1e-4)
+
+
+# ----------------------------------------------------------------------------- predict CLI
+
+
+def test_predict_refuses_existing_outputs_before_translating_anything(tmp_path, tiny_bundle, capsys):
+    first = write_nifti(tmp_path / "in" / "a.nii.gz", synthetic_head(seed=1))
+    second = write_nifti(tmp_path / "in" / "b.nii.gz", synthetic_head(seed=2))
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "b_synT2.nii.gz").write_bytes(b"earlier result")
+    args = ["predict", str(first), str(second), "-o", str(out), "--model", str(tiny_bundle), "--device", "cpu"]
+    assert main(args) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("monai-t1t2: error: ") and "b_synT2.nii.gz: exists" in error and "\n" not in error
+    assert not (out / "a_synT2.nii.gz").exists(), "nothing may be translated when any output is taken"
+    assert (out / "b_synT2.nii.gz").read_bytes() == b"earlier result"
+    assert main(args + ["--overwrite", "--png"]) == 0
+    assert nib.load(out / "b_synT2.nii.gz").shape == synthetic_head().shape
+    assert (out / "a_synT2.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_predict_bad_input_is_one_line_exit_2(tmp_path, tiny_bundle, capsys):
+    bad = tmp_path / "broken.nii.gz"
+    bad.write_text("not a volume")
+    assert main(["predict", str(bad), "-o", str(tmp_path / "out"), "--model", str(tiny_bundle), "--device", "cpu"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("monai-t1t2: error: ") and "broken.nii.gz" in error and "\n" not in error
+    assert main(["predict", str(bad), "-o", str(tmp_path / "out"), "--overlap", "1.5"]) == 2
+    assert "--overlap" in capsys.readouterr().err
+
+
+def test_predict_never_writes_over_an_input(tmp_path, tiny_bundle, capsys):
+    source = write_nifti(tmp_path / "x_synT2.nii.gz", synthetic_head())
+    before = source.read_bytes()
+    # x_synT2 -> x_synT2_synT2 is fine; but an input named like another input's output is refused.
+    other = write_nifti(tmp_path / "x.nii.gz", synthetic_head(seed=3))
+    assert main(["predict", str(other), str(source), "-o", str(tmp_path), "--model", str(tiny_bundle),
+                 "--overwrite", "--device", "cpu"]) == 2
+    assert "is an input" in capsys.readouterr().err
+    assert source.read_bytes() == before
+
+
+# ----------------------------------------------------------------------------- the bundle
+
+
+def test_bundle_run_translates_a_folder(tmp_path, tiny_bundle):
+    data = tmp_path / "data"
+    write_nifti(data / "sub-01_T1w.nii.gz", synthetic_head(), lps_affine())
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(tiny_bundle / "configs" / "inference.json"),
+               "--bundle_root", str(tiny_bundle), "--dataset_dir", str(data), "--output_dir", str(out), "--device", "cpu"]
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    written = nib.load(out / "sub-01_T1w_synT2.nii.gz")
+    np.testing.assert_array_equal(written.affine, nib.load(data / "sub-01_T1w.nii.gz").affine)
+    expected = inference.translate(data / "sub-01_T1w.nii.gz", model=tiny_bundle, device="cpu")[0].numpy()
+    np.testing.assert_allclose(written.get_fdata(), expected, atol=1e-6)
+
+
+def test_bundle_metadata_validates_offline(tmp_path):
+    """As for brain_parcellation: a local schema of the fields the model zoo requires (MONAI's own is downloaded)."""
+    from monai.bundle import verify_metadata
+
+    field = {"type": "object", "required": ["type", "format", "num_channels", "spatial_shape", "dtype", "value_range"]}
+    schema = {"type": "object",
+              "required": ["version", "changelog", "monai_version", "pytorch_version", "numpy_version",
+                           "required_packages_version", "task", "description", "authors", "copyright",
+                           "network_data_format"],
+              "properties": {"network_data_format": {"type": "object", "required": ["inputs", "outputs"],
+                             "properties": {"inputs": {"type": "object", "additionalProperties": field},
+                                            "outputs": {"type": "object", "additionalProperties": field}}}}}
+    schema_path = tmp_path / "schema.json"
+    schema_path.write_text(json.dumps(schema))
+    meta_file = BUNDLE / "configs" / "metadata.json"
+    verify_metadata(meta_file=str(meta_file), filepath=str(schema_path))
+    metadata = json.loads(meta_file.read_text())
+    config = json.loads((BUNDLE / "configs" / "inference.json").read_text())
+    assert metadata["version"] in metadata["changelog"]
+    assert metadata["network_data_format"]["inputs"]["image"]["spatial_shape"] == config["roi_size"]
+    for name in ("LICENSE", "docs/README.md"):
+        assert (BUNDLE / name).is_file()
+
+
+# ----------------------------------------------------------------------------- real data
+
+
+@pytest.mark.realdata
+def test_skull_stripped_real_volume_takes_the_fast_path(real_size_bundle):
+    path = PAIRED / "TCGA-DU-7294" / "t1.nii.gz"
+    t1 = nib.load(path)
+    result = inference.translate(path, model=real_size_bundle, device="cpu")
+    np.testing.assert_array_equal(result.affine.numpy(), t1.affine)
+    values, source = result[0].numpy(), np.asarray(t1.dataobj)
+    assert values.shape == source.shape
+    assert (values[source <= 0] == 0).all() and (values[source > 0] > 0).mean() > 0.99
+
+
+@pytest.mark.realdata
+def test_raw_clinical_volume_goes_through_on_its_own_grid(real_size_bundle):
+    """Full head, noisy background, 0.9 x 0.9 x 5.5 mm, LAS (mask: the documented Otsu fallback, fast)."""
+    path = RAW / "TCGA-FG-6692" / "t1.nii.gz"
+    source = nib.load(path)
+    result = inference.translate(path, model=real_size_bundle, device="cpu", mask_method="otsu")
+    np.testing.assert_array_equal(result.affine.numpy(), source.affine)
+    values = result[0].numpy()
+    assert values.shape == source.shape
+    assert values[:10, :10].max() == 0 and values[-10:, -10:].max() == 0, "background stays background"
+    assert 0.1 < (values > 0).mean() < 0.7
+
+
+@pytest.mark.realdata
+@pytest.mark.slow
+def test_raw_clinical_volume_with_mindgrab_mask(tmp_path, real_size_bundle):
+    """The default path for a head with skull: brainchop mindgrab (several minutes on 2 CPU cores)."""
+    from conftest import BRAINCHOP
+
+    if not (BRAINCHOP / "mindgrab" / "model.json").is_file():
+        pytest.skip("brainchop mindgrab is absent")
+    path = RAW / "TCGA-FG-6692" / "t1.nii.gz"
+    out = tmp_path / "out"
+    assert main(["predict", str(path), "-o", str(out), "--model", str(real_size_bundle), "--device", "cpu", "--png"]) == 0
+    written = nib.load(out / "t1_synT2.nii.gz")
+    np.testing.assert_array_equal(written.affine, nib.load(path).affine)
+    values = written.get_fdata()
+    head = inference.head_mask(np.asarray(nib.load(path).dataobj, dtype=np.float32))
+    from scipy import ndimage
+
+    around_head = ndimage.binary_dilation(head, iterations=2)
+    assert (values[~around_head] == 0).all(), "background stays background"
+    assert 0.3 * head.sum() < (values > 0).sum() < 0.9 * head.sum(), "the brain mask is inside the head, smaller than it"
