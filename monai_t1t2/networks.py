@@ -14,18 +14,38 @@ from torch import nn
 
 
 class Generator(nn.Module):
-    """A MONAI backbone followed by a sigmoid, so outputs live in the normalised T2 range.
+    """A MONAI backbone with an output head that keeps predictions in normalised T2 units.
+
+    Two heads:
+
+    - ``"sigmoid"``: ``sigmoid(backbone(t1))``.
+    - ``"residual"``: ``prior(t1) + gate * backbone(t1)``, where ``prior`` is the inverted T1
+      inside the brain (``1 - t1`` where ``t1 > 0``, else 0: the protocol's floor, EVALUATION.md)
+      and ``gate`` a learnable scalar that starts at 0 (ReZero, Bachlechner et al. 2020). Training
+      starts exactly at the floor and learns the correction, so the network keeps the T1's
+      anatomy sharp from the first step and spends its few CPU steps on the contrast.
+      In eval mode the output is clamped to ``[0, 1]``.
 
     Args:
         backbone: any MONAI network with one input and one output channel.
+        head: ``"sigmoid"`` or ``"residual"``.
     """
 
-    def __init__(self, backbone: nn.Module) -> None:
+    def __init__(self, backbone: nn.Module, head: str = "sigmoid") -> None:
         super().__init__()
-        self.backbone = backbone
+        if head not in ("sigmoid", "residual"):
+            raise ValueError(f"unknown generator head '{head}': choose sigmoid or residual")
+        self.backbone, self.head = backbone, head
+        if head == "residual":
+            self.gate = nn.Parameter(torch.zeros(()))
 
     def forward(self, t1: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(self.backbone(t1))
+        """``(B, 1, *spatial)`` normalised T1 in ``[0, 1]`` -> synthetic T2 of the same shape."""
+        if self.head == "sigmoid":
+            return torch.sigmoid(self.backbone(t1))
+        prior = torch.where(t1 > 0, 1.0 - t1, torch.zeros_like(t1))
+        output = prior + self.gate * self.backbone(t1)
+        return output if self.training else output.clamp(0.0, 1.0)
 
 
 def build_generator(
@@ -37,6 +57,7 @@ def build_generator(
     dropout: float = 0.0,
     feature_size: int = 24,
     img_size: Sequence[int] = (64, 64, 64),
+    head: str = "sigmoid",
 ) -> Generator:
     """Build a generator by name.
 
@@ -49,6 +70,7 @@ def build_generator(
         norm: normalisation layer (``"instance"``, ``"batch"``); batch norm becomes SyncBatchNorm under DDP.
         dropout: dropout probability.
         feature_size, img_size: SwinUNETR only.
+        head: output head of :class:`Generator` (``"sigmoid"`` or ``"residual"``).
     """
     name = name.lower()
     if name == "unet":
@@ -69,7 +91,7 @@ def build_generator(
         backbone = SwinUNETR(in_channels=1, out_channels=1, feature_size=feature_size, spatial_dims=3)
     else:
         raise ValueError(f"unknown generator '{name}': choose unet, dynunet or swinunetr")
-    return Generator(backbone)
+    return Generator(backbone, head=head)
 
 
 def build_discriminator(spatial_dims: int = 3, channels: int = 32, num_layers_d: int = 3) -> nn.Module:
