@@ -46,7 +46,7 @@ class PercentileNormalise(Transform):
         low, high = np.percentile(values[inside], [self.lower, self.upper])
         scale = max(float(high - low), 1e-6)
         if isinstance(image, torch.Tensor):
-            inside_t = torch.as_tensor(np.ascontiguousarray(inside), device=image.device)
+            inside_t = torch.as_tensor(inside.copy(), device=image.device)  # broadcast views are read-only
             return torch.where(inside_t, ((image - float(low)) / scale).clamp(0, 1), torch.zeros_like(image))
         return np.where(inside, np.clip((values - low) / scale, 0, 1), 0).astype(np.float32)
 
