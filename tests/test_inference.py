@@ -14,7 +14,7 @@ import pytest
 import torch
 from monai.data import MetaTensor
 
-from conftest import PAIRED, RAW, REPO, synthetic_head, write_nifti
+from conftest import PAIRED, RAW, REPO, SAMPLE_T1, synthetic_head, write_nifti
 from monai_t1t2 import inference
 from monai_t1t2.cli import main
 from monai_t1t2.errors import InvalidVolumeError, T1T2Error
@@ -340,3 +340,23 @@ def test_raw_clinical_volume_with_mindgrab_mask(tmp_path, real_size_bundle):
     around_head = ndimage.binary_dilation(head, iterations=2)
     assert (values[~around_head] == 0).all(), "background stays background"
     assert 0.3 * head.sum() < (values > 0).sum() < 0.9 * head.sum(), "the brain mask is inside the head, smaller than it"
+
+
+def test_shipped_model_translates_t1_contrast_into_t2_contrast(tmp_path):
+    """The committed default model: loads from the bundle and inverts the T1 contrast inside the brain."""
+    import nibabel as nib
+
+    from monai_t1t2.inference import load_translator, translate
+
+    sample = nib.load(str(SAMPLE_T1))
+    t1 = np.asarray(sample.dataobj, dtype=np.float32)
+    centre = [n // 2 for n in t1.shape]
+    crop = tuple(slice(c - 24, c + 24) for c in centre)
+    translator = load_translator(device="cpu")
+    assert translator.roi_size == (32, 32, 32)
+    synthetic = translate(t1[crop], model=translator, affine=sample.affine, device="cpu", mask_method="nonzero")[0].numpy()
+    brain = t1[crop] > 0
+    assert brain.mean() > 0.5
+    assert synthetic[~brain].max() == 0 and 0 <= synthetic.min() and synthetic.max() <= 1
+    correlation = np.corrcoef(t1[crop][brain], synthetic[brain])[0, 1]
+    assert correlation < -0.5, correlation
