@@ -21,7 +21,7 @@ from monai_t1t2.errors import InvalidVolumeError, T1T2Error
 from monai_t1t2.networks import build_generator
 
 BUNDLE = REPO / "bundles" / "t1t2_translation"
-TINY = {"channels": [4, 8], "num_res_units": 0}
+TINY = {"channels": [4, 8], "num_res_units": 0, "head": "sigmoid"}  # random weights act through the sigmoid head
 TINY_ROI = [16, 16, 16]
 
 

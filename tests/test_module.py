@@ -18,7 +18,8 @@ from monai_t1t2.transforms import PercentileNormalise
 TINY = ["--model.generator", "{name: unet, channels: [4, 8], num_res_units: 0, norm: instance}",
         "--model.patch_size", "[16, 16, 16]", "--data.patch_size", "[16, 16, 16]",
         "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "1",
-        "--data.samples_per_volume", "2", "--data.repeats_per_epoch", "1", "--trainer.enable_progress_bar", "false"]
+        "--data.samples_per_volume", "2", "--data.repeats_per_epoch", "1", "--data.batch_size", "1",
+        "--trainer.enable_progress_bar", "false"]
 
 
 def synthetic_dataset(root: Path, cases: int = 3, shape=(40, 40, 32)) -> Path:
