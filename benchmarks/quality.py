@@ -198,6 +198,9 @@ def main() -> None:
     subjects = {s["case"]: s for s in find_subjects(data_dir)}
     cases = args.cases or sorted(subjects)
     names = label_names("model30chan18cls")
+    voxels = int(np.prod(config["data"]["patch_size"])) * int(config["data"]["samples_per_volume"])
+    header = (f"steps per training: {steps}, voxels per step: {voxels}, config: {args.config}, "
+              f"device: {'cuda' if torch.cuda.is_available() else 'cpu'} ({torch.get_num_threads()} threads)")
     results, slices, timings = {}, {}, {}
     for case in cases:
         volumes = load_case(subjects[case], cache_dir, "model30chan18cls")
@@ -220,14 +223,12 @@ def main() -> None:
             slices[case][variant] = (shown[centre[0]], shown[:, centre[1]])
             print(f"{case} {variant}: ssim {scores['ssim']:.3f} psnr {scores['psnr']:.2f} mae {scores['mae']:.3f} "
                   f"r_z {scores.get('r_z', float('nan')):.3f} ({seconds:.0f} s training)", flush=True)
-    report = markdown_tables(results, cases, args.variants)
-    voxels = int(np.prod(config["data"]["patch_size"])) * int(config["data"]["samples_per_volume"])
-    header = (f"steps per training: {steps}, voxels per step: {voxels}, config: {args.config}, "
-              f"device: {'cuda' if torch.cuda.is_available() else 'cpu'} ({torch.get_num_threads()} threads)")
-    print(header + "\n" + report)
+            # Written after every variant, so a long run that is stopped keeps what it measured.
+            (output / "quality.json").write_text(json.dumps(
+                {"settings": header, "results": results, "train_seconds": timings}, indent=2))
+    print(header + "\n" + markdown_tables(results, cases, args.variants))
     mean_time = np.mean([t for c in timings.values() for v, t in c.items() if v != "inverted_t1"] or [0])
     print(f"\nmean training wall time per run: {mean_time:.0f} s")
-    (output / "quality.json").write_text(json.dumps({"settings": header, "results": results, "train_seconds": timings}, indent=2))
     save_png(output / "quality.png", slices, cases)
 
 
