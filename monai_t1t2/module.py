@@ -158,17 +158,19 @@ class TranslationModule(pl.LightningModule):
         scores = evaluate(as_numpy(prediction), as_numpy(batch["t2"]), mask=as_numpy(batch["brain"]) > 0)
         for name in ("psnr", "ssim", "mae"):
             self.log(f"val/{name}", float(scores[name]), batch_size=1, sync_dist=True, prog_bar=name == "ssim")
-        if batch_idx == 0 and self.trainer.is_global_zero and self._png_due():
-            self._save_png(batch, prediction)
+        if batch_idx == 0 and self._png_due():
+            # Trainer.log_dir broadcasts under DDP: every rank must ask, or rank 0 waits forever.
+            folder = Path(self.trainer.log_dir or self.trainer.default_root_dir) / "validation_png"
+            if self.trainer.is_global_zero:
+                self._save_png(folder, batch, prediction)
 
     def _png_due(self) -> bool:
         every = self.hparams.png_every_n_epochs
         return bool(every) and (self.current_epoch + 1) % every == 0 or self.current_epoch + 1 == self.trainer.max_epochs
 
-    def _save_png(self, batch: dict[str, torch.Tensor], prediction: torch.Tensor) -> None:
+    def _save_png(self, folder: Path, batch: dict[str, torch.Tensor], prediction: torch.Tensor) -> None:
         from monai_t1t2.viz import save_three_plane_png
 
-        folder = Path(self.trainer.log_dir or self.trainer.default_root_dir) / "validation_png"
         save_three_plane_png(folder / f"epoch{self.current_epoch + 1:04d}.png",
                              [batch["t1"][0], prediction[0], batch["t2"][0]], ["T1", "synthetic T2", "T2"],
                              title=f"validation, epoch {self.current_epoch + 1}")
