@@ -57,3 +57,20 @@ def synthetic_pair(tmp_path: Path):
     write_nifti(case / "t1.nii.gz", t1)
     write_nifti(case / "t2.nii.gz", t2)
     return case
+
+
+def write_model_zoo_schema(path: Path) -> Path:
+    """A local JSON schema of the metadata fields the MONAI model zoo requires (our own transcription,
+    not MONAI's file, which ``verify_metadata`` would download), for offline bundle checks."""
+    import json
+
+    field = {"type": "object", "required": ["type", "format", "num_channels", "spatial_shape", "dtype", "value_range"]}
+    schema = {"type": "object",
+              "required": ["version", "changelog", "monai_version", "pytorch_version", "numpy_version",
+                           "required_packages_version", "task", "description", "authors", "copyright",
+                           "network_data_format"],
+              "properties": {"network_data_format": {"type": "object", "required": ["inputs", "outputs"],
+                             "properties": {"inputs": {"type": "object", "additionalProperties": field},
+                                            "outputs": {"type": "object", "additionalProperties": field}}}}}
+    path.write_text(json.dumps(schema))
+    return path

@@ -13,7 +13,7 @@ import pytest
 import torch
 from monai.data import MetaTensor
 
-from conftest import BRAINCHOP, PAIRED, REPO, synthetic_head, write_nifti
+from conftest import write_model_zoo_schema, BRAINCHOP, PAIRED, REPO, synthetic_head, write_nifti
 from monai_t1t2 import parcellation
 from monai_t1t2.errors import T1T2Error
 from monai_t1t2.regions import label_groups_table
@@ -313,16 +313,7 @@ def test_bundle_metadata_validates_offline(tmp_path):
     the model zoo requires (our own transcription, not MONAI's file) so the command path still runs."""
     from monai.bundle import verify_metadata
 
-    field = {"type": "object", "required": ["type", "format", "num_channels", "spatial_shape", "dtype", "value_range"]}
-    schema = {"type": "object",
-              "required": ["version", "changelog", "monai_version", "pytorch_version", "numpy_version",
-                           "required_packages_version", "task", "description", "authors", "copyright",
-                           "network_data_format"],
-              "properties": {"network_data_format": {"type": "object", "required": ["inputs", "outputs"],
-                             "properties": {"inputs": {"type": "object", "additionalProperties": field},
-                                            "outputs": {"type": "object", "additionalProperties": field}}}}}
-    schema_path = tmp_path / "schema.json"
-    schema_path.write_text(json.dumps(schema))
+    schema_path = write_model_zoo_schema(tmp_path / "schema.json")
     meta_file = REPO / "bundles" / "brain_parcellation" / "configs" / "metadata.json"
     verify_metadata(meta_file=str(meta_file), filepath=str(schema_path))
     metadata = json.loads(meta_file.read_text())
