@@ -370,3 +370,58 @@ class TumourPreservationLoss(nn.Module):
         # intensity and contrast are already 0 without tumour voxels (empty masks give mean 0).
         per_sample = self.intensity_weight * intensity + self.contrast_weight * contrast
         return _reduce(per_sample, self.reduction)
+
+
+# ----------------------------------------------------------------------------- brain-masked base loss
+
+
+class MaskedL1SSIMLoss(nn.Module):
+    """``l1_weight * L1 + ssim_weight * (1 - SSIM)``, both averaged over brain voxels only.
+
+    The protocol of ``EVALUATION.md`` scores inside the brain mask only; this loss trains in the
+    same place. Outside the brain both prediction and target are 0 after masking, which an
+    unmasked SSIM counts as perfect windows, diluting the gradient of the voxels that are
+    scored. The SSIM map uses the protocol's window (Gaussian 11, sigma 1.5, K1 0.01, K2 0.03,
+    data range 1; MONAI's ``compute_ssim_and_cs``, 'valid' borders) and is averaged over the
+    mask voxels it covers, like :func:`monai_t1t2.metrics.masked_ssim`. Works in 2D
+    ``(B, 1, X, Y)`` and 3D ``(B, 1, X, Y, Z)``.
+
+    Args:
+        l1_weight, ssim_weight: weights of the two terms.
+        kernel_size, kernel_sigma: SSIM window (per axis).
+    """
+
+    def __init__(self, l1_weight: float = 1.0, ssim_weight: float = 1.0, kernel_size: int = 11,
+                 kernel_sigma: float = 1.5) -> None:
+        super().__init__()
+        self.l1_weight, self.ssim_weight = l1_weight, ssim_weight
+        self.kernel_size, self.kernel_sigma = kernel_size, kernel_sigma
+
+    def terms(self, prediction: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``{"l1", "ssim"}``: masked L1 and ``1 - masked SSIM`` (0 when the mask is empty)."""
+        from monai.metrics.regression import compute_ssim_and_cs
+
+        if prediction.shape != target.shape or mask.shape != prediction.shape:
+            raise ValueError(f"prediction, target and mask must have one shape, got {tuple(prediction.shape)}, "
+                             f"{tuple(target.shape)}, {tuple(mask.shape)}")
+        inside = (mask > 0).to(prediction.dtype)
+        count = inside.sum()
+        if count == 0:
+            zero = prediction.sum() * 0
+            return {"l1": zero, "ssim": zero}
+        prediction = prediction * inside  # the protocol scores a masked prediction
+        l1 = ((prediction - target).abs() * inside).sum() / count
+        dims = prediction.ndim - 2
+        radius = self.kernel_size // 2
+        if min(prediction.shape[2:]) < self.kernel_size:
+            return {"l1": l1, "ssim": prediction.sum() * 0}
+        ssim, _ = compute_ssim_and_cs(prediction, target, spatial_dims=dims, kernel_size=[self.kernel_size] * dims,
+                                      kernel_sigma=[self.kernel_sigma] * dims, data_range=1.0)
+        covered = inside[(slice(None), slice(None)) + (slice(radius, -radius),) * dims]
+        if covered.sum() == 0:
+            return {"l1": l1, "ssim": prediction.sum() * 0}
+        return {"l1": l1, "ssim": 1.0 - (ssim * covered).sum() / covered.sum()}
+
+    def forward(self, prediction: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        terms = self.terms(prediction, target, mask)
+        return self.l1_weight * terms["l1"] + self.ssim_weight * terms["ssim"]

@@ -33,6 +33,9 @@ class TranslationModule(pl.LightningModule):
         patch_size: training patch and sliding-window ROI, ``(P, P, 1)`` when ``spatial_dims == 2``.
         learning_rate, weight_decay: AdamW settings; the rate decays on a cosine over all training steps.
         l1_weight, ssim_weight: base loss ``l1_weight * L1 + ssim_weight * (1 - SSIM)``.
+        brain_masked_loss: compute the base loss inside the brain only, with the protocol's SSIM
+            window (:class:`~monai_t1t2.losses.MaskedL1SSIMLoss`); otherwise over the whole patch
+            with MONAI's ``SSIMLoss`` (window 7).
         perceptual_weight: weight of :class:`~monai_t1t2.losses.RegionWeightedPerceptualLoss`
             (needs region weights from the data module's ``parcellation_model``); 0 disables it.
         perceptual_model: brainchop model whose first layers are the frozen feature extractor.
@@ -51,6 +54,7 @@ class TranslationModule(pl.LightningModule):
         weight_decay: float = 1e-5,
         l1_weight: float = 1.0,
         ssim_weight: float = 0.5,
+        brain_masked_loss: bool = False,
         perceptual_weight: float = 0.0,
         perceptual_model: str = "model30chan18cls",
         tumour_weight: float = 0.0,
@@ -66,6 +70,11 @@ class TranslationModule(pl.LightningModule):
         self.hparams.generator = generator
         self.generator = build_generator(spatial_dims=spatial_dims, **generator)
         self.ssim_loss = SSIMLoss(spatial_dims=spatial_dims, data_range=1.0, win_size=7)
+        self.masked_loss = None
+        if brain_masked_loss:
+            from monai_t1t2.losses import MaskedL1SSIMLoss
+
+            self.masked_loss = MaskedL1SSIMLoss(l1_weight, ssim_weight)
         self.perceptual_loss = None
         if perceptual_weight > 0:
             from monai_t1t2.losses import RegionWeightedPerceptualLoss, meshnet_feature_extractor
@@ -99,8 +108,12 @@ class TranslationModule(pl.LightningModule):
         """Loss terms for ``prediction`` of ``batch["t2"]``; ``"total"`` is their weighted sum."""
         target = batch["t2"]
         hp = self.hparams
-        terms = {"l1": (prediction - target).abs().mean(),
-                 "ssim": self.ssim_loss(self._as_network_dims(prediction), self._as_network_dims(target))}
+        if self.masked_loss is not None:
+            terms = self.masked_loss.terms(self._as_network_dims(prediction), self._as_network_dims(target),
+                                           self._as_network_dims(batch["brain"]))
+        else:
+            terms = {"l1": (prediction - target).abs().mean(),
+                     "ssim": self.ssim_loss(self._as_network_dims(prediction), self._as_network_dims(target))}
         total = hp.l1_weight * terms["l1"] + hp.ssim_weight * terms["ssim"]
         if self.perceptual_loss is not None:
             terms["perceptual"] = self.perceptual_loss(prediction, target, batch.get("weights"))

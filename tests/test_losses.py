@@ -11,6 +11,7 @@ from conftest import PAIRED, synthetic_head
 from monai_t1t2.errors import T1T2Error
 from monai_t1t2.losses import (
     FrozenFeatureExtractor,
+    MaskedL1SSIMLoss,
     RegionWeightedPerceptualLoss,
     SubgridDilatedConv3d,
     TumourPreservationLoss,
@@ -339,3 +340,48 @@ def test_pretrained_meshnet_extractor_on_a_real_patch():
     background = float(loss(altered(patch, BACKGROUND_CUBE), patch, weights))
     assert region > 1.5 * background > 0, (region, background)
     check_module_losses("model30chan18cls")
+
+
+# ----------------------------------------------------------------------------- brain-masked L1 + SSIM
+
+
+def _masked_pair(seed: int = 0, shape=(24, 24, 24)):
+    generator = torch.Generator().manual_seed(seed)
+    target = torch.rand((1, 1, *shape), generator=generator)
+    mask = torch.zeros_like(target)
+    mask[..., 4:20, 4:20, 4:20] = 1
+    return target * mask, mask
+
+
+def test_masked_l1_ssim_is_zero_for_identical_brains_and_ignores_background():
+    target, mask = _masked_pair()
+    loss = MaskedL1SSIMLoss()
+    assert loss(target, target, mask).item() == pytest.approx(0.0, abs=1e-5)
+    # Anything the network puts outside the brain is masked away, as the protocol does.
+    assert loss(target + (1 - mask) * 0.7, target, mask).item() == pytest.approx(0.0, abs=1e-5)
+    inside = target + mask * 0.2
+    assert loss(inside, target, mask).item() > 0.1
+
+
+def test_masked_ssim_term_equals_the_protocol_ssim():
+    from monai_t1t2.metrics import masked_ssim
+
+    target, mask = _masked_pair(1)
+    prediction = (target + 0.1 * torch.rand_like(target)).clamp(0, 1) * mask
+    terms = MaskedL1SSIMLoss().terms(prediction, target, mask)
+    as_np = lambda t: t[0, 0].numpy()  # noqa: E731
+    expected = masked_ssim(as_np(prediction), as_np(target), as_np(mask) > 0)
+    assert 1 - terms["ssim"].item() == pytest.approx(expected, abs=1e-4)
+    assert terms["l1"].item() == pytest.approx(float((prediction - target).abs()[mask > 0].mean()), rel=1e-5)
+
+
+def test_masked_l1_ssim_is_differentiable_in_2d_and_3d_and_zero_without_brain():
+    for shape in ((20, 20), (16, 16, 16)):
+        target = torch.rand((2, 1, *shape))
+        prediction = torch.rand((2, 1, *shape), requires_grad=True)
+        MaskedL1SSIMLoss()(prediction, target, torch.ones_like(target)).backward()
+        assert prediction.grad is not None and prediction.grad.abs().sum() > 0
+    empty = MaskedL1SSIMLoss()(torch.rand(1, 1, 16, 16, 16), torch.rand(1, 1, 16, 16, 16), torch.zeros(1, 1, 16, 16, 16))
+    assert empty.item() == 0.0
+    with pytest.raises(ValueError, match="one shape"):
+        MaskedL1SSIMLoss()(torch.rand(1, 1, 16, 16, 16), torch.rand(1, 1, 8, 8, 8), torch.ones(1, 1, 8, 8, 8))

@@ -63,6 +63,20 @@ def test_overfits_one_real_patch_pair():
     assert final < initial / 4, (initial, final)
 
 
+@pytest.mark.parametrize("spatial_dims", [3, 2])
+def test_brain_masked_loss_ignores_errors_outside_the_brain(spatial_dims):
+    shape = (1, 1, 16, 16, 16 if spatial_dims == 3 else 1)
+    module = TranslationModule(generator={"name": "unet", "channels": [4, 8], "num_res_units": 0},
+                               spatial_dims=spatial_dims, patch_size=shape[2:], brain_masked_loss=True)
+    target, brain = torch.rand(shape), torch.zeros(shape)
+    brain[:, :, 2:14, 2:14] = 1
+    batch = {"t1": target, "t2": target * brain, "brain": brain}
+    outside = module.generator_loss(batch, target * brain + 0.5 * (1 - brain))
+    assert float(outside["total"]) == pytest.approx(0.0, abs=1e-5)
+    inside = module.generator_loss(batch, target * brain * 0.5)
+    assert float(inside["l1"]) > 0.1 and float(inside["total"]) > float(inside["l1"])
+
+
 def test_fit_then_resume_continues_global_step(tmp_path):
     data = synthetic_dataset(tmp_path / "data")
     run = tmp_path / "run"
