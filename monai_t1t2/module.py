@@ -69,12 +69,13 @@ class TranslationModule(pl.LightningModule):
         generator = dict(DEFAULT_GENERATOR if generator is None else generator)
         self.hparams.generator = generator
         self.generator = build_generator(spatial_dims=spatial_dims, **generator)
-        self.ssim_loss = SSIMLoss(spatial_dims=spatial_dims, data_range=1.0, win_size=7)
-        self.masked_loss = None
+        self.ssim_loss = self.masked_loss = None
         if brain_masked_loss:
             from monai_t1t2.losses import MaskedL1SSIMLoss
 
             self.masked_loss = MaskedL1SSIMLoss(l1_weight, ssim_weight)
+        else:
+            self.ssim_loss = SSIMLoss(spatial_dims=spatial_dims, data_range=1.0, win_size=7)
         self.perceptual_loss = None
         if perceptual_weight > 0:
             from monai_t1t2.losses import RegionWeightedPerceptualLoss, meshnet_feature_extractor
@@ -201,14 +202,18 @@ class TranslationModule(pl.LightningModule):
         return optimizers, schedulers
 
 
-def export_generator(checkpoint: str | Path, output: str | Path) -> dict[str, Any]:
+def export_generator(checkpoint: str | Path, output: str | Path, half: bool = True) -> dict[str, Any]:
     """Write the generator's plain state dict (model-zoo ``models/model.pt``) from a Lightning checkpoint.
+
+    ``half`` stores floating-point tensors as float16 (half the file; ``load_state_dict`` casts
+    them back to the network's float32 on loading).
 
     Returns:
         The generator's build arguments (for the bundle's ``network_def``).
     """
     state = torch.load(str(checkpoint), map_location="cpu", weights_only=False)
-    weights = {key[len("generator."):]: value for key, value in state["state_dict"].items() if key.startswith("generator.")}
+    weights = {key[len("generator."):]: value.half() if half and value.is_floating_point() else value
+               for key, value in state["state_dict"].items() if key.startswith("generator.")}
     torch.save(weights, str(output))
     hparams = state["hyper_parameters"]
     return dict(hparams["generator"], spatial_dims=hparams["spatial_dims"])
