@@ -399,11 +399,17 @@ class MaskedL1SSIMLoss(nn.Module):
 
     def terms(self, prediction: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor]:
         """``{"l1", "ssim"}``: masked L1 and ``1 - masked SSIM`` (0 when the mask is empty)."""
-        from monai.metrics.regression import compute_ssim_and_cs
-
         if prediction.shape != target.shape or mask.shape != prediction.shape:
             raise ValueError(f"prediction, target and mask must have one shape, got {tuple(prediction.shape)}, "
                              f"{tuple(target.shape)}, {tuple(mask.shape)}")
+        with torch.autocast(device_type=prediction.device.type, enabled=False):
+            # SSIM is a difference of local second moments: bf16 / fp16 (mixed precision) cancels
+            # it to noise, so both terms are computed in float32.
+            return self._terms(prediction.float(), target.float(), mask)
+
+    def _terms(self, prediction: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor]:
+        from monai.metrics.regression import compute_ssim_and_cs
+
         inside = (mask > 0).to(prediction.dtype)
         count = inside.sum()
         if count == 0:

@@ -9,6 +9,7 @@ generator then sees one axial slice at a time, in training and in the sliding wi
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -31,7 +32,8 @@ class TranslationModule(pl.LightningModule):
             (``spatial_dims`` is taken from this module's argument).
         spatial_dims: 3 for the 3D model; 2 for the slice-wise baseline.
         patch_size: training patch and sliding-window ROI, ``(P, P, 1)`` when ``spatial_dims == 2``.
-        learning_rate, weight_decay: AdamW settings; the rate decays on a cosine over all training steps.
+        learning_rate, weight_decay: AdamW settings; the rate decays on a cosine over all training steps,
+            or over the wall-clock budget when the trainer has ``max_time`` and no step or epoch limit.
         l1_weight, ssim_weight: base loss ``l1_weight * L1 + ssim_weight * (1 - SSIM)``.
         brain_masked_loss: compute the base loss inside the brain only, with the protocol's SSIM
             window (:class:`~monai_t1t2.losses.MaskedL1SSIMLoss`); otherwise over the whole patch
@@ -194,12 +196,44 @@ class TranslationModule(pl.LightningModule):
         generator_optimizer = torch.optim.AdamW(self.generator.parameters(), lr=hp.learning_rate,
                                                 weight_decay=hp.weight_decay)
         # Cosine decay over the whole run, stepped per optimisation step (manual optimisation).
-        total_steps = max(int(self.trainer.estimated_stepping_batches), 1) if self._trainer is not None else 1
+        total_steps = self.trainer.estimated_stepping_batches if self._trainer is not None else 1
+        total_steps = max(int(total_steps), 1) if math.isfinite(total_steps) else None  # None: no step limit
         optimizers = [generator_optimizer]
         if self.discriminator is not None:
             optimizers.append(torch.optim.AdamW(self.discriminator.parameters(), lr=hp.learning_rate, betas=(0.5, 0.999)))
-        schedulers = [torch.optim.lr_scheduler.CosineAnnealingLR(generator_optimizer, T_max=total_steps)]
+        schedulers = [torch.optim.lr_scheduler.LambdaLR(generator_optimizer, lambda step: _cosine(self._progress(step, total_steps)))]
         return optimizers, schedulers
+
+    def _progress(self, step: int, total_steps: int | None) -> float:
+        """Share of training done, in ``[0, 1]``, for the cosine learning-rate decay.
+
+        By optimiser steps; under a wall-clock budget (``Trainer(max_time=...)`` with no
+        ``max_steps``) by the share of that budget spent, so a run that is stopped by its clock
+        has decayed its rate to 0, whatever the hardware's speed. Under DDP rank 0's clock is
+        broadcast, so every replica takes the same rate.
+        """
+        trainer = self._trainer
+        timer = _wall_clock_timer(trainer)
+        if timer is None:
+            return 0.0 if total_steps is None else step / total_steps
+        elapsed, remaining = timer.time_elapsed("train"), timer.time_remaining("train")
+        progress = elapsed / max(elapsed + remaining, 1e-9)
+        if trainer.world_size > 1:
+            progress = float(trainer.strategy.broadcast(progress, src=0))
+        return progress
+
+
+def _cosine(progress: float) -> float:
+    return 0.5 * (1.0 + math.cos(math.pi * min(max(progress, 0.0), 1.0)))
+
+
+def _wall_clock_timer(trainer: "pl.Trainer | None"):
+    """Lightning's ``Timer`` callback when the run is bounded by ``max_time`` alone, else None."""
+    from pytorch_lightning.callbacks import Timer
+
+    if trainer is None or trainer.max_steps not in (-1, None) or trainer.max_epochs not in (-1, None):
+        return None
+    return next((c for c in trainer.callbacks if isinstance(c, Timer) and c._duration is not None), None)
 
 
 def export_generator(checkpoint: str | Path, output: str | Path, half: bool = True) -> dict[str, Any]:

@@ -133,3 +133,27 @@ def test_bad_data_gives_one_line_error(tmp_path, problem, capsys):
     assert error[-1].startswith("monai-t1t2: error:")
     expected = {"missing": "does not exist", "empty": "no subjects found", "grid": "case1"}[problem]
     assert expected in error[-1] and str(data) in error[-1]
+
+
+def _learning_rate_after_fit(**trainer_budget) -> tuple[float, int]:
+    pl.seed_everything(0)
+    module = TranslationModule(generator={"name": "unet", "channels": [4, 8], "num_res_units": 0},
+                               patch_size=(16, 16, 16), learning_rate=1e-2)
+    patch = {"t1": torch.rand(1, 16, 16, 16), "t2": torch.rand(1, 16, 16, 16)}
+    loader = torch.utils.data.DataLoader([patch] * 10_000, batch_size=1)
+    trainer = pl.Trainer(accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, max_epochs=-1, **trainer_budget)
+    trainer.fit(module, loader)
+    return module.lr_schedulers().optimizer.param_groups[0]["lr"], trainer.global_step
+
+
+def test_learning_rate_decays_over_the_step_budget():
+    rate, steps = _learning_rate_after_fit(max_steps=20)
+    assert steps == 20 and rate == pytest.approx(0.0, abs=1e-12)
+
+
+def test_learning_rate_decays_over_a_wall_clock_budget():
+    """With max_time and no step limit the cosine runs over the clock: the rate is ~0 when time is up."""
+    rate, steps = _learning_rate_after_fit(max_steps=-1, max_time={"seconds": 4})
+    assert 0 < steps < 10_000, "the run is stopped by its clock, not by running out of data"
+    assert rate < 0.02 * 1e-2, rate
