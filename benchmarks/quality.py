@@ -47,14 +47,16 @@ def variants(config: dict) -> dict:
     """Config overrides of each trained variant, derived from the 3D recipe in ``config``.
 
     The 2D baseline sees the same number of voxels per optimiser step as the 3D model: 3D
-    patches of ``P^3`` (``n`` per step) become ``n * P / 4`` axial slices of ``2P x 2P``.
+    patches of ``P^3`` (``n`` per step) become ``n * P^3 / S^2`` axial slices of ``S x S``,
+    ``S = min(2P, 128)`` (128 fits inside every shared brain's bounding box).
     """
     side = int(config["data"]["patch_size"][0])
     samples = int(config["data"]["samples_per_volume"])
-    slices = [2 * side, 2 * side, 1]
+    slice_side = min(2 * side, 128)
+    slices = [slice_side, slice_side, 1]
     return {
         "2d": {"model": {"spatial_dims": 2, "patch_size": slices},
-               "data": {"patch_size": slices, "samples_per_volume": samples * side // 4}},
+               "data": {"patch_size": slices, "samples_per_volume": samples * side**3 // slice_side**2}},
         "3d": {},
         "3d_perceptual": {"model": {"perceptual_weight": 1.0},
                           "data": {"parcellation_model": "model30chan18cls"}},
@@ -87,7 +89,7 @@ def load_case(subject: dict, cache_dir: Path, parcellation_model: str) -> dict:
 
 
 def predict(module: TranslationModule, t1: np.ndarray) -> np.ndarray:
-    """Sliding-window prediction on the brain's bounding box (+8 voxels), zero elsewhere."""
+    """Sliding-window prediction on the brain's bounding box (+8 voxels), zero elsewhere, on the module's device."""
     brain = t1 > 0
     normalised = PercentileNormalise()(t1, brain)
     lower = np.maximum(np.argwhere(brain).min(0) - 8, 0)
@@ -96,23 +98,30 @@ def predict(module: TranslationModule, t1: np.ndarray) -> np.ndarray:
     output = np.zeros_like(t1)
     module.eval()
     with torch.inference_mode():
-        window = torch.as_tensor(normalised[box])[None, None]
-        output[box] = module.predict_volume(window, (window > 0).float())[0, 0].numpy()
+        window = torch.as_tensor(normalised[box])[None, None].to(module.device)
+        output[box] = module.predict_volume(window, (window > 0).float())[0, 0].float().cpu().numpy()
     return output * brain
 
 
-def train(config: dict, variant: str, held_out: str, steps: int, data_dir: Path, cache_dir: Path, seed: int):
+def train(config: dict, variant: str, held_out: str | None, steps: int | None, data_dir: Path, cache_dir: Path,
+          seed: int, max_time: float | None = None):
+    """Train one variant without ``held_out``: for ``steps`` optimiser steps, or for ``max_time`` seconds.
+
+    Returns the module (on the training device), the wall time of ``fit`` and the steps taken.
+    """
     settings = merged(config, variants(config)[variant])
     pl.seed_everything(seed)
-    data = PairedDataModule(**dict(settings["data"], data_dir=str(data_dir), val_cases=[held_out],
-                                   cache_dir=str(cache_dir)))
+    data = PairedDataModule(**dict(settings["data"], data_dir=str(data_dir), val_cases=[held_out] if held_out else None,
+                                   val_fraction=0.0, cache_dir=str(cache_dir)))
     module = TranslationModule(**settings["model"])
-    trainer = pl.Trainer(accelerator="auto", devices=1, max_steps=steps, max_epochs=-1, limit_val_batches=0,
+    budget = {"max_time": {"seconds": max_time}, "max_steps": -1} if max_time else {"max_steps": steps}
+    trainer = pl.Trainer(accelerator="auto", devices=1, max_epochs=-1, limit_val_batches=0, **budget,
                          logger=False, enable_checkpointing=False, enable_model_summary=False,
-                         enable_progress_bar=False, precision=config.get("precision", "32-true"))
+                         enable_progress_bar=False, precision=config.get("precision", "32-true"),
+                         benchmark=torch.cuda.is_available())
     started = time.time()
     trainer.fit(module, data)
-    return module.cpu(), time.time() - started
+    return module, time.time() - started, int(trainer.global_step)
 
 
 def markdown_tables(results: dict, cases: list[str], variants: list[str]) -> str:
@@ -153,12 +162,17 @@ def save_png(path: Path, slices: dict, cases: list[str]) -> None:
 
 
 def print_report(paths: list[str]) -> None:
-    """Merge the ``quality.json`` of several runs (e.g. one process per held-out case) into one report."""
-    results, timings, settings = {}, {}, set()
+    """Merge the ``quality.json`` of several runs (e.g. one process per held-out case or variant) into one report.
+
+    Runs are merged per case and variant; a (case, variant) measured twice keeps the later file's numbers.
+    """
+    results, timings, steps, settings = {}, {}, {}, set()
     for path in paths:
         run = json.loads(Path(path).read_text())
-        results.update(run["results"])
-        timings.update(run["train_seconds"])
+        for merged_table, table in ((results, run["results"]), (timings, run["train_seconds"]),
+                                    (steps, run.get("train_steps", {}))):
+            for case, per_variant in table.items():
+                merged_table.setdefault(case, {}).update(per_variant)
         settings.add(run["settings"])
     cases = sorted(results)
     variants = list(dict.fromkeys(v for case in cases for v in results[case]))
@@ -167,9 +181,11 @@ def print_report(paths: list[str]) -> None:
             results[case].setdefault(variant, {})
     print("\n".join(sorted(settings)) + "\n" + markdown_tables(results, cases, variants))
     for variant in variants:
-        seconds = [timings[c][variant] for c in cases if variant in timings[c] and variant != "inverted_t1"]
+        seconds = [timings[c][variant] for c in cases if variant in timings.get(c, {}) and variant != "inverted_t1"]
+        taken = [steps[c][variant] for c in cases if variant in steps.get(c, {})]
         if seconds:
-            print(f"training wall time, {variant}: mean {np.mean(seconds):.0f} s over {len(seconds)} runs")
+            print(f"training wall time, {variant}: mean {np.mean(seconds):.0f} s over {len(seconds)} runs"
+                  + (f", {min(taken)}-{max(taken)} optimiser steps" if taken else ""))
 
 
 def main() -> None:
@@ -178,6 +194,9 @@ def main() -> None:
     parser.add_argument("--data-dir", default=str(REPO.parent / "shared" / "data" / "paired"))
     parser.add_argument("--steps", type=int, help="optimiser steps per training (default: the config's max_steps)")
     parser.add_argument("--quick", action="store_true", help="50 steps per training (a smoke run of the benchmark)")
+    parser.add_argument("--max-time", type=float, metavar="SECONDS",
+                        help="train each model for this wall time instead of a number of steps (the learning "
+                             "rate decays over the budget); the steps taken are reported")
     parser.add_argument("--variants", nargs="+", default=["inverted_t1", "2d", "3d", "3d_anatomy"],
                         help="inverted_t1, 2d, 3d, 3d_perceptual, 3d_anatomy")
     parser.add_argument("--cases", nargs="+", help="held-out cases (default: all)")
@@ -191,7 +210,9 @@ def main() -> None:
         print_report(args.report)
         return
     config = yaml.safe_load(Path(args.config).read_text())
-    steps = 50 if args.quick else args.steps or int(config["trainer"]["max_steps"])
+    steps = 50 if args.quick else args.steps or config["trainer"].get("max_steps")
+    if not (steps or args.max_time):
+        parser.error(f"{args.config} has no trainer.max_steps: give --steps or --max-time")
     config = {"model": config["model"], "data": config["data"], "precision": config["trainer"].get("precision", "32-true")}
     data_dir, cache_dir, output = Path(args.data_dir), Path(args.cache_dir), Path(args.output)
     output.mkdir(parents=True, exist_ok=True)
@@ -199,12 +220,13 @@ def main() -> None:
     cases = args.cases or sorted(subjects)
     names = label_names("model30chan18cls")
     voxels = int(np.prod(config["data"]["patch_size"])) * int(config["data"]["samples_per_volume"])
-    header = (f"steps per training: {steps}, voxels per step: {voxels}, config: {args.config}, "
-              f"device: {'cuda' if torch.cuda.is_available() else 'cpu'} ({torch.get_num_threads()} threads)")
-    results, slices, timings = {}, {}, {}
+    budget = f"wall time per training: {args.max_time:.0f} s" if args.max_time else f"steps per training: {steps}"
+    device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"cpu ({torch.get_num_threads()} threads)"
+    header = f"{budget}, voxels per step: {voxels}, config: {Path(args.config).name}, device: {device}"
+    results, slices, timings, steps_taken = {}, {}, {}, {}
     for case in cases:
         volumes = load_case(subjects[case], cache_dir, "model30chan18cls")
-        results[case], timings[case] = {}, {}
+        results[case], timings[case], steps_taken[case] = {}, {}, {}
         centre = np.round(np.argwhere(volumes["mask"]).mean(0)).astype(int)
         reference = PercentileNormalise()(volumes["t2"], volumes["mask"])
         slices[case] = {"real T2": (reference[centre[0]], reference[:, centre[1]])}
@@ -212,8 +234,11 @@ def main() -> None:
             if variant == "inverted_t1":
                 prediction, seconds = (1 - PercentileNormalise()(volumes["t1"], volumes["mask"])) * volumes["mask"], 0.0
             else:
-                module, seconds = train(config, variant, case, steps, data_dir, cache_dir, args.seed)
+                module, seconds, steps_taken[case][variant] = train(config, variant, case, steps, data_dir, cache_dir,
+                                                                    args.seed, args.max_time)
                 prediction = predict(module, volumes["t1"])
+                del module
+                torch.cuda.empty_cache()
             scores = evaluate(prediction, volumes["t2"], mask=volumes["mask"], tumor_seg=volumes["tumor_seg"],
                               labels=volumes["labels"], label_names=names)
             results[case][variant] = {key: float(value) for key, value in scores.items()
@@ -222,10 +247,12 @@ def main() -> None:
             shown = PercentileNormalise()(prediction, volumes["mask"])
             slices[case][variant] = (shown[centre[0]], shown[:, centre[1]])
             print(f"{case} {variant}: ssim {scores['ssim']:.3f} psnr {scores['psnr']:.2f} mae {scores['mae']:.3f} "
-                  f"r_z {scores.get('r_z', float('nan')):.3f} ({seconds:.0f} s training)", flush=True)
+                  f"r_z {scores.get('r_z', float('nan')):.3f} ({seconds:.0f} s, {steps_taken[case].get(variant, 0)} steps "
+                  "training)", flush=True)
             # Written after every variant, so a long run that is stopped keeps what it measured.
             (output / "quality.json").write_text(json.dumps(
-                {"settings": header, "results": results, "train_seconds": timings}, indent=2))
+                {"settings": header, "results": results, "train_seconds": timings, "train_steps": steps_taken},
+                indent=2))
     print(header + "\n" + markdown_tables(results, cases, args.variants))
     mean_time = np.mean([t for c in timings.values() for v, t in c.items() if v != "inverted_t1"] or [0])
     print(f"\nmean training wall time per run: {mean_time:.0f} s")
