@@ -8,6 +8,7 @@ optimiser steps, the same number of voxels per step; recipe from ``--config``, d
 - ``inverted_t1``: the floor, ``1 - normalised T1`` (no training);
 - ``2d``: the slice-wise baseline (``spatial_dims: 2``, ``2P x 2P`` axial slices, see :func:`variants`);
 - ``3d``: the 3D patch model (``P^3`` patches) with L1 + SSIM -- the recipe of the shipped model;
+- ``3d_tumour``: ``3d`` + tumour-preservation loss;
 - ``3d_perceptual``: ``3d`` + region-weighted perceptual loss;
 - ``3d_anatomy``: ``3d`` + region-weighted perceptual loss + tumour-preservation loss.
 
@@ -58,6 +59,7 @@ def variants(config: dict) -> dict:
         "2d": {"model": {"spatial_dims": 2, "patch_size": slices},
                "data": {"patch_size": slices, "samples_per_volume": samples * side**3 // slice_side**2}},
         "3d": {},
+        "3d_tumour": {"model": {"tumour_weight": 1.0}},
         "3d_perceptual": {"model": {"perceptual_weight": 1.0},
                           "data": {"parcellation_model": "model30chan18cls"}},
         "3d_anatomy": {"model": {"perceptual_weight": 1.0, "tumour_weight": 1.0},
@@ -198,8 +200,10 @@ def main() -> None:
                         help="train each model for this wall time instead of a number of steps (the learning "
                              "rate decays over the budget); the steps taken are reported")
     parser.add_argument("--variants", nargs="+", default=["inverted_t1", "2d", "3d", "3d_anatomy"],
-                        help="inverted_t1, 2d, 3d, 3d_perceptual, 3d_anatomy")
+                        help="inverted_t1, 2d, 3d, 3d_tumour, 3d_perceptual, 3d_anatomy")
     parser.add_argument("--cases", nargs="+", help="held-out cases (default: all)")
+    parser.add_argument("--patch-size", type=int, metavar="P", help="train on P^3 patches instead of the config's")
+    parser.add_argument("--precision", help="Lightning precision instead of the config's (e.g. 32-true on a CPU)")
     parser.add_argument("--cache-dir", default=str(REPO / "cache"))
     parser.add_argument("--output", default=str(REPO / "benchmarks" / "results"))
     parser.add_argument("--seed", type=int, default=0)
@@ -213,7 +217,10 @@ def main() -> None:
     steps = 50 if args.quick else args.steps or config["trainer"].get("max_steps")
     if not (steps or args.max_time):
         parser.error(f"{args.config} has no trainer.max_steps: give --steps or --max-time")
-    config = {"model": config["model"], "data": config["data"], "precision": config["trainer"].get("precision", "32-true")}
+    config = {"model": config["model"], "data": config["data"],
+              "precision": args.precision or config["trainer"].get("precision", "32-true")}
+    if args.patch_size:
+        config["model"]["patch_size"] = config["data"]["patch_size"] = [args.patch_size] * 3
     data_dir, cache_dir, output = Path(args.data_dir), Path(args.cache_dir), Path(args.output)
     output.mkdir(parents=True, exist_ok=True)
     subjects = {s["case"]: s for s in find_subjects(data_dir)}
@@ -222,7 +229,8 @@ def main() -> None:
     voxels = int(np.prod(config["data"]["patch_size"])) * int(config["data"]["samples_per_volume"])
     budget = f"wall time per training: {args.max_time:.0f} s" if args.max_time else f"steps per training: {steps}"
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"cpu ({torch.get_num_threads()} threads)"
-    header = f"{budget}, voxels per step: {voxels}, config: {Path(args.config).name}, device: {device}"
+    header = (f"{budget}, voxels per step: {voxels} (patch {config['data']['patch_size']}), "
+              f"precision {config['precision']}, config: {Path(args.config).name}, device: {device}")
     results, slices, timings, steps_taken = {}, {}, {}, {}
     for case in cases:
         volumes = load_case(subjects[case], cache_dir, "model30chan18cls")
