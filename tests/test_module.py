@@ -109,6 +109,24 @@ def test_two_process_ddp_on_cpu(tmp_path):
     assert restored(torch.rand(1, 1, 16, 16, 16)).shape == (1, 1, 16, 16, 16)
 
 
+def test_two_process_ddp_with_a_wall_clock_budget(tmp_path):
+    """DDP stopped by ``max_time``: both ranks stop together and the cosine rate has reached ~0."""
+    data = synthetic_dataset(tmp_path / "data", cases=5)
+    run = tmp_path / "run"
+    command = [sys.executable, "-m", "monai_t1t2", *train_command(
+        data, run, "--trainer.max_epochs", "-1", "--trainer.max_steps", "-1", "--trainer.max_time", "00:00:00:15",
+        "--trainer.limit_val_batches", "0", "--model.learning_rate", "0.01", "--trainer.strategy", "ddp",
+        "--trainer.devices", "2", "--trainer.use_distributed_sampler", "false", "--data.shard_by_rank", "true")]
+    env = dict(os.environ, OMP_NUM_THREADS="1", PL_DISABLE_FORK="1")
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-3000:]
+    assert "GLOBAL_RANK: 0" in output and "GLOBAL_RANK: 1" in output, output[-3000:]
+    checkpoint = torch.load(str(next(run.rglob("last.ckpt"))), map_location="cpu", weights_only=False)
+    assert checkpoint["global_step"] > 2, "several epochs ran before the clock stopped training"
+    assert checkpoint["lr_schedulers"][0]["_last_lr"][0] < 0.02 * 0.01
+
+
 def test_2d_baseline_is_a_config_switch(tmp_path):
     data = synthetic_dataset(tmp_path / "data")
     run = tmp_path / "run"
@@ -157,3 +175,13 @@ def test_learning_rate_decays_over_a_wall_clock_budget():
     rate, steps = _learning_rate_after_fit(max_steps=-1, max_time={"seconds": 4})
     assert 0 < steps < 10_000, "the run is stopped by its clock, not by running out of data"
     assert rate < 0.02 * 1e-2, rate
+
+
+@pytest.mark.parametrize("config", sorted(p.name for p in (REPO / "configs").glob("*.yaml")))
+def test_every_config_parses_against_the_module_and_data_signatures(config, capsys):
+    """A misspelt key or a wrong type in a shipped config fails here, not an hour into a GPU job."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "fit", "--config", str(REPO / "configs" / config), "--print_config"])
+    assert exit_info.value.code in (0, None)
+    printed = capsys.readouterr().out
+    assert "class_path: monai_t1t2.module.TranslationModule" in printed or "generator:" in printed
