@@ -6,7 +6,7 @@ optimiser steps, the same number of voxels per step; recipe from ``--config``, d
 ``configs/cpu.yaml``):
 
 - ``inverted_t1``: the floor, ``1 - normalised T1`` (no training);
-- ``2d``: the slice-wise baseline (``spatial_dims: 2``, ``2P x 2P`` axial slices, see :func:`variants`);
+- ``2d``: the slice-wise baseline (``spatial_dims: 2``, axial slices of ``min(2P, 128)`` squared, see :func:`variants`);
 - ``3d``: the 3D patch model (``P^3`` patches) with L1 + SSIM -- the recipe of the shipped model;
 - ``3d_tumour``: ``3d`` + tumour-preservation loss;
 - ``3d_perceptual``: ``3d`` + region-weighted perceptual loss;
@@ -17,7 +17,7 @@ a PNG with a sagittal and a coronal slice of each variant (where 2D flicker show
 
     python benchmarks/quality.py                                  # the config's steps, CPU
     python benchmarks/quality.py --variants 3d 3d_perceptual 3d_anatomy --cases TCGA-DU-7294  # ablation
-    python benchmarks/quality.py --config configs/default.yaml --steps 5000   # on a GPU
+    python benchmarks/quality.py --config configs/default.yaml --max-time 600   # on a GPU, 10 min per model
 """
 
 from __future__ import annotations
