@@ -5,7 +5,9 @@ prints, per case, the protocol's SSIM, slice flicker and ``R_z`` (../shared/EVAL
 per-axial-slice mean signed error of the prediction and of the inverted-T1 floor (every 8th slice
 with at least 1000 brain voxels, bottom to top). With the shipped model these subjects are its
 training data: the numbers measure tiling artefacts and fit, not generalisation (that is
-``quality.py``'s leave-one-subject-out job).
+``quality.py``'s leave-one-subject-out job). A second table splits the floor's flicker into the
+part that the axial change of tissue mix explains (each region group's mean error, from the
+cached ``model30chan18cls`` parcellation) and what is left within tissues.
 
     python benchmarks/slice_profile.py                       # all four shared pairs, shipped model
     python benchmarks/slice_profile.py --model runs/x/last.ckpt --cases TCGA-DU-7294
@@ -26,7 +28,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from monai_t1t2.inference import load_translator  # noqa: E402
-from monai_t1t2.metrics import MIN_SLICE_VOXELS, evaluate  # noqa: E402
+from monai_t1t2.metrics import MIN_SLICE_VOXELS, evaluate, slice_flicker  # noqa: E402
+from monai_t1t2.parcellation import cached_parcellation, label_names  # noqa: E402
+from monai_t1t2.regions import labels_to_groups  # noqa: E402
 from monai_t1t2.transforms import PercentileNormalise  # noqa: E402
 
 
@@ -36,6 +40,15 @@ def slice_mean_error(prediction: np.ndarray, reference: np.ndarray, mask: np.nda
     counts = mask.sum(axis=(0, 1))
     kept = counts >= MIN_SLICE_VOXELS
     return error.sum(axis=(0, 1))[kept] / counts[kept]
+
+
+def flicker_by_tissue_mix(error: np.ndarray, mask: np.ndarray, groups: np.ndarray) -> tuple[float, float]:
+    """(flicker of each region group's mean error alone, flicker of the error minus it)."""
+    explained = np.zeros_like(error)
+    for group in np.unique(groups[mask]):
+        selection = mask & (groups == group)
+        explained[selection] = error[selection].mean()
+    return slice_flicker(explained, mask), slice_flicker(error - explained, mask)
 
 
 def predict(network: torch.nn.Module, t1: np.ndarray, roi: tuple[int, ...], overlap: float) -> np.ndarray:
@@ -56,12 +69,14 @@ def main() -> None:
     parser.add_argument("--data-dir", default=str(REPO.parent / "shared" / "data" / "paired"))
     parser.add_argument("--cases", nargs="+", help="default: every case in --data-dir")
     parser.add_argument("--overlaps", nargs="+", type=float, default=[0.5, 0.75])
+    parser.add_argument("--cache-dir", default=str(REPO / "cache"), help="parcellation cache (computed when missing)")
     args = parser.parse_args()
     translator = load_translator(args.model, device="cpu")
     data_dir = Path(args.data_dir)
     cases = args.cases or sorted(p.name for p in data_dir.iterdir() if (p / "t1.nii.gz").is_file())
     print("| case | prediction | SSIM | slice flicker | R_z | mean signed error per 8th axial slice |")
     print("|---|---|---|---|---|---|")
+    mix_rows = []
     for case in cases:
         t1, t2 = (nib.as_closest_canonical(nib.load(str(data_dir / case / f"{m}.nii.gz"))).get_fdata(dtype=np.float32)
                   for m in ("t1", "t2"))
@@ -74,6 +89,13 @@ def main() -> None:
             profile = " ".join(f"{value:+.3f}" for value in slice_mean_error(prediction, t2, mask)[::8])
             print(f"| {case} | {name} | {scores['ssim']:.3f} | {scores['slice_flicker']:.4f} | {scores['r_z']:.3f} | {profile} |",
                   flush=True)
+        labels_path = cached_parcellation(data_dir / case / "t1.nii.gz", args.cache_dir, model="model30chan18cls")
+        labels = np.asarray(nib.as_closest_canonical(nib.load(str(labels_path))).dataobj).astype(np.int64)
+        floor_error = np.where(mask, rows["inverted T1 (floor)"] - PercentileNormalise()(t2, mask), 0)
+        mix, within = flicker_by_tissue_mix(floor_error, mask, labels_to_groups(labels, label_names("model30chan18cls")))
+        mix_rows.append(f"| {case} | {slice_flicker(floor_error, mask):.4f} | {mix:.4f} | {within:.4f} |")
+    print("\n| case | floor flicker | from the tissue mix alone | left within tissues |\n|---|---|---|---|")
+    print("\n".join(mix_rows))
 
 
 if __name__ == "__main__":
