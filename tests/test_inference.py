@@ -344,7 +344,7 @@ def test_shipped_model_translates_t1_contrast_into_t2_contrast(tmp_path):
     centre = [n // 2 for n in t1.shape]
     crop = tuple(slice(c - 24, c + 24) for c in centre)
     translator = load_translator(device="cpu")
-    assert translator.roi_size == (96, 96, 96)
+    assert translator.roi_size == (32, 32, 32)
     synthetic = translate(t1[crop], model=translator, affine=sample.affine, device="cpu", mask_method="nonzero")[0].numpy()
     brain = t1[crop] > 0
     assert brain.mean() > 0.5
