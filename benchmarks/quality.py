@@ -90,19 +90,32 @@ def load_case(subject: dict, cache_dir: Path, parcellation_model: str) -> dict:
     return case
 
 
-def predict(module: TranslationModule, t1: np.ndarray) -> np.ndarray:
-    """Sliding-window prediction on the brain's bounding box (+8 voxels), zero elsewhere, on the module's device."""
+def predict_in_brain_box(t1: np.ndarray, translate_window) -> np.ndarray:
+    """Translate the brain's bounding box (+8 voxels) of a raw T1 ``(X, Y, Z)``; zero outside the brain.
+
+    ``translate_window`` maps the percentile-normalised box ``(1, 1, *box)`` (a CPU tensor) to a
+    prediction of the same shape.
+    """
     brain = t1 > 0
     normalised = PercentileNormalise()(t1, brain)
     lower = np.maximum(np.argwhere(brain).min(0) - 8, 0)
     upper = np.minimum(np.argwhere(brain).max(0) + 9, t1.shape)
     box = tuple(slice(a, b) for a, b in zip(lower, upper))
     output = np.zeros_like(t1)
-    module.eval()
     with torch.inference_mode():
-        window = torch.as_tensor(normalised[box])[None, None].to(module.device)
-        output[box] = module.predict_volume(window, (window > 0).float())[0, 0].float().cpu().numpy()
+        output[box] = translate_window(torch.as_tensor(normalised[box])[None, None])[0, 0].float().cpu().numpy()
     return output * brain
+
+
+def predict(module: TranslationModule, t1: np.ndarray) -> np.ndarray:
+    """:func:`predict_in_brain_box` with the module's own sliding window, on the module's device."""
+    module.eval()
+
+    def translate_window(window: torch.Tensor) -> torch.Tensor:
+        window = window.to(module.device)
+        return module.predict_volume(window, (window > 0).float())
+
+    return predict_in_brain_box(t1, translate_window)
 
 
 def train(config: dict, variant: str, held_out: str | None, steps: int | None, data_dir: Path, cache_dir: Path,

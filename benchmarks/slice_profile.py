@@ -21,13 +21,14 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
-import torch
 from monai.inferers import sliding_window_inference
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
 
 from monai_t1t2.inference import load_translator  # noqa: E402
+from quality import predict_in_brain_box  # noqa: E402
 from monai_t1t2.metrics import MIN_SLICE_VOXELS, evaluate, slice_flicker  # noqa: E402
 from monai_t1t2.parcellation import cached_parcellation, label_names  # noqa: E402
 from monai_t1t2.regions import labels_to_groups  # noqa: E402
@@ -51,18 +52,6 @@ def flicker_by_tissue_mix(error: np.ndarray, mask: np.ndarray, groups: np.ndarra
     return slice_flicker(explained, mask), slice_flicker(error - explained, mask)
 
 
-def predict(network: torch.nn.Module, t1: np.ndarray, roi: tuple[int, ...], overlap: float) -> np.ndarray:
-    brain = t1 > 0
-    lower = np.maximum(np.argwhere(brain).min(0) - 8, 0)
-    upper = np.minimum(np.argwhere(brain).max(0) + 9, t1.shape)
-    box = tuple(slice(a, b) for a, b in zip(lower, upper))
-    output = np.zeros_like(t1)
-    with torch.inference_mode():
-        window = torch.as_tensor(PercentileNormalise()(t1, brain)[box])[None, None]
-        output[box] = sliding_window_inference(window, roi, 4, network, overlap, mode="gaussian")[0, 0].numpy()
-    return output * brain
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", help="bundle folder, models/model.pt or .ckpt (default: the shipped bundle)")
@@ -81,7 +70,8 @@ def main() -> None:
         t1, t2 = (nib.as_closest_canonical(nib.load(str(data_dir / case / f"{m}.nii.gz"))).get_fdata(dtype=np.float32)
                   for m in ("t1", "t2"))
         mask = (t1 > 0) & (t2 > 0)
-        rows = {f"model, overlap {overlap}": predict(translator.network, t1, translator.roi_size, overlap)
+        rows = {f"model, overlap {overlap}": predict_in_brain_box(t1, lambda window, overlap=overlap: sliding_window_inference(
+                    window, translator.roi_size, 4, translator.network, overlap, mode="gaussian"))
                 for overlap in args.overlaps}
         rows["inverted T1 (floor)"] = np.where(mask, 1 - PercentileNormalise()(t1, mask), 0)
         for name, prediction in rows.items():

@@ -233,7 +233,7 @@ def _wall_clock_timer(trainer: "pl.Trainer | None"):
 
     if trainer is None or trainer.max_steps not in (-1, None) or trainer.max_epochs not in (-1, None):
         return None
-    return next((c for c in trainer.callbacks if isinstance(c, Timer) and c._duration is not None), None)
+    return next((c for c in trainer.callbacks if isinstance(c, Timer) and c.time_remaining() is not None), None)
 
 
 def export_generator(checkpoint: str | Path, output: str | Path, half: bool = True) -> dict[str, Any]:

@@ -92,18 +92,23 @@ def test_fit_then_resume_continues_global_step(tmp_path):
     assert weights["channels"] == [4, 8] and (tmp_path / "model.pt").stat().st_size > 0
 
 
-def test_two_process_ddp_on_cpu(tmp_path):
+def run_two_process_ddp(tmp_path: Path, *extra: str) -> Path:
+    """Train on 5 synthetic cases with 2-process DDP on CPU (gloo); assert both ranks ran; return last.ckpt."""
     data = synthetic_dataset(tmp_path / "data", cases=5)
     run = tmp_path / "run"
-    command = [sys.executable, "-m", "monai_t1t2.cli", *train_command(
-        data, run, "--trainer.max_epochs", "1", "--trainer.strategy", "ddp", "--trainer.devices", "2",
-        "--trainer.use_distributed_sampler", "false", "--data.shard_by_rank", "true")]
+    command = [sys.executable, "-m", "monai_t1t2", *train_command(
+        data, run, "--trainer.strategy", "ddp", "--trainer.devices", "2",
+        "--trainer.use_distributed_sampler", "false", "--data.shard_by_rank", "true", *extra)]
     env = dict(os.environ, OMP_NUM_THREADS="1", PL_DISABLE_FORK="1")
     result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-3000:]
     assert "GLOBAL_RANK: 0" in output and "GLOBAL_RANK: 1" in output, output[-3000:]
-    checkpoint = next(run.rglob("last.ckpt"))
+    return next(run.rglob("last.ckpt"))
+
+
+def test_two_process_ddp_on_cpu(tmp_path):
+    checkpoint = run_two_process_ddp(tmp_path, "--trainer.max_epochs", "1")
     restored = TranslationModule.load_from_checkpoint(str(checkpoint), map_location="cpu")
     assert checkpoint_step(checkpoint) == 2
     assert restored(torch.rand(1, 1, 16, 16, 16)).shape == (1, 1, 16, 16, 16)
@@ -111,18 +116,10 @@ def test_two_process_ddp_on_cpu(tmp_path):
 
 def test_two_process_ddp_with_a_wall_clock_budget(tmp_path):
     """DDP stopped by ``max_time``: both ranks stop together and the cosine rate has reached ~0."""
-    data = synthetic_dataset(tmp_path / "data", cases=5)
-    run = tmp_path / "run"
-    command = [sys.executable, "-m", "monai_t1t2", *train_command(
-        data, run, "--trainer.max_epochs", "-1", "--trainer.max_steps", "-1", "--trainer.max_time", "00:00:00:15",
-        "--trainer.limit_val_batches", "0", "--model.learning_rate", "0.01", "--trainer.strategy", "ddp",
-        "--trainer.devices", "2", "--trainer.use_distributed_sampler", "false", "--data.shard_by_rank", "true")]
-    env = dict(os.environ, OMP_NUM_THREADS="1", PL_DISABLE_FORK="1")
-    result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, output[-3000:]
-    assert "GLOBAL_RANK: 0" in output and "GLOBAL_RANK: 1" in output, output[-3000:]
-    checkpoint = torch.load(str(next(run.rglob("last.ckpt"))), map_location="cpu", weights_only=False)
+    path = run_two_process_ddp(tmp_path, "--trainer.max_epochs", "-1", "--trainer.max_steps", "-1",
+                               "--trainer.max_time", "00:00:00:15", "--trainer.limit_val_batches", "0",
+                               "--model.learning_rate", "0.01")
+    checkpoint = torch.load(str(path), map_location="cpu", weights_only=False)
     assert checkpoint["global_step"] > 2, "several epochs ran before the clock stopped training"
     assert checkpoint["lr_schedulers"][0]["_last_lr"][0] < 0.02 * 0.01
 
