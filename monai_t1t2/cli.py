@@ -50,7 +50,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 def _cmd_prepare_pairs(args: argparse.Namespace) -> int:
     from monai_t1t2.registration import run_prepare_pairs
 
-    return run_prepare_pairs(args.input_dir, args.output_dir, register=args.register, overwrite=args.overwrite)
+    return run_prepare_pairs(args.input_dir, args.output_dir, register=args.register, overwrite=args.overwrite,
+                             skull_strip=args.skull_strip)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -107,6 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
     prepare.add_argument("input_dir", help="folder of <case>/t1.*, t2.* [, tumor_seg.*]")
     prepare.add_argument("output_dir", help="writes <case>/t1.nii.gz, t2.nii.gz, registration.json, PNG")
     prepare.add_argument("--register", choices=("rigid", "none"), default="rigid")
+    prepare.add_argument("--skull-strip", action="store_true",
+                         help="set T1 and T2 to 0 outside the T1's brain (brainchop mindgrab): pairs with skull become "
+                              "training pairs like data/paired")
     prepare.add_argument("--overwrite", action="store_true")
 
     # `train` hands everything after it to LightningCLI (fit / validate / test, --config ...).

@@ -7,9 +7,13 @@ Stage: *prepare* (before training). For each subject ``<case>/t1.*``, ``t2.*`` [
    (ITK v4 framework: ``Euler3DTransform``, ``RegularStepGradientDescentOptimizerv4``,
    multi-resolution); the world coordinates are the starting point, so the translation starts at
    zero and the rotation centre is the T1 brain's centre;
-3. ``<output>/<case>/t1.nii.gz`` (the T1 unchanged), ``t2.nii.gz`` (linear), ``tumor_seg.nii.gz``
-   (nearest neighbour), ``registration.json`` (transform, before/after similarity, input hashes)
-   and ``registration.png`` (T1 with the T2's edges over it, before and after) are written.
+3. with ``skull_strip``, both are cut to the T1's brain (brainchop's ``mindgrab`` network,
+   :func:`monai_t1t2.inference.brain_mask`), so that a raw pair with skull and noisy background
+   becomes a pair like ``data/paired`` (brain mask ``(t1 > 0) & (t2 > 0)``);
+4. ``<output>/<case>/t1.nii.gz`` (the T1 unchanged, or skull-stripped), ``t2.nii.gz`` (linear),
+   ``tumor_seg.nii.gz`` (nearest neighbour), ``registration.json`` (transform, before/after
+   similarity, input hashes, settings) and ``registration.png`` (T1 with the T2's edges over it,
+   before and after) are written.
 
 A case whose ``registration.json`` records the same input hashes and settings is not done again,
 so pointing training at raw pairs registers each subject once.
@@ -533,7 +537,7 @@ def _copy_t1(source: Path, target: Path, overwrite: bool) -> None:
         write_volume(read_volume(source), target, overwrite=overwrite, inputs=[source])
 
 
-def cached_report(case_dir: Path, hashes: dict, register: str) -> dict | None:
+def cached_report(case_dir: Path, hashes: dict, register: str, skull_strip: bool = False) -> dict | None:
     """The ``registration.json`` of ``case_dir`` when it and its volumes match these inputs, else ``None``."""
     report_path = case_dir / REPORT_NAME
     if not report_path.is_file():
@@ -543,7 +547,8 @@ def cached_report(case_dir: Path, hashes: dict, register: str) -> dict | None:
     except (OSError, json.JSONDecodeError):
         return None
     outputs = [case_dir / "t1.nii.gz", case_dir / "t2.nii.gz"] + ([case_dir / "tumor_seg.nii.gz"] if hashes.get("tumor_seg") else [])
-    same = report.get("format") == REPORT_FORMAT and report.get("input_sha256") == hashes and report.get("register") == register
+    same = (report.get("format") == REPORT_FORMAT and report.get("input_sha256") == hashes
+            and report.get("register") == register and bool(report.get("skull_strip", False)) == skull_strip)
     return report if same and all(p.is_file() for p in outputs) else None
 
 
@@ -577,7 +582,7 @@ def save_registration_png(path: Path, t1: np.ndarray, t1_affine: np.ndarray, t2_
 
 
 def prepare_pair(subject: dict, case_dir: str | Path, register: str = "rigid", overwrite: bool = False,
-                 settings: RigidSettings | None = None) -> dict:
+                 settings: RigidSettings | None = None, skull_strip: bool = False) -> dict:
     """Put one subject's T2 (and tumour labels) on its T1's grid, registered; write the case folder.
 
     Args:
@@ -588,6 +593,8 @@ def prepare_pair(subject: dict, case_dir: str | Path, register: str = "rigid", o
             (world coordinates only).
         overwrite: redo the case even when its outputs exist.
         settings: rigid registration settings (default :class:`RigidSettings`).
+        skull_strip: set T1 and T2 to 0 outside the T1's brain (brainchop ``mindgrab``, which
+            must be in :func:`monai_t1t2.parcellation.brainchop_dir`).
 
     Returns:
         The report written to ``registration.json`` (``"cached": True`` when nothing was redone).
@@ -605,7 +612,7 @@ def prepare_pair(subject: dict, case_dir: str | Path, register: str = "rigid", o
         raise OutputExistsError(f"case {case}: output folder {case_dir} is the input folder; choose another OUTPUT_DIR")
     hashes = _input_hashes(subject)
     if not overwrite:
-        report = cached_report(case_dir, hashes, register)
+        report = cached_report(case_dir, hashes, register, skull_strip)
         if report is not None:
             return dict(report, cached=True)
         existing = [p.name for p in (case_dir / n for n in ("t1.nii.gz", "t2.nii.gz", REPORT_NAME)) if p.exists()]
@@ -632,10 +639,19 @@ def prepare_pair(subject: dict, case_dir: str | Path, register: str = "rigid", o
     else:
         t2_on_t1, after = t2_world, before
     matrix = np.eye(4) if result is None else result.matrix_ras
+    brain_voxels = None
+    if skull_strip:
+        inside = _skull_strip_mask(subject)
+        brain_voxels = int(inside.sum())
+        t2_on_t1 = np.where(inside, t2_on_t1, 0.0).astype(np.float32)
 
     case_dir.mkdir(parents=True, exist_ok=True)
-    _copy_t1(Path(subject["t1"]), case_dir / "t1.nii.gz", overwrite=True)
     t1_reference = subject["t1"] if str(subject["t1"]).lower().endswith(NIFTI_SUFFIXES) else t1_affine
+    if skull_strip:
+        write_volume(np.where(inside, t1, 0.0).astype(np.float32), case_dir / "t1.nii.gz", reference=t1_reference,
+                     overwrite=True, inputs=inputs)
+    else:
+        _copy_t1(Path(subject["t1"]), case_dir / "t1.nii.gz", overwrite=True)
     write_volume(t2_on_t1, case_dir / "t2.nii.gz", reference=t1_reference, overwrite=True, inputs=inputs)
     seg_source = None
     if subject.get("tumor_seg"):
@@ -652,6 +668,8 @@ def prepare_pair(subject: dict, case_dir: str | Path, register: str = "rigid", o
         "format": REPORT_FORMAT,
         "case": case,
         "register": register,
+        "skull_strip": skull_strip,
+        "brain_voxels": brain_voxels,
         "inputs": {k: (str(Path(subject[k]).resolve()) if subject.get(k) else None) for k in ("t1", "t2", "tumor_seg")},
         "input_sha256": hashes,
         "t1_grid": {"shape": list(t1.shape), "spacing_mm": [round(s, 4) for s in spacing],
@@ -667,6 +685,19 @@ def prepare_pair(subject: dict, case_dir: str | Path, register: str = "rigid", o
     }
     atomic_write_text(json.dumps(report, indent=2) + "\n", case_dir / REPORT_NAME)
     return dict(report, cached=False)
+
+
+def _skull_strip_mask(subject: dict) -> np.ndarray:
+    """The T1's brain, ``(X, Y, Z)`` bool on its grid, from brainchop's ``mindgrab`` network."""
+    from monai_t1t2.inference import brain_mask
+
+    try:
+        inside = brain_mask(read_volume(subject["t1"]), method="network")[0].numpy()
+    except T1T2Error as error:
+        raise T1T2Error(f"case {subject['case']}: skull stripping: {error}") from error
+    if not inside.any():
+        raise T1T2Error(f"case {subject['case']}: the brain mask of {subject['t1']} is empty")
+    return inside
 
 
 def _write_labels(subject: dict, target: Path, t1_shape, t1_affine, t1_reference, t2_shape, t2_affine,
@@ -695,7 +726,7 @@ def _check_case_folders(input_dir: Path) -> None:
 
 
 def run_prepare_pairs(input_dir: str | Path, output_dir: str | Path, register: str = "rigid", overwrite: bool = False,
-                      settings: RigidSettings | None = None) -> int:
+                      settings: RigidSettings | None = None, skull_strip: bool = False) -> int:
     """``monai-t1t2 prepare-pairs``: every subject of ``input_dir`` onto its T1 grid, in ``output_dir``.
 
     Inputs are never modified; a case already prepared from the same input files (same SHA-256)
@@ -717,11 +748,13 @@ def run_prepare_pairs(input_dir: str | Path, output_dir: str | Path, register: s
     subjects = find_subjects(input_dir)
     lines = []
     for subject in tqdm(subjects, desc="prepare-pairs", unit="subject"):
-        report = prepare_pair(subject, output_dir / subject["case"], register=register, overwrite=overwrite, settings=settings)
+        report = prepare_pair(subject, output_dir / subject["case"], register=register, overwrite=overwrite,
+                              settings=settings, skull_strip=skull_strip)
         before, after = report["similarity_world"], report["similarity_registered"]
         lines.append(f"{subject['case']}: {'cached' if report['cached'] else register}, "
                      f"NMI {before['nmi_brain']:.4f} -> {after['nmi_brain']:.4f}, "
                      f"edge distance {before['edge_distance_mm']:.3f} -> {after['edge_distance_mm']:.3f} mm, "
-                     f"rotation {report['transform']['rotation_deg']:.2f} deg")
+                     f"rotation {report['transform']['rotation_deg']:.2f} deg"
+                     + (f", brain {report['brain_voxels']} voxels" if report.get("skull_strip") else ""))
     print("\n".join(lines))
     return 0

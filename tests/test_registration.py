@@ -297,3 +297,70 @@ def test_prepared_ixi_pair_is_accepted_for_training(tmp_path: Path):
     report = json.loads((tmp_path / "prepared" / "IXI002-Guys-0828" / "registration.json").read_text())
     assert report["similarity_registered"]["nmi_brain"] > report["similarity_world"]["nmi_brain"]
     assert report["similarity_registered"]["edge_distance_mm"] < report["similarity_world"]["edge_distance_mm"]
+
+
+def test_prepare_pairs_skull_strip_cuts_both_contrasts_to_the_t1_brain(unregistered: Path, tmp_path: Path, monkeypatch, capsys):
+    import torch
+
+    import monai_t1t2.inference
+
+    calls = []
+
+    def core(t1, method="auto", device=None):  # stands in for mindgrab: the inner part of the head
+        calls.append(method)
+        return torch.from_numpy(ndimage.binary_erosion(t1[0].numpy() > 0, iterations=4))[None]
+
+    monkeypatch.setattr(monai_t1t2.inference, "brain_mask", core)
+    out = tmp_path / "stripped"
+    assert run_prepare_pairs(unregistered, out, register="none", skull_strip=True) == 0
+    assert calls == ["network"]
+    t1_in = np.asarray(nib.load(unregistered / "case0" / "t1.nii.gz").dataobj)
+    expected = ndimage.binary_erosion(t1_in > 0, iterations=4)
+    t1 = np.asarray(nib.load(out / "case0" / "t1.nii.gz").dataobj)
+    t2 = np.asarray(nib.load(out / "case0" / "t2.nii.gz").dataobj)
+    assert np.array_equal(t1 > 0, expected) and np.allclose(t1[expected], t1_in[expected])
+    assert not t2[~expected].any() and (t2[expected] > 0).mean() > 0.99
+    report = json.loads((out / "case0" / "registration.json").read_text())
+    assert report["skull_strip"] is True and report["brain_voxels"] == int(expected.sum())
+    assert f"brain {int(expected.sum())} voxels" in capsys.readouterr().out
+    # The same inputs without skull stripping are other settings: never replaced silently.
+    with pytest.raises(OutputExistsError, match="--overwrite"):
+        run_prepare_pairs(unregistered, out, register="none")
+    assert run_prepare_pairs(unregistered, out, register="none", skull_strip=True) == 0
+    assert calls == ["network"]  # cached
+
+
+def test_prepare_pairs_skull_strip_without_the_network_names_the_case(unregistered: Path, tmp_path: Path, monkeypatch,
+                                                                     capsys):
+    from monai_t1t2.cli import main
+
+    monkeypatch.setenv("MONAI_T1T2_BRAINCHOP_DIR", str(tmp_path / "no_models"))
+    assert main(["prepare-pairs", str(unregistered), str(tmp_path / "out"), "--register", "none", "--skull-strip"]) == 2
+    assert "case case0: skull stripping: model 'mindgrab': not found" in capsys.readouterr().err
+    assert not (tmp_path / "out" / "case0" / "t2.nii.gz").exists()
+
+
+@pytest.mark.realdata
+@pytest.mark.slow
+def test_skull_strip_of_the_raw_clinical_acquisition(tmp_path: Path):
+    """The raw TCGA-FG-6692 (skull, noisy background, 5.5 mm slices) -> T1 and T2 cut to one brain."""
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    (raw / "TCGA-FG-6692").symlink_to(RAW / "TCGA-FG-6692", target_is_directory=True)
+    run_prepare_pairs(raw, tmp_path / "prepared", register="none", skull_strip=True)
+    case = tmp_path / "prepared" / "TCGA-FG-6692"
+    report = json.loads((case / "registration.json").read_text())
+    t1, t2 = nib.load(case / "t1.nii.gz"), nib.load(case / "t2.nii.gz")
+    t1_array, t2_array = np.asarray(t1.dataobj), np.asarray(t2.dataobj)
+    source = np.asarray(nib.load(RAW / "TCGA-FG-6692" / "t1.nii.gz").dataobj)
+    from monai_t1t2.inference import head_mask
+
+    head = head_mask(source)
+    brain_litres = report["brain_voxels"] * float(np.prod(t1.header.get_zooms()[:3])) / 1e6
+    print(f"brain {brain_litres:.2f} l, {report['brain_voxels'] / head.sum():.2f} of the head")
+    assert 1.0 < brain_litres < 1.9
+    assert report["brain_voxels"] < 0.8 * head.sum()  # skull, scalp and background are gone
+    # Both contrasts are zero outside one mask of brain_voxels voxels and fill most of it.
+    assert 0.95 * report["brain_voxels"] < int((t1_array > 0).sum()) <= report["brain_voxels"]
+    assert 0.8 * report["brain_voxels"] < int((t2_array > 0).sum()) <= report["brain_voxels"]  # its slab is shorter
+    assert int(((t1_array > 0) | (t2_array > 0)).sum()) <= report["brain_voxels"]
