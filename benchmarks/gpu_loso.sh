@@ -9,6 +9,7 @@
 #
 #   bash benchmarks/gpu_loso.sh OUTPUT_DIR [SECONDS] [DATA_DIR]
 #   CONFIG=configs/default.yaml VARIANTS="3d 2d 3d_anatomy" CASES="TCGA-DU-7294" TRAIN_ALL=0 bash benchmarks/gpu_loso.sh ...
+#   EXTRA=prepared_ixi VARIANTS="3d 3d+extra" ...   # '+extra' variants also train on EXTRA's subjects
 set -uo pipefail
 output=${1:?usage: gpu_loso.sh OUTPUT_DIR [SECONDS] [DATA_DIR]}
 budget=${2:-300}
@@ -26,7 +27,7 @@ for case in $cases; do
   for variant in $variants; do
     floor=$([ "$variant" = 3d ] && echo inverted_t1)
     timeout "$limit" "$python" benchmarks/quality.py --config "$config" --data-dir "$data" --max-time "$budget" \
-      --cases "$case" --variants $floor "$variant" --output "$output/${case}_$variant" \
+      --cases "$case" --variants $floor "$variant" ${EXTRA:+--extra-data-dir "$EXTRA"} --output "$output/${case}_$variant" \
       > "$output/${case}_$variant.log" 2>&1 &
   done
 done

@@ -10,7 +10,10 @@ optimiser steps, the same number of voxels per step; recipe from ``--config``, d
 - ``3d``: the 3D patch model (``P^3`` patches) with L1 + SSIM -- the recipe of the shipped model;
 - ``3d_tumour``: ``3d`` + tumour-preservation loss;
 - ``3d_perceptual``: ``3d`` + region-weighted perceptual loss;
-- ``3d_anatomy``: ``3d`` + region-weighted perceptual loss + tumour-preservation loss.
+- ``3d_anatomy``: ``3d`` + region-weighted perceptual loss + tumour-preservation loss;
+- ``<variant>+extra``: that variant trained with the subjects of ``--extra-data-dir`` added to the
+  training set of every fold (e.g. the IXI pair made by ``monai-t1t2 prepare-pairs``); they are
+  never scored.
 
 Prints one markdown table per metric (per case and mean), writes every number to JSON and
 a PNG with a sagittal and a coronal slice of each variant (where 2D flicker shows).
@@ -18,6 +21,7 @@ a PNG with a sagittal and a coronal slice of each variant (where 2D flicker show
     python benchmarks/quality.py                                  # the config's steps, CPU
     python benchmarks/quality.py --variants 3d 3d_perceptual 3d_anatomy --cases TCGA-DU-7294  # ablation
     python benchmarks/quality.py --config configs/default.yaml --max-time 600   # on a GPU, 10 min per model
+    python benchmarks/quality.py --variants 3d 3d+extra --extra-data-dir prepared_ixi   # more training subjects
 """
 
 from __future__ import annotations
@@ -119,15 +123,22 @@ def predict(module: TranslationModule, t1: np.ndarray) -> np.ndarray:
 
 
 def train(config: dict, variant: str, held_out: str | None, steps: int | None, data_dir: Path, cache_dir: Path,
-          seed: int, max_time: float | None = None):
+          seed: int, max_time: float | None = None, extra_data_dirs: list[str] | None = None):
     """Train one variant without ``held_out``: for ``steps`` optimiser steps, or for ``max_time`` seconds.
 
+    A variant named ``<name>+extra`` is ``<name>`` with the subjects of ``extra_data_dirs`` added.
     Returns the module (on the training device), the wall time of ``fit`` and the steps taken.
     """
-    settings = merged(config, variants(config)[variant])
+    name, _, extra = variant.partition("+")
+    if extra and (extra != "extra" or not extra_data_dirs):
+        raise SystemExit(f"variant {variant}: '+extra' is the only suffix, and it needs --extra-data-dir")
+    settings = merged(config, variants(config)[name])
     pl.seed_everything(seed)
     data = PairedDataModule(**dict(settings["data"], data_dir=str(data_dir), val_cases=[held_out] if held_out else None,
-                                   val_fraction=0.0, cache_dir=str(cache_dir)))
+                                   val_fraction=0.0, cache_dir=str(cache_dir),
+                                   extra_data_dirs=list(extra_data_dirs) if extra else None))
+    if extra:
+        print(f"{variant} without {held_out}: training on {', '.join(s['case'] for s in data.train_subjects)}", flush=True)
     module = TranslationModule(**settings["model"])
     budget = {"max_time": {"seconds": max_time}, "max_steps": -1} if max_time else {"max_steps": steps}
     trainer = pl.Trainer(accelerator="auto", devices=1, max_epochs=-1, limit_val_batches=0, **budget,
@@ -213,7 +224,10 @@ def main() -> None:
                         help="train each model for this wall time instead of a number of steps (the learning "
                              "rate decays over the budget); the steps taken are reported")
     parser.add_argument("--variants", nargs="+", default=["inverted_t1", "2d", "3d", "3d_anatomy"],
-                        help="inverted_t1, 2d, 3d, 3d_tumour, 3d_perceptual, 3d_anatomy")
+                        help="inverted_t1, 2d, 3d, 3d_tumour, 3d_perceptual, 3d_anatomy; '+extra' after a name "
+                             "adds the --extra-data-dir subjects to its training set")
+    parser.add_argument("--extra-data-dir", action="append", metavar="DIR",
+                        help="training-only subjects (folder or datalist) for the '+extra' variants; repeatable")
     parser.add_argument("--cases", nargs="+", help="held-out cases (default: all)")
     parser.add_argument("--patch-size", type=int, metavar="P", help="train on P^3 patches instead of the config's")
     parser.add_argument("--precision", help="Lightning precision instead of the config's (e.g. 32-true on a CPU)")
@@ -256,7 +270,7 @@ def main() -> None:
                 prediction, seconds = (1 - PercentileNormalise()(volumes["t1"], volumes["mask"])) * volumes["mask"], 0.0
             else:
                 module, seconds, steps_taken[case][variant] = train(config, variant, case, steps, data_dir, cache_dir,
-                                                                    args.seed, args.max_time)
+                                                                    args.seed, args.max_time, args.extra_data_dir)
                 prediction = predict(module, volumes["t1"])
                 del module
                 torch.cuda.empty_cache()
