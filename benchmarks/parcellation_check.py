@@ -10,8 +10,8 @@ lateralised, so each structure is split at the mid-sagittal plane, the median x 
 labels 3rd ventricle and brain stem); left/right ratios of the lateralised ``model21_104class``
 labels for comparison; and the Dice of the ``mindgrab`` brain mask against ``t1 > 0`` (the inputs
 are skull-stripped). A structure touching the tumour dilated by 10 mm is skipped on both sides.
-Then the same on the healthy IXI subject (raw, with skull: a control without a tumour) and the
-mindgrab mask of the raw clinical T1 (skull, 5.5 mm slices).
+Then the same on the healthy IXI subject (skull-stripped with HD-BET as shared, on its own grid: a
+control without a tumour) and the mindgrab mask of the raw clinical T1 (skull, 5.5 mm slices).
 """
 
 from __future__ import annotations
@@ -123,7 +123,7 @@ def main() -> None:
     cases = [case for case in sorted((SHARED / "paired").iterdir()) if case.is_dir()]
     rows = [check_subject(case, args.png_dir) for case in cases]
     rows.append(check_subject(SHARED / "raw" / "IXI002-Guys-0828", args.png_dir))
-    rows[-1]["case"] = "IXI002 (healthy, skull)"
+    rows[-1]["case"] = "IXI002 (healthy)"
     print("| case | s | labels | WM ml | cortex ml | ventricles ml | brain ml | default L/R within 15 % | "
           "default worst | WM L/R | 104-class L/R within 15 % | 104-class median L/R | mindgrab Dice |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
