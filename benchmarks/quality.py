@@ -130,8 +130,6 @@ def train(config: dict, variant: str, held_out: str | None, steps: int | None, d
     Returns the module (on the training device), the wall time of ``fit`` and the steps taken.
     """
     name, _, extra = variant.partition("+")
-    if extra and (extra != "extra" or not extra_data_dirs):
-        raise SystemExit(f"variant {variant}: '+extra' is the only suffix, and it needs --extra-data-dir")
     settings = merged(config, variants(config)[name])
     pl.seed_everything(seed)
     data = PairedDataModule(**dict(settings["data"], data_dir=str(data_dir), val_cases=[held_out] if held_out else None,
@@ -241,6 +239,11 @@ def main() -> None:
         print_report(args.report)
         return
     config = yaml.safe_load(Path(args.config).read_text())
+    for variant in args.variants:
+        name, plus, extra = variant.partition("+")
+        trained_with_extra = name != "inverted_t1" and extra == "extra" and args.extra_data_dir
+        if name not in ("inverted_t1", *variants(config)) or (plus and not trained_with_extra):
+            parser.error(f"variant {variant}: unknown, or '+extra' without --extra-data-dir")
     steps = 50 if args.quick else args.steps or config["trainer"].get("max_steps")
     if not (steps or args.max_time):
         parser.error(f"{args.config} has no trainer.max_steps: give --steps or --max-time")

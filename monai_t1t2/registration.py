@@ -620,7 +620,10 @@ def prepare_pair(subject: dict, case_dir: str | Path, register: str = "rigid", o
             raise OutputExistsError(f"case {case}: {case_dir} already holds {', '.join(existing)} made from other inputs "
                                     "or settings; pass --overwrite to replace them")
 
-    t1, t1_affine = _load(subject["t1"])
+    t1_volume = read_volume(subject["t1"])
+    t1, t1_affine = t1_volume[0].numpy(), np.asarray(t1_volume.affine, dtype=np.float64)
+    # The brain mask first: a missing network fails before the registration's minute is spent.
+    inside = _skull_strip_mask(case, t1_volume, subject["t1"]) if skull_strip else None
     t2, t2_affine = _load(subject["t2"])
     brain = foreground_mask(t1)
     overlap = field_of_view_fraction(brain, t1_affine, t2.shape, t2_affine)
@@ -641,7 +644,6 @@ def prepare_pair(subject: dict, case_dir: str | Path, register: str = "rigid", o
     matrix = np.eye(4) if result is None else result.matrix_ras
     brain_voxels = None
     if skull_strip:
-        inside = _skull_strip_mask(subject)
         brain_voxels = int(inside.sum())
         t2_on_t1 = np.where(inside, t2_on_t1, 0.0).astype(np.float32)
 
@@ -687,16 +689,17 @@ def prepare_pair(subject: dict, case_dir: str | Path, register: str = "rigid", o
     return dict(report, cached=False)
 
 
-def _skull_strip_mask(subject: dict) -> np.ndarray:
-    """The T1's brain, ``(X, Y, Z)`` bool on its grid, from brainchop's ``mindgrab`` network."""
+def _skull_strip_mask(case: str, t1_volume, t1_path: str | Path) -> np.ndarray:
+    """The brain of ``t1_volume`` (``(1, X, Y, Z)`` MetaTensor), ``(X, Y, Z)`` bool on its grid,
+    from brainchop's ``mindgrab`` network."""
     from monai_t1t2.inference import brain_mask
 
     try:
-        inside = brain_mask(read_volume(subject["t1"]), method="network")[0].numpy()
+        inside = brain_mask(t1_volume, method="network")[0].numpy()
     except T1T2Error as error:
-        raise T1T2Error(f"case {subject['case']}: skull stripping: {error}") from error
+        raise T1T2Error(f"case {case}: skull stripping: {error}") from error
     if not inside.any():
-        raise T1T2Error(f"case {subject['case']}: the brain mask of {subject['t1']} is empty")
+        raise T1T2Error(f"case {case}: the brain mask of {t1_path} is empty")
     return inside
 
 
