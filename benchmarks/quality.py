@@ -1,27 +1,29 @@
-"""Leave-one-subject-out quality benchmark of ../shared/EVALUATION.md.
+"""Quality benchmark on the fixed split of ../shared/EVALUATION.md (``../shared/data/datalist.json``).
 
-For every shared paired subject: train on the other three, translate the held-out T1, and
-score it against its real T2 inside the brain mask. Variants (same generator family, same
-optimiser steps, the same number of voxels per step; recipe from ``--config``, default
-``configs/cpu.yaml``):
+Trains on the ``training`` list only, scores every ``test`` subject against its real T2 inside
+the brain mask, and reports the two test groups apart: the 8 cohort subjects (same sources as
+training) and the 4 cross-source subjects of ``paired/`` (other preprocessing pipelines).
+
+Variants:
 
 - ``inverted_t1``: the floor, ``1 - normalised T1`` (no training);
-- ``2d``: the slice-wise baseline (``spatial_dims: 2``, axial slices of ``min(2P, 128)`` squared, see :func:`variants`);
-- ``3d``: the 3D patch model (``P^3`` patches) with L1 + SSIM -- the recipe of the shipped model;
-- ``3d_tumour``: ``3d`` + tumour-preservation loss;
-- ``3d_perceptual``: ``3d`` + region-weighted perceptual loss;
-- ``3d_anatomy``: ``3d`` + region-weighted perceptual loss + tumour-preservation loss;
-- ``<variant>+extra``: that variant trained with the subjects of ``--extra-data-dir`` added to the
-  training set of every fold (e.g. the IXI pair made by ``monai-t1t2 prepare-pairs``); they are
-  never scored.
+- ``lut``: the non-spatial lookup table of EVALUATION.md (normalised T1 in 128 bins -> the median over
+  training subjects of each subject's median normalised T2 in that bin; empty bins interpolated),
+  fitted on the ``training`` subjects only;
+- trained models, either scored from a checkpoint (``--checkpoint NAME=PATH``, e.g. the runs of
+  ``configs/cpu.yaml`` and ``configs/cpu_2d.yaml``) or trained here (``--train NAME ...``) from the
+  recipe of ``--config``: ``3d`` (the recipe), ``2d`` (axial slices of ``min(2P, 128)`` squared, the
+  same voxels per step), ``3d_tumour``, ``3d_perceptual``, ``3d_anatomy`` (see :func:`variants`).
 
-Prints one markdown table per metric (per case and mean), writes every number to JSON and
-a PNG with a sagittal and a coronal slice of each variant (where 2D flicker shows).
+Prints per-case tables (SSIM / PSNR / MAE in the brain, tumour SSIM and MAE beside the same outside the
+tumour, tumour contrast error, ``R_z``) and the group means, says on which subjects a model does not beat
+both the floor and the lookup table, writes every number to ``quality.json`` and a three-plane PNG per case.
 
-    python benchmarks/quality.py                                  # the config's steps, CPU
-    python benchmarks/quality.py --variants 3d 3d_perceptual 3d_anatomy --cases TCGA-DU-7294  # ablation
-    python benchmarks/quality.py --config configs/default.yaml --max-time 600   # on a GPU, 10 min per model
-    python benchmarks/quality.py --variants 3d 3d+extra --extra-data-dir prepared_ixi   # more training subjects
+    python benchmarks/quality.py --checkpoint 3d=runs/cpu/lightning_logs/version_0/checkpoints/last.ckpt \\
+        --checkpoint 2d=runs/cpu_2d/lightning_logs/version_0/checkpoints/last.ckpt   # the shipped recipe
+    python benchmarks/quality.py --train 3d 2d --max-time 1200          # train both (20 min each) and score
+    python benchmarks/quality.py --train 3d --steps 50 --cases Brats18_CBICA_ASY_1   # a smoke run
+    python benchmarks/quality.py --report a/quality.json b/quality.json  # merge and print earlier runs
 """
 
 from __future__ import annotations
@@ -42,18 +44,28 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from monai_t1t2.data import PairedDataModule, find_subjects  # noqa: E402
+from monai_t1t2.data import PairedDataModule, load_datalist  # noqa: E402
 from monai_t1t2.metrics import evaluate  # noqa: E402
 from monai_t1t2.module import TranslationModule  # noqa: E402
 from monai_t1t2.parcellation import cached_parcellation, label_names  # noqa: E402
 from monai_t1t2.transforms import PercentileNormalise  # noqa: E402
 
+DATALIST = REPO.parent / "shared" / "data" / "datalist.json"
+PARCELLATION_MODEL = "model30chan18cls"
+LUT_BINS = 128
+BASELINES = ("inverted_t1", "lut")
+# Metrics of the tables: brain, tumour (BraSyn-style: inside the tumour and outside it), consistency.
+METRICS = ("ssim", "psnr", "mae", "ssim_tumour", "ssim_non_tumour", "mae_tumour", "mae_non_tumour",
+           "tumour_contrast_error", "r_z", "slice_flicker", "mae_white_matter", "mae_cortical_grey",
+           "mae_deep_grey", "mae_ventricles_csf")
+
+
 def variants(config: dict) -> dict:
-    """Config overrides of each trained variant, derived from the 3D recipe in ``config``.
+    """Config overrides of each trainable variant, derived from the 3D recipe in ``config``.
 
     The 2D baseline sees the same number of voxels per optimiser step as the 3D model: 3D
     patches of ``P^3`` (``n`` per step) become ``n * P^3 / S^2`` axial slices of ``S x S``,
-    ``S = min(2P, 128)`` (128 fits inside every shared brain's bounding box).
+    ``S = min(2P, 128)``; it is ``configs/cpu_2d.yaml`` for the CPU recipe.
     """
     side = int(config["data"]["patch_size"][0])
     samples = int(config["data"]["samples_per_volume"])
@@ -64,15 +76,10 @@ def variants(config: dict) -> dict:
                "data": {"patch_size": slices, "samples_per_volume": samples * side**3 // slice_side**2}},
         "3d": {},
         "3d_tumour": {"model": {"tumour_weight": 1.0}},
-        "3d_perceptual": {"model": {"perceptual_weight": 1.0},
-                          "data": {"parcellation_model": "model30chan18cls"}},
+        "3d_perceptual": {"model": {"perceptual_weight": 1.0}, "data": {"parcellation_model": PARCELLATION_MODEL}},
         "3d_anatomy": {"model": {"perceptual_weight": 1.0, "tumour_weight": 1.0},
-                       "data": {"parcellation_model": "model30chan18cls"}},
+                       "data": {"parcellation_model": PARCELLATION_MODEL}},
     }
-
-
-METRICS = ("ssim", "psnr", "mae", "r_z", "slice_flicker", "tumour_contrast_error",
-           "mae_white_matter", "mae_cortical_grey", "mae_deep_grey", "mae_ventricles_csf", "mae_tumour")
 
 
 def merged(base: dict, override: dict) -> dict:
@@ -82,18 +89,60 @@ def merged(base: dict, override: dict) -> dict:
     return result
 
 
-def load_case(subject: dict, cache_dir: Path, parcellation_model: str) -> dict:
-    """Held-out volumes in RAS, the brain mask and the parcellation, as float arrays (X, Y, Z)."""
+def group_of(subject: dict) -> str:
+    """``cross-source`` for the subjects of ``paired/`` (other pipelines), else ``cohort``."""
+    return "cross-source" if Path(subject["t1"]).parent.parent.name == "paired" else "cohort"
+
+
+def load_case(subject: dict, cache_dir: Path | None = None, parcellation: bool = True) -> dict:
+    """A subject's volumes in RAS as arrays ``(X, Y, Z)``: T1, T2, the protocol's brain mask, tumour, labels."""
     images = {key: nib.as_closest_canonical(nib.load(subject[key])) for key in ("t1", "t2")}
     case = {key: image.get_fdata(dtype=np.float32) for key, image in images.items()}
     case["mask"] = (case["t1"] > 0) & (case["t2"] > 0)
     case["tumor_seg"] = (nib.as_closest_canonical(nib.load(subject["tumor_seg"])).get_fdata() > 0
                          if subject.get("tumor_seg") else None)
-    labels_path = cached_parcellation(subject["t1"], cache_dir, model=parcellation_model)
-    case["labels"] = np.asarray(nib.as_closest_canonical(nib.load(str(labels_path))).dataobj).astype(np.int64)
+    case["labels"] = None
+    if parcellation:
+        labels_path = cached_parcellation(subject["t1"], cache_dir, model=PARCELLATION_MODEL)
+        case["labels"] = np.asarray(nib.as_closest_canonical(nib.load(str(labels_path))).dataobj).astype(np.int64)
     return case
 
 
+# ----- baselines ------------------------------------------------------------------------------
+def inverted_t1(case: dict) -> np.ndarray:
+    return (1 - PercentileNormalise()(case["t1"], case["mask"])) * case["mask"]
+
+
+def _bins(normalised_t1: np.ndarray) -> np.ndarray:
+    return np.minimum((normalised_t1 * LUT_BINS).astype(np.int64), LUT_BINS - 1)
+
+
+def fit_lookup_table(subjects: list[dict]) -> np.ndarray:
+    """The lookup table of EVALUATION.md, fitted on ``subjects``: ``(LUT_BINS,)`` normalised T2 per T1 bin."""
+    medians = np.full((len(subjects), LUT_BINS), np.nan)
+    for row, subject in enumerate(subjects):
+        case = load_case(subject, parcellation=False)
+        t1 = PercentileNormalise()(case["t1"], case["mask"])[case["mask"]]
+        t2 = PercentileNormalise()(case["t2"], case["mask"])[case["mask"]]
+        bins = _bins(t1)
+        order = np.argsort(bins, kind="stable")
+        bins, t2 = bins[order], t2[order]
+        edges = np.searchsorted(bins, np.arange(LUT_BINS + 1))
+        for b in range(LUT_BINS):
+            if edges[b + 1] > edges[b]:
+                medians[row, b] = np.median(t2[edges[b]:edges[b + 1]])
+    with np.errstate(all="ignore"):
+        table = np.nanmedian(medians, axis=0)
+    filled = np.isfinite(table)
+    return np.interp(np.arange(LUT_BINS), np.flatnonzero(filled), table[filled])
+
+
+def apply_lookup_table(table: np.ndarray, case: dict) -> np.ndarray:
+    t1 = PercentileNormalise()(case["t1"], case["mask"])
+    return np.where(case["mask"], table[_bins(t1)], 0).astype(np.float32)
+
+
+# ----- trained models -------------------------------------------------------------------------
 def predict_in_brain_box(t1: np.ndarray, translate_window) -> np.ndarray:
     """Translate the brain's bounding box (+8 voxels) of a raw T1 ``(X, Y, Z)``; zero outside the brain.
 
@@ -122,21 +171,13 @@ def predict(module: TranslationModule, t1: np.ndarray) -> np.ndarray:
     return predict_in_brain_box(t1, translate_window)
 
 
-def train(config: dict, variant: str, held_out: str | None, steps: int | None, data_dir: Path, cache_dir: Path,
-          seed: int, max_time: float | None = None, extra_data_dirs: list[str] | None = None):
-    """Train one variant without ``held_out``: for ``steps`` optimiser steps, or for ``max_time`` seconds.
-
-    A variant named ``<name>+extra`` is ``<name>`` with the subjects of ``extra_data_dirs`` added.
-    Returns the module (on the training device), the wall time of ``fit`` and the steps taken.
-    """
-    name, _, extra = variant.partition("+")
-    settings = merged(config, variants(config)[name])
+def train(config: dict, variant: str, datalist: Path, cache_dir: Path, seed: int, steps: int | None,
+          max_time: float | None) -> tuple[TranslationModule, float, int]:
+    """Train ``variant`` on the datalist's ``training`` list for ``steps`` steps or ``max_time`` seconds."""
+    settings = merged(config, variants(config)[variant])
     pl.seed_everything(seed)
-    data = PairedDataModule(**dict(settings["data"], data_dir=str(data_dir), val_cases=[held_out] if held_out else None,
-                                   val_fraction=0.0, cache_dir=str(cache_dir),
-                                   extra_data_dirs=list(extra_data_dirs) if extra else None))
-    if extra:
-        print(f"{variant} without {held_out}: training on {', '.join(s['case'] for s in data.train_subjects)}", flush=True)
+    data = PairedDataModule(**dict(settings["data"], data_dir=str(datalist), val_fraction=0.0, val_cases=None,
+                                   cache_dir=str(cache_dir)))
     module = TranslationModule(**settings["model"])
     budget = {"max_time": {"seconds": max_time}, "max_steps": -1} if max_time else {"max_steps": steps}
     trainer = pl.Trainer(accelerator="auto", devices=1, max_epochs=-1, limit_val_batches=0, **budget,
@@ -148,153 +189,180 @@ def train(config: dict, variant: str, held_out: str | None, steps: int | None, d
     return module, time.time() - started, int(trainer.global_step)
 
 
-def markdown_tables(results: dict, cases: list[str], variants: list[str]) -> str:
+def load_checkpoint(path: str) -> tuple[TranslationModule, int]:
+    module = TranslationModule.load_from_checkpoint(path, map_location="cpu")
+    step = int(torch.load(path, map_location="cpu", weights_only=False).get("global_step", 0))
+    return module, step
+
+
+# ----- report ---------------------------------------------------------------------------------
+def _cell(value) -> str:
+    return f"{value:.4g}" if value is not None and np.isfinite(value) else "n/a"
+
+
+def markdown_report(results: dict, groups: dict, names: list[str]) -> str:
+    """Per-case tables (one per metric) and the group means, then where a model misses a baseline."""
+    cases = sorted(results, key=lambda c: (groups[c], c))
     lines = []
     for metric in METRICS:
-        lines += [f"\n### {metric}\n", "| variant | " + " | ".join(cases) + " | mean |",
-                  "|---|" + "---|" * (len(cases) + 1)]
-        for variant in variants:
-            values = [results[case][variant].get(metric, float("nan")) for case in cases]
-            finite = [v for v in values if v is not None and np.isfinite(v)]
-            cells = [f"{v:.4g}" if v is not None and np.isfinite(v) else "n/a" for v in values]
-            mean = f"{np.mean(finite):.4g}" if finite else "n/a"
-            lines.append(f"| {variant} | " + " | ".join(cells) + f" | {mean} |")
+        lines += [f"\n### {metric}\n", "| case | group | " + " | ".join(names) + " |", "|---|---|" + "---|" * len(names)]
+        for case in cases:
+            lines.append(f"| {case} | {groups[case]} | "
+                         + " | ".join(_cell(results[case].get(n, {}).get(metric)) for n in names) + " |")
+        for group in ("cohort", "cross-source"):
+            members = [c for c in cases if groups[c] == group]
+            if not members:
+                continue
+            means = []
+            for name in names:
+                values = [results[c].get(name, {}).get(metric) for c in members]
+                finite = [v for v in values if v is not None and np.isfinite(v)]
+                means.append(_cell(np.mean(finite)) if finite else "n/a")
+            lines.append(f"| **mean, {len(members)} {group}** | | " + " | ".join(means) + " |")
+    lines += ["\n### group means (SSIM / PSNR / MAE in the brain; tumour SSIM | non-tumour SSIM; tumour contrast error)\n",
+              "| group | variant | SSIM | PSNR dB | MAE | tumour SSIM | non-tumour SSIM | tumour MAE | non-tumour MAE "
+              "| tumour contrast error | R_z | slice flicker |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for group in ("cohort", "cross-source"):
+        members = [c for c in cases if groups[c] == group]
+        for name in names:
+            row = []
+            for metric in ("ssim", "psnr", "mae", "ssim_tumour", "ssim_non_tumour", "mae_tumour", "mae_non_tumour",
+                           "tumour_contrast_error", "r_z", "slice_flicker"):
+                finite = [v for c in members if np.isfinite(v := results[c].get(name, {}).get(metric, np.nan))]
+                row.append(_cell(np.mean(finite)) if finite else "n/a")
+            lines.append(f"| {group} ({len(members)}) | {name} | " + " | ".join(row) + " |")
+    for name in names:
+        if name in BASELINES:
+            continue
+        misses = []
+        for case in cases:
+            scores = results[case].get(name)
+            if not scores:
+                continue
+            for baseline in BASELINES:
+                base = results[case][baseline]
+                for metric, better in (("ssim", 1), ("psnr", 1), ("mae", -1)):
+                    if not better * (scores[metric] - base[metric]) > 0:
+                        misses.append(f"{case}: {metric} {scores[metric]:.4g} vs {baseline} {base[metric]:.4g}")
+                contrast, floor = scores.get("tumour_contrast_error"), results[case]["inverted_t1"].get("tumour_contrast_error")
+                if baseline == "inverted_t1" and np.isfinite(contrast) and np.isfinite(floor) and not contrast < floor:
+                    misses.append(f"{case}: tumour contrast error {contrast:.4g} vs inverted_t1 {floor:.4g}")
+        lines.append(f"\n{name}: " + ("beats the floor and the lookup table in SSIM, PSNR and MAE, and the floor's "
+                                      "tumour contrast error, on every scored case" if not misses
+                                      else "does not beat a baseline on: " + "; ".join(misses)))
     return "\n".join(lines)
 
 
-def save_png(path: Path, slices: dict, cases: list[str]) -> None:
-    import matplotlib
+def save_case_png(path: Path, case: dict, predictions: dict[str, np.ndarray], title: str) -> None:
+    """Three orthogonal planes through the tumour's centre (or the brain's): T1, real T2, each variant."""
+    from monai_t1t2.viz import save_three_plane_png
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = list(next(iter(slices.values())).keys())
-    figure, axes = plt.subplots(len(rows), 2 * len(cases), figsize=(3 * 2 * len(cases), 2.6 * len(rows)), squeeze=False)
-    for column, case in enumerate(cases):
-        for row, name in enumerate(rows):
-            for plane, image in enumerate(slices[case][name]):
-                axis = axes[row, 2 * column + plane]
-                axis.imshow(image.T, cmap="gray", origin="lower", vmin=0, vmax=1, aspect="auto")
-                axis.set_xticks([])
-                axis.set_yticks([])
-                if row == 0:
-                    axis.set_title(f"{case}\n{'sagittal' if plane == 0 else 'coronal'}", fontsize=8)
-            axes[row, 2 * column].set_ylabel(name)
-    figure.tight_layout()
-    figure.savefig(path, dpi=80)
-    plt.close(figure)
+    focus = case["tumor_seg"] if case["tumor_seg"] is not None and case["tumor_seg"].any() else case["mask"]
+    centre = np.round(np.argwhere(focus).mean(0)).astype(int)
+    volumes = [PercentileNormalise()(case["t1"], case["mask"]), PercentileNormalise()(case["t2"], case["mask"])]
+    volumes += [PercentileNormalise()(p, case["mask"]) for p in predictions.values()]
+    save_three_plane_png(path, volumes, ["T1", "real T2", *predictions], title=title, center=centre)
 
 
 def print_report(paths: list[str]) -> None:
-    """Merge the ``quality.json`` of several runs (e.g. one process per held-out case or variant) into one report.
-
-    Runs are merged per case and variant; a (case, variant) measured twice keeps the later file's numbers.
-    """
-    results, timings, steps, settings = {}, {}, {}, set()
+    """Merge the ``quality.json`` of several runs (later files win per case and variant) and print the tables."""
+    results, groups, notes = {}, {}, []
     for path in paths:
         run = json.loads(Path(path).read_text())
-        for merged_table, table in ((results, run["results"]), (timings, run["train_seconds"]),
-                                    (steps, run.get("train_steps", {}))):
-            for case, per_variant in table.items():
-                merged_table.setdefault(case, {}).update(per_variant)
-        settings.add(run["settings"])
-    cases = sorted(results)
-    variants = list(dict.fromkeys(v for case in cases for v in results[case]))
-    for case in cases:
-        for variant in variants:
-            results[case].setdefault(variant, {})
-    print("\n".join(sorted(settings)) + "\n" + markdown_tables(results, cases, variants))
-    for variant in variants:
-        seconds = [timings[c][variant] for c in cases if variant in timings.get(c, {}) and variant != "inverted_t1"]
-        taken = [steps[c][variant] for c in cases if variant in steps.get(c, {})]
-        if seconds:
-            print(f"training wall time, {variant}: mean {np.mean(seconds):.0f} s over {len(seconds)} runs"
-                  + (f", {min(taken)}-{max(taken)} optimiser steps" if taken else ""))
+        for case, per_variant in run["results"].items():
+            results.setdefault(case, {}).update(per_variant)
+        groups.update(run["groups"])
+        notes.append(run["settings"])
+    names = list(dict.fromkeys(n for case in results.values() for n in case))
+    print("\n".join(notes) + "\n" + markdown_report(results, groups, names))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", default=str(REPO / "configs" / "cpu.yaml"))
-    parser.add_argument("--data-dir", default=str(REPO.parent / "shared" / "data" / "paired"))
+    parser.add_argument("--datalist", default=str(DATALIST))
+    parser.add_argument("--config", default=str(REPO / "configs" / "cpu.yaml"), help="recipe of --train")
+    parser.add_argument("--checkpoint", action="append", default=[], metavar="NAME=PATH",
+                        help="score a trained Lightning checkpoint under NAME; repeatable")
+    parser.add_argument("--train", nargs="+", default=[], metavar="VARIANT",
+                        help="train these variants here: 3d, 2d, 3d_tumour, 3d_perceptual, 3d_anatomy")
     parser.add_argument("--steps", type=int, help="optimiser steps per training (default: the config's max_steps)")
-    parser.add_argument("--quick", action="store_true", help="50 steps per training (a smoke run of the benchmark)")
-    parser.add_argument("--max-time", type=float, metavar="SECONDS",
-                        help="train each model for this wall time instead of a number of steps (the learning "
-                             "rate decays over the budget); the steps taken are reported")
-    parser.add_argument("--variants", nargs="+", default=["inverted_t1", "2d", "3d", "3d_anatomy"],
-                        help="inverted_t1, 2d, 3d, 3d_tumour, 3d_perceptual, 3d_anatomy; '+extra' after a name "
-                             "adds the --extra-data-dir subjects to its training set")
-    parser.add_argument("--extra-data-dir", action="append", metavar="DIR",
-                        help="training-only subjects (folder or datalist) for the '+extra' variants; repeatable")
-    parser.add_argument("--cases", nargs="+", help="held-out cases (default: all)")
-    parser.add_argument("--patch-size", type=int, metavar="P", help="train on P^3 patches instead of the config's")
-    parser.add_argument("--precision", help="Lightning precision instead of the config's (e.g. 32-true on a CPU)")
+    parser.add_argument("--max-time", type=float, metavar="SECONDS", help="wall time per training instead of steps")
+    parser.add_argument("--cases", nargs="+", help="test cases to score (default: the whole test list)")
     parser.add_argument("--cache-dir", default=str(REPO / "cache"))
-    parser.add_argument("--output", default=str(REPO / "benchmarks" / "results"))
+    parser.add_argument("--output", default=str(REPO / "benchmarks" / "results" / "split"))
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--report", nargs="+", metavar="JSON",
-                        help="only print the tables of earlier runs' quality.json files (e.g. one run per case)")
+    parser.add_argument("--report", nargs="+", metavar="JSON", help="only print the tables of earlier quality.json files")
     args = parser.parse_args()
     if args.report:
         print_report(args.report)
         return
     config = yaml.safe_load(Path(args.config).read_text())
-    for variant in args.variants:
-        name, plus, extra = variant.partition("+")
-        trained_with_extra = name != "inverted_t1" and extra == "extra" and args.extra_data_dir
-        if name not in ("inverted_t1", *variants(config)) or (plus and not trained_with_extra):
-            parser.error(f"variant {variant}: unknown, or '+extra' without --extra-data-dir")
-    steps = 50 if args.quick else args.steps or config["trainer"].get("max_steps")
-    if not (steps or args.max_time):
-        parser.error(f"{args.config} has no trainer.max_steps: give --steps or --max-time")
+    checkpoints = dict(item.split("=", 1) for item in args.checkpoint if "=" in item)
+    if len(checkpoints) != len(args.checkpoint):
+        parser.error("--checkpoint takes NAME=PATH")
+    unknown = [v for v in args.train if v not in variants(config)]
+    if unknown:
+        parser.error(f"unknown variant(s) {unknown}: choose from {sorted(variants(config))}")
+    for name, path in checkpoints.items():
+        if not Path(path).is_file():
+            parser.error(f"--checkpoint {name}: {path} does not exist")
+    steps = args.steps or (config["trainer"].get("max_steps") if config["trainer"].get("max_steps", -1) > 0 else None)
+    if args.train and not (steps or args.max_time):
+        parser.error(f"{args.config} has no positive trainer.max_steps: give --steps or --max-time")
     config = {"model": config["model"], "data": config["data"],
-              "precision": args.precision or config["trainer"].get("precision", "32-true")}
-    if args.patch_size:
-        config["model"]["patch_size"] = config["data"]["patch_size"] = [args.patch_size] * 3
-    data_dir, cache_dir, output = Path(args.data_dir), Path(args.cache_dir), Path(args.output)
+              "precision": config["trainer"].get("precision", "32-true")}
+    datalist, cache_dir, output = Path(args.datalist), Path(args.cache_dir), Path(args.output)
     output.mkdir(parents=True, exist_ok=True)
-    subjects = {s["case"]: s for s in find_subjects(data_dir)}
-    cases = args.cases or sorted(subjects)
-    names = label_names("model30chan18cls")
-    voxels = int(np.prod(config["data"]["patch_size"])) * int(config["data"]["samples_per_volume"])
-    budget = f"wall time per training: {args.max_time:.0f} s" if args.max_time else f"steps per training: {steps}"
+    training, test = load_datalist(datalist, "training"), load_datalist(datalist, "test")
+    test_cases = {s["case"]: s for s in test}
+    if set(test_cases) & {s["case"] for s in training}:
+        raise SystemExit(f"{datalist}: a test subject is in the training list")
+    cases = args.cases or list(test_cases)
+    groups = {case: group_of(test_cases[case]) for case in cases}
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"cpu ({torch.get_num_threads()} threads)"
-    header = (f"{budget}, voxels per step: {voxels} (patch {config['data']['patch_size']}), "
-              f"precision {config['precision']}, config: {Path(args.config).name}, device: {device}")
-    results, slices, timings, steps_taken = {}, {}, {}, {}
+
+    started = time.time()
+    table = fit_lookup_table(training)
+    print(f"lookup table fitted on {len(training)} training subjects ({time.time() - started:.0f} s)", flush=True)
+    models, trained = {}, {}
+    for name, path in checkpoints.items():
+        module, step = load_checkpoint(path)
+        models[name] = module
+        trained[name] = {"checkpoint": str(path), "steps": step}
+    for variant in args.train:
+        module, seconds, step = train(config, variant, datalist, cache_dir, args.seed, steps, args.max_time)
+        models[variant] = module
+        trained[variant] = {"seconds": seconds, "steps": step}
+        print(f"{variant}: trained {step} steps in {seconds:.0f} s", flush=True)
+    names = list(BASELINES) + list(models)
+    header = (f"split {datalist.name}: {len(training)} training subjects, {len(cases)} test subjects; device {device}; "
+              + "; ".join(f"{n}: {t}" for n, t in trained.items()))
+    results, label_list = {}, label_names(PARCELLATION_MODEL)
     for case in cases:
-        volumes = load_case(subjects[case], cache_dir, "model30chan18cls")
-        results[case], timings[case], steps_taken[case] = {}, {}, {}
-        centre = np.round(np.argwhere(volumes["mask"]).mean(0)).astype(int)
-        reference = PercentileNormalise()(volumes["t2"], volumes["mask"])
-        slices[case] = {"real T2": (reference[centre[0]], reference[:, centre[1]])}
-        for variant in args.variants:
-            if variant == "inverted_t1":
-                prediction, seconds = (1 - PercentileNormalise()(volumes["t1"], volumes["mask"])) * volumes["mask"], 0.0
-            else:
-                module, seconds, steps_taken[case][variant] = train(config, variant, case, steps, data_dir, cache_dir,
-                                                                    args.seed, args.max_time, args.extra_data_dir)
-                prediction = predict(module, volumes["t1"])
-                del module
-                torch.cuda.empty_cache()
+        volumes = load_case(test_cases[case], cache_dir)
+        predictions = {"inverted_t1": inverted_t1(volumes), "lut": apply_lookup_table(table, volumes)}
+        seconds = {}
+        for name, module in models.items():
+            begun = time.time()
+            predictions[name] = predict(module, volumes["t1"])
+            seconds[name] = time.time() - begun
+        results[case] = {}
+        for name, prediction in predictions.items():
             scores = evaluate(prediction, volumes["t2"], mask=volumes["mask"], tumor_seg=volumes["tumor_seg"],
-                              labels=volumes["labels"], label_names=names)
-            results[case][variant] = {key: float(value) for key, value in scores.items()
-                                      if isinstance(value, (int, float, np.floating))}
-            timings[case][variant] = seconds
-            shown = PercentileNormalise()(prediction, volumes["mask"])
-            slices[case][variant] = (shown[centre[0]], shown[:, centre[1]])
-            print(f"{case} {variant}: ssim {scores['ssim']:.3f} psnr {scores['psnr']:.2f} mae {scores['mae']:.3f} "
-                  f"r_z {scores.get('r_z', float('nan')):.3f} ({seconds:.0f} s, {steps_taken[case].get(variant, 0)} steps "
-                  "training)", flush=True)
-            # Written after every variant, so a long run that is stopped keeps what it measured.
-            (output / "quality.json").write_text(json.dumps(
-                {"settings": header, "results": results, "train_seconds": timings, "train_steps": steps_taken},
-                indent=2))
-    print(header + "\n" + markdown_tables(results, cases, args.variants))
-    mean_time = np.mean([t for c in timings.values() for v, t in c.items() if v != "inverted_t1"] or [0])
-    print(f"\nmean training wall time per run: {mean_time:.0f} s")
-    save_png(output / "quality.png", slices, cases)
+                              labels=volumes["labels"], label_names=label_list)
+            results[case][name] = {k: float(v) for k, v in scores.items() if isinstance(v, (int, float, np.floating))}
+            if name in seconds:
+                results[case][name]["predict_seconds"] = seconds[name]
+            print(f"{case} ({groups[case]}) {name}: ssim {scores['ssim']:.3f} psnr {scores['psnr']:.2f} "
+                  f"mae {scores['mae']:.3f} tumour ssim {scores['ssim_tumour']:.3f} "
+                  f"contrast err {scores['tumour_contrast_error']:.3f} r_z {scores['r_z']:.3f}", flush=True)
+        save_case_png(output / f"{case}.png", volumes, {n: predictions[n] for n in names},
+                      title=f"{case} ({groups[case]})")
+        # Written after every case, so a run that is stopped keeps what it measured.
+        (output / "quality.json").write_text(json.dumps(
+            {"settings": header, "groups": groups, "trained": trained, "results": results,
+             "lookup_table": table.tolist()}, indent=1))
+    print(header + "\n" + markdown_report(results, groups, names))
 
 
 if __name__ == "__main__":

@@ -196,6 +196,14 @@ class PairedDataModule(pl.LightningDataModule):
         shard_by_rank: under DDP, each rank caches and trains on its own share of subjects.
         quality_control: drop training subjects whose T1 or T2 fails :func:`monai_t1t2.qc.quality_report`
             (noise only, ghosting, no usable slice), logging a warning with the reasons.
+        tumour_fraction: share of training patches centred in or at the edge of the tumour (the tumour
+            dilated by ``tumour_margin`` voxels); the rest are centred on brain. 0 samples brain only.
+        tumour_margin: width of the tumour's edge zone, in voxels.
+        augment: spatial augmentation (pair-preserving flips and a small random affine).
+        intensity_augment: T1-only contrast augmentation (gamma, bias field, histogram shift), so the
+            model does not learn one scanner's T1 curve; ``None`` follows ``augment``.
+        cache_dtype: dtype of the cached brain-cropped volumes (``float16`` halves the memory of the
+            cache; patches are cast to float32 after cropping).
     """
 
     def __init__(
@@ -218,6 +226,10 @@ class PairedDataModule(pl.LightningDataModule):
         cache_dir: str = "cache",
         shard_by_rank: bool = False,
         quality_control: bool = True,
+        tumour_fraction: float = 0.0,
+        tumour_margin: int = 4,
+        intensity_augment: bool | None = None,
+        cache_dtype: str = "float16",
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -248,7 +260,8 @@ class PairedDataModule(pl.LightningDataModule):
         from monai_t1t2.transforms import SamplingMaskd
 
         fraction = {} if self.hparams.min_brain_fraction is None else {"min_brain_fraction": self.hparams.min_brain_fraction}
-        steps.append(SamplingMaskd(keys="t1", mask_key="sampling_mask", brain_key="brain", **fraction))
+        tumour = {"tumour_key": "tumour", "tumour_margin": self.hparams.tumour_margin} if self.hparams.tumour_fraction else {}
+        steps.append(SamplingMaskd(keys="t1", mask_key="sampling_mask", brain_key="brain", **fraction, **tumour))
         steps.append(PercentileNormalised(image_keys, mask_key="brain"))
         if with_labels:
             from monai_t1t2.parcellation import label_names
@@ -258,6 +271,8 @@ class PairedDataModule(pl.LightningDataModule):
                                         group_weights=self.hparams.group_weights))
         steps.append(mt.CropForegroundd(self._volume_keys(with_labels), source_key="brain", margin=8,
                                         allow_smaller=True))
+        steps.append(mt.EnsureTyped(self._volume_keys(with_labels), dtype=getattr(torch, self.hparams.cache_dtype),
+                                    track_meta=False))
         return steps
 
     def _volume_keys(self, with_labels: bool) -> list[str]:
@@ -269,7 +284,10 @@ class PairedDataModule(pl.LightningDataModule):
         keys = self._volume_keys(with_labels)
         patch = tuple(self.hparams.patch_size)
         steps = [brain_patch_sampler(keys, mask_key="sampling_mask", spatial_size=patch,
-                                     num_samples=self.hparams.samples_per_volume)]
+                                     num_samples=self.hparams.samples_per_volume,
+                                     tumour_fraction=self.hparams.tumour_fraction),
+                 mt.EnsureTyped(keys, dtype=torch.float32, track_meta=False)]
+        intensity = self.hparams.augment if self.hparams.intensity_augment is None else self.hparams.intensity_augment
         if self.hparams.augment:
             flat = patch[2] == 1  # 2D baseline: keep slices axial, never flip/rotate across them
             steps += [
@@ -279,11 +297,16 @@ class PairedDataModule(pl.LightningDataModule):
                                scale_range=(0.05, 0.05, 0.0 if flat else 0.05),
                                mode=["bilinear" if k in ("t1", "t2", "weights") else "nearest" for k in keys],
                                padding_mode="zeros"),
-                # Scanner-dependent contrast changes on the input only; the target stays true.
-                mt.RandBiasFieldd("t1", prob=0.3, coeff_range=(0.0, 0.1)),
-                mt.RandAdjustContrastd("t1", prob=0.3, gamma=(0.8, 1.25)),
             ]
-        steps.append(mt.EnsureTyped(keys, dtype=torch.float32, track_meta=False))
+        if intensity:
+            # Scanner-dependent T1 contrast on the input only; the target stays true. Zero (outside the
+            # brain) stays zero: gamma and the histogram shift fix the ends of [0, 1], the bias field multiplies.
+            steps += [
+                mt.RandAdjustContrastd("t1", prob=0.5, gamma=(0.6, 1.6)),
+                mt.RandHistogramShiftd("t1", prob=0.3, num_control_points=(4, 8)),
+                mt.RandBiasFieldd("t1", prob=0.3, coeff_range=(0.0, 0.1)),
+                _Clipd("t1"),
+            ]
         return steps
 
     # ----- Lightning hooks --------------------------------------------------------------
@@ -318,7 +341,8 @@ class PairedDataModule(pl.LightningDataModule):
         self.train_dataset = ConcatDataset([cached] * self.hparams.repeats_per_epoch)
         self.val_dataset = CacheDataset(
             [_drop_none(s) for s in self.val_subjects],
-            mt.Compose(self._deterministic_transforms(False)), cache_rate=self.hparams.cache_rate, progress=False,
+            mt.Compose(self._deterministic_transforms(False) + [mt.EnsureTyped(self._volume_keys(False), dtype=torch.float32)]),
+            cache_rate=self.hparams.cache_rate, progress=False,
         ) if self.val_subjects else None
 
     def train_dataloader(self) -> DataLoader:
@@ -330,6 +354,16 @@ class PairedDataModule(pl.LightningDataModule):
         if self.val_dataset is None:
             return []
         return DataLoader(self.val_dataset, batch_size=1, num_workers=0)
+
+
+class _Clipd(mt.MapTransform):
+    """Clip to ``[0, 1]`` (the normalised range) after intensity augmentation."""
+
+    def __call__(self, data):
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[key] = d[key].clamp(0.0, 1.0) * (d[key] > 0)
+        return d
 
 
 def _drop_none(subject: Subject) -> Subject:

@@ -124,16 +124,31 @@ def ssim_map(pred: np.ndarray, ref: np.ndarray) -> np.ndarray:
 
 def masked_ssim(pred: np.ndarray, ref: np.ndarray, mask: np.ndarray) -> float:
     """Mean of the SSIM map over the mask voxels it covers (NaN when it covers none)."""
+    return ssim_by_region(pred, ref, mask, {"brain": mask})["brain"]
+
+
+def ssim_by_region(pred: np.ndarray, ref: np.ndarray, mask: np.ndarray,
+                   regions: dict[str, np.ndarray]) -> dict[str, float]:
+    """One SSIM map on the mask's bounding box, averaged over ``mask & region`` for each named region.
+
+    Returns:
+        ``{name: mean SSIM}``; NaN for a region the map does not cover.
+    """
     radius = SSIM_KERNEL_SIZE // 2
     inside = np.argwhere(mask)
     lower = np.maximum(inside.min(0) - radius, 0)
     upper = np.minimum(inside.max(0) + radius + 1, mask.shape)
     box = tuple(slice(a, b) for a, b in zip(lower, upper))
     if min(b - a for a, b in zip(lower, upper)) < SSIM_KERNEL_SIZE:
-        return float("nan")
+        return {name: float("nan") for name in regions}
     values = ssim_map(pred[box], ref[box])
-    covered = mask[box][radius:-radius, radius:-radius, radius:-radius]
-    return float(values[covered].mean(dtype=np.float64)) if covered.any() else float("nan")
+    core = (slice(radius, -radius),) * 3
+    covered = mask[box][core]
+    result = {}
+    for name, region in regions.items():
+        selection = covered & np.asarray(region, bool)[box][core]
+        result[name] = float(values[selection].mean(dtype=np.float64)) if selection.any() else float("nan")
+    return result
 
 
 def gradient_errors(error: np.ndarray, mask: np.ndarray) -> dict[str, float]:
@@ -279,7 +294,8 @@ def evaluate(
             brainchop's ``model30chan18cls`` (read only when ``labels`` is given).
 
     Returns:
-        ``{"psnr", "mae", "ssim", "e_z", "e_xy", "r_z", "slice_flicker", "tumour_contrast_error",
+        ``{"psnr", "mae", "ssim", "ssim_tumour", "ssim_non_tumour", "mae_non_tumour", "e_z", "e_xy", "r_z",
+        "slice_flicker", "tumour_contrast_error",
         "c_pred", "c_ref", "mae_<group>" ...}`` as floats; NaN where a metric does not apply.
 
     Raises:
@@ -302,8 +318,18 @@ def evaluate(
     scores = {
         "psnr": 10 * math.log10(DATA_RANGE**2 / mse) if mse > 0 else float("inf"),
         "mae": float(np.mean(np.abs(inside))),
-        "ssim": masked_ssim(pred_n, ref_n, brain),
     }
+    tumour = inputs["tumor_seg"] > 0 if inputs["tumor_seg"] is not None else None
+    regions = {"ssim": brain}
+    if tumour is not None:
+        # BraSyn-style: SSIM inside the tumour and in the brain away from it (tumour dilated by 3 voxels).
+        away = brain & ~ndimage.binary_dilation(tumour, ndimage.generate_binary_structure(3, 1),
+                                                iterations=TUMOUR_MARGIN_VOXELS)
+        regions.update(ssim_tumour=tumour & brain, ssim_non_tumour=away)
+        scores["mae_non_tumour"] = _masked_mean(np.abs(error), away)
+    else:
+        scores.update(ssim_tumour=float("nan"), ssim_non_tumour=float("nan"), mae_non_tumour=float("nan"))
+    scores.update(ssim_by_region(pred_n, ref_n, brain, regions))
     gradients = gradient_errors(error, brain)
     scores.update({key: gradients[key] for key in ("r_z", "e_z", "e_xy")})
     scores["slice_flicker"] = slice_flicker(error, brain)

@@ -157,23 +157,31 @@ class SamplingMaskd(MapTransform):
     (:func:`brain_patch_sampler`) only centres patches on voxels of this mask, so no patch is
     background-only and none is centred in the thin caps of the brain.
 
+    With ``tumour_key`` the mask is a class map: 0 outside, 1 brain, 2 the *tumour zone* (tumour
+    dilated by ``tumour_margin`` voxels, inside the usable brain), so the sampler can centre a
+    set share of patches in or at the edge of the tumour.
+
     Args:
         keys: the image whose grid the mask lives on (only used to check it is present).
         mask_key: key written.
         brain_key: key of the brain mask (``(1, X, Y, Z)``, > 0 inside).
         min_brain_fraction: threshold in ``[0, 1)``; 0 keeps every slice with any brain.
+        tumour_key: optional key of a tumour mask (> 0 inside) on the same grid.
+        tumour_margin: dilation of the tumour zone, in voxels (its edge is where a tumour meets brain).
     """
 
     def __init__(self, keys: KeysCollection = "t1", mask_key: str = "sampling_mask", brain_key: str = "brain",
-                 min_brain_fraction: float | None = None, allow_missing_keys: bool = False) -> None:
+                 min_brain_fraction: float | None = None, tumour_key: str | None = None, tumour_margin: int = 4,
+                 allow_missing_keys: bool = False) -> None:
         from monai_t1t2.qc import MIN_BRAIN_FRACTION
 
         super().__init__(keys, allow_missing_keys)
-        self.mask_key, self.brain_key = mask_key, brain_key
+        self.mask_key, self.brain_key, self.tumour_key = mask_key, brain_key, tumour_key
+        self.tumour_margin = int(tumour_margin)
         self.min_brain_fraction = MIN_BRAIN_FRACTION if min_brain_fraction is None else float(min_brain_fraction)
 
     def __call__(self, data: Mapping[Hashable, object]) -> dict:
-        from monai_t1t2.qc import unusable_slices
+        from monai_t1t2.qc import dilate, unusable_slices
 
         d = dict(data)
         brain = d[self.brain_key]
@@ -184,25 +192,62 @@ class SamplingMaskd(MapTransform):
         if not keep.any():
             raise ValueError("no axial slice holds enough brain to sample patches from")
         mask = keep.astype(np.float32)
+        if self.tumour_key is not None and self.tumour_key in d:
+            tumour = _to_numpy(d[self.tumour_key])[0] > 0
+            if tumour.any():
+                zone = dilate(tumour, self.tumour_margin) if self.tumour_margin > 0 else tumour
+                mask[0][zone & keep[0]] = 2.0
         d[self.mask_key] = torch.as_tensor(mask) if isinstance(brain, torch.Tensor) else mask
         return d
 
 
 def brain_patch_sampler(keys: KeysCollection, mask_key: str = "sampling_mask",
-                        spatial_size: Sequence[int] = (48, 48, 48), num_samples: int = 4):
+                        spatial_size: Sequence[int] = (48, 48, 48), num_samples: int = 4,
+                        tumour_fraction: float = 0.0):
     """Random patches whose centre voxel is always inside ``d[mask_key]`` (never background-only).
 
-    ``RandCropByPosNegLabeld`` with ``pos=1, neg=0`` draws centres only from the mask; where a
-    centre lies near the border it is shifted inwards, and the window still holds that voxel.
-    Volumes smaller than a patch are zero-padded first.
+    ``tumour_fraction == 0``: ``RandCropByPosNegLabeld`` with ``pos=1, neg=0`` draws centres only
+    from the mask (> 0). ``tumour_fraction > 0`` needs the class map of :class:`SamplingMaskd`
+    with a ``tumour_key``: ``RandCropByLabelClassesd`` centres that share of the patches (in
+    expectation) in the tumour zone (class 2) and the rest on brain (class 1); a volume without
+    tumour gets brain patches only. Either way, where a centre lies near the border it is shifted
+    inwards and the window still holds that voxel. Volumes smaller than a patch are zero-padded first.
 
     Returns:
         A ``Compose`` yielding ``num_samples`` dictionaries of ``spatial_size`` patches.
     """
-    from monai.transforms import Compose, RandCropByPosNegLabeld, SpatialPadd
+    from monai.transforms import Compose, RandCropByLabelClassesd, RandCropByPosNegLabeld, SpatialPadd
 
-    return Compose([
-        SpatialPadd(keys, spatial_size=spatial_size),
-        RandCropByPosNegLabeld(keys, label_key=mask_key, spatial_size=spatial_size, pos=1.0, neg=0.0,
-                               num_samples=num_samples, image_key=None, allow_smaller=False),
-    ])
+    if not 0.0 <= tumour_fraction < 1.0:
+        raise ValueError(f"tumour_fraction must be in [0, 1), got {tumour_fraction}")
+    if tumour_fraction == 0.0:
+        crop = RandCropByPosNegLabeld(keys, label_key=mask_key, spatial_size=spatial_size, pos=1.0, neg=0.0,
+                                      num_samples=num_samples, image_key=None, allow_smaller=False)
+    else:
+        crop = _TumourOrBrainCropd(keys, mask_key, spatial_size, num_samples, tumour_fraction)
+    return Compose([SpatialPadd(keys, spatial_size=spatial_size), crop])
+
+
+class _TumourOrBrainCropd(MapTransform):
+    """``RandCropByLabelClassesd`` over the class map (0, brain 1, tumour zone 2); brain only without tumour."""
+
+    def __init__(self, keys, mask_key, spatial_size, num_samples, tumour_fraction) -> None:
+        from monai.transforms import RandCropByLabelClassesd
+
+        super().__init__(keys)
+        self.mask_key = mask_key
+        self.with_tumour = RandCropByLabelClassesd(
+            keys, label_key=mask_key, spatial_size=spatial_size, ratios=[0.0, 1.0 - tumour_fraction, tumour_fraction],
+            num_classes=3, num_samples=num_samples, allow_smaller=False, warn=False)
+        self.brain_only = RandCropByLabelClassesd(
+            keys, label_key=mask_key, spatial_size=spatial_size, ratios=[0.0, 1.0, 0.0], num_classes=3,
+            num_samples=num_samples, allow_smaller=False, warn=False)
+
+    def set_random_state(self, seed=None, state=None):
+        self.with_tumour.set_random_state(seed, state)
+        self.brain_only.set_random_state(seed, state)
+        return self
+
+    def __call__(self, data):
+        crop = self.with_tumour if bool((data[self.mask_key] == 2).any()) else self.brain_only
+        return crop(data)

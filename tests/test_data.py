@@ -1,5 +1,6 @@
 import json
 
+import numpy as np
 import pytest
 
 from conftest import PAIRED, PAIRED_CASES, synthetic_head, write_nifti
@@ -58,4 +59,80 @@ def test_split_by_subject(tmp_path):
 def test_find_shared_subjects():
     subjects = find_subjects(PAIRED)
     assert tuple(s["case"] for s in subjects) == PAIRED_CASES
-    assert [s["tumor_seg"] is not None for s in subjects] == [False, True, True, True]
+    assert all(s["tumor_seg"] is not None for s in subjects), "every paired case has a tumour mask"
+
+
+def _sampling_subject(tumour_voxels: int = 6):
+    """A 64^3 volume with a 40^3 'brain' cube and a small tumour cube in one corner of it."""
+    import numpy as np
+
+    from monai_t1t2.transforms import SamplingMaskd
+
+    brain = np.zeros((1, 64, 64, 64), np.float32)
+    brain[:, 12:52, 12:52, 12:52] = 1
+    tumour = np.zeros_like(brain)
+    tumour[:, 20:20 + tumour_voxels, 20:20 + tumour_voxels, 20:20 + tumour_voxels] = 1
+    data = {"t1": brain.copy(), "brain": brain, "tumour": tumour}
+    return SamplingMaskd("t1", brain_key="brain", tumour_key="tumour", tumour_margin=2, min_brain_fraction=0.0)(data)
+
+
+def test_sampling_mask_marks_the_tumour_zone():
+    data = _sampling_subject()
+    mask = data["sampling_mask"][0]
+    assert set(np.unique(mask)) == {0.0, 1.0, 2.0}
+    zone = mask == 2
+    assert zone[20:26, 20:26, 20:26].all(), "the tumour is in its zone"
+    assert zone.sum() == np.count_nonzero(mask[18:28, 18:28, 18:28] == 2) and not zone[30:].any(), "2 voxels of edge only"
+    assert not (zone & (data["brain"][0] == 0)).any(), "the zone stays in the brain"
+
+
+@pytest.mark.parametrize("fraction", [0.0, 0.5])
+def test_tumour_aware_sampler_centres_the_set_share_in_the_tumour(fraction):
+    from monai_t1t2.transforms import brain_patch_sampler
+
+    data = _sampling_subject()
+    zone_share = float((data["sampling_mask"] == 2).sum() / (data["sampling_mask"] > 0).sum())
+    sampler = brain_patch_sampler(["t1", "brain", "tumour", "sampling_mask"], spatial_size=(8, 8, 8), num_samples=50,
+                                  tumour_fraction=fraction)
+    sampler.set_random_state(0)
+    centres = [patch["sampling_mask"][0, 4, 4, 4] for _ in range(8) for patch in sampler(data)]
+    assert all(value > 0 for value in centres), "no patch is centred outside the brain"
+    share = np.mean([value == 2 for value in centres])
+    if fraction == 0:
+        assert share < 3 * zone_share + 0.02, (share, zone_share)
+    else:
+        assert abs(share - fraction) < 0.1, share
+
+
+def test_tumour_aware_sampler_without_tumour_samples_brain():
+    from monai_t1t2.transforms import brain_patch_sampler
+
+    data = _sampling_subject()
+    data["sampling_mask"] = np.minimum(data["sampling_mask"], 1)
+    sampler = brain_patch_sampler(["t1", "sampling_mask"], spatial_size=(8, 8, 8), num_samples=20, tumour_fraction=0.5)
+    assert all(patch["sampling_mask"][0, 4, 4, 4] == 1 for patch in sampler(data))
+    with pytest.raises(ValueError, match="tumour_fraction"):
+        brain_patch_sampler(["t1"], tumour_fraction=1.0)
+
+
+def test_data_module_caches_compactly_and_feeds_float32(tmp_path):
+    import torch
+
+    from monai_t1t2.data import PairedDataModule
+
+    head = synthetic_head((40, 40, 32))
+    for case in ("a", "b"):
+        write_nifti(tmp_path / case / "t1.nii.gz", head)
+        write_nifti(tmp_path / case / "t2.nii.gz", np.where(head > 0, 200.0 - head, 0.0).astype(np.float32))
+        write_nifti(tmp_path / case / "tumor_seg.nii.gz", (head > 150).astype(np.uint8))
+    data = PairedDataModule(str(tmp_path), val_cases=["b"], patch_size=(16, 16, 16), samples_per_volume=3,
+                            repeats_per_epoch=1, augment=False, intensity_augment=True, tumour_fraction=0.5,
+                            quality_control=False)
+    data.setup("fit")
+    cached = data.train_dataset.datasets[0]._cache[0]
+    assert cached["t1"].dtype == torch.float16 and cached["sampling_mask"].max() == 2
+    patches = next(iter(data.train_dataloader()))
+    assert patches["t1"].dtype == torch.float32 and patches["t1"].shape == (3, 1, 16, 16, 16)
+    assert 0 <= patches["t1"].min() and patches["t1"].max() <= 1
+    validation = next(iter(data.val_dataloader()))
+    assert validation["t1"].dtype == torch.float32

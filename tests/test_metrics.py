@@ -209,6 +209,19 @@ def test_tumour_seg_without_labels_gives_tumour_mae_only():
     assert math.isnan(scores["mae_white_matter"]) and math.isnan(scores["tumour_contrast_error"])
 
 
+def test_tumour_and_non_tumour_ssim_split_the_brain():
+    """An error inside the tumour lowers the tumour SSIM; far from it the SSIM and MAE stay perfect."""
+    ref, labels, tumour, brain = tumour_phantom(80.0)
+    pred = ref.copy()
+    pred[tumour] = np.where(np.indices(ref.shape).sum(0) % 2 == 0, 60.0, 100.0)[tumour]  # a checkerboard tumour
+    scores = evaluate(pred, ref, mask=brain, tumor_seg=tumour)
+    assert scores["ssim_tumour"] < 0.5 and scores["ssim_non_tumour"] > 0.9, scores
+    assert scores["mae_non_tumour"] == 0 and scores["mae_tumour"] > 0.1
+    assert scores["ssim_tumour"] < scores["ssim"] < 1
+    none = evaluate(pred, ref, mask=brain)
+    assert math.isnan(none["ssim_tumour"]) and none["ssim"] == pytest.approx(scores["ssim"])
+
+
 # ----- inputs: files, orientation, grids, masks -----------------------------------------------
 def test_files_in_another_orientation_are_scored_in_ras(tmp_path):
     ref, brain = smooth_brain()
