@@ -21,5 +21,9 @@ class OutputExistsError(T1T2Error):
     """An output file exists and overwriting was not asked for, or it is an input."""
 
 
+class OutputLocationError(T1T2Error):
+    """An output folder cannot be created or written (a file in the way, read-only, not a real file system)."""
+
+
 class DatasetError(T1T2Error):
     """A data folder or datalist is missing, empty, or badly laid out."""

@@ -431,6 +431,9 @@ def output_path(t1_path: PathLike, output_dir: PathLike) -> Path:
 
 def _planned_outputs(paths: Sequence[Path], output_dir: Path, png: bool, overwrite: bool) -> list[Path]:
     """Output paths of every input, all checked free (and distinct) before anything is translated."""
+    from monai_t1t2.io import check_output_dir, check_output_path
+
+    check_output_dir(output_dir)
     targets = [output_path(path, output_dir) for path in paths]
     seen: dict[Path, Path] = {}
     for path, target in zip(paths, targets):
@@ -438,10 +441,7 @@ def _planned_outputs(paths: Sequence[Path], output_dir: Path, png: bool, overwri
             raise OutputExistsError(f"{path} and {seen[target]} would both write {target}; rename one or run them apart")
         seen[target] = path
         for candidate in [target] + ([target.with_name(f"{volume_stem(target)}.png")] if png else []):
-            if any(candidate.resolve() == Path(p).resolve() for p in paths):
-                raise OutputExistsError(f"{candidate}: is an input; refusing to write over it")
-            if candidate.exists() and not overwrite:
-                raise OutputExistsError(f"{candidate}: exists; pass --overwrite to replace it")
+            check_output_path(candidate, inputs=paths, overwrite=overwrite)
     return targets
 
 

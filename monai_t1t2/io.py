@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from monai.data import MetaTensor
 
-from monai_t1t2.errors import GridMismatchError, InvalidVolumeError, OutputExistsError
+from monai_t1t2.errors import OutputLocationError, GridMismatchError, InvalidVolumeError, OutputExistsError
 
 PathLike = str | os.PathLike
 
@@ -187,6 +187,46 @@ def _same_file(a: Path, b: Path) -> bool:
         return a.exists() and b.exists() and os.path.samefile(a, b)
     except OSError:
         return a.resolve() == b.resolve()
+
+
+def check_output_path(path: PathLike, inputs: Iterable[PathLike] = (), overwrite: bool = False) -> Path:
+    """Check, before any work, that a file can be written at ``path``; the one rule of every command.
+
+    Refused (``OutputExistsError``): ``path`` resolves to one of ``inputs`` (the same file, a symlink
+    or a hard link to it), with or without ``overwrite``; ``path`` exists and ``overwrite`` is False;
+    ``path`` is a folder. Refused (``OutputLocationError``): its folder cannot be created or written
+    (a file in the way, a read-only or immutable folder, a pseudo file system): a file is created
+    there and removed again to make sure.
+
+    Returns:
+        ``path`` as a ``Path``.
+    """
+    path = Path(path)
+    for given in inputs:
+        given = Path(given)
+        if _same_file(path, given) or path.resolve() == given.resolve():
+            raise OutputExistsError(f"{path}: is an input ({given}); refusing to write over it")
+    if path.is_dir():
+        raise OutputExistsError(f"{path}: is a folder; give a file name")
+    if path.exists() and not overwrite:
+        raise OutputExistsError(f"{path}: exists; pass --overwrite to replace it")
+    check_output_dir(path.parent)
+    return path
+
+
+def check_output_dir(folder: PathLike) -> Path:
+    """Create ``folder`` if needed and make sure files can be written in it (``OutputLocationError`` if not)."""
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise OutputLocationError(f"{folder}: is a file, not a folder; choose another output location")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        handle, probe = tempfile.mkstemp(prefix=".monai-t1t2-write-check.", dir=folder)
+        os.close(handle)
+        os.unlink(probe)
+    except OSError as err:
+        raise OutputLocationError(f"{folder}: cannot write here ({err.strerror or err})") from None
+    return folder
 
 
 def write_volume(

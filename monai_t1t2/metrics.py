@@ -51,7 +51,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from monai_t1t2.errors import DatasetError, GridMismatchError, InvalidVolumeError, OutputExistsError
+from monai_t1t2.errors import DatasetError, GridMismatchError, InvalidVolumeError
 from monai_t1t2.io import (
     PathLike,
     VOLUME_SUFFIXES,
@@ -506,11 +506,17 @@ def run_evaluate(pred: PathLike, ref: PathLike, mask: PathLike | None = None, tu
     pred_path, ref_path = _existing(pred, "pred"), _existing(ref, "ref")
     mask_path, seg_path, labels_path = (_existing(mask, "mask"), _existing(tumor_seg, "tumor-seg"),
                                         _existing(labels, "labels"))
-    if json_path is not None and Path(json_path).exists() and not overwrite:
-        raise OutputExistsError(f"{json_path}: exists; pass --overwrite to replace it")
+    from monai_t1t2.io import check_output_path
+
+    given = [p for p in (pred_path, ref_path, mask_path, seg_path, labels_path) if p is not None]
+    if json_path is not None:
+        check_output_path(json_path, inputs=given, overwrite=overwrite)
     folders = pred_path.is_dir()
+    matched = match_cases(pred_path, ref_path)
+    if json_path is not None:  # the matched files too: a --json naming one of them is refused before any scoring
+        check_output_path(json_path, inputs=[f for pair in matched.values() for f in pair], overwrite=overwrite)
     per_case, sources = {}, {}
-    for case, (pred_file, ref_file) in match_cases(pred_path, ref_path).items():
+    for case, (pred_file, ref_file) in matched.items():
         case_mask = _companion(mask_path, case, "mask") if folders else mask_path
         case_seg = _companion(seg_path, case, "tumor_seg") if folders else seg_path
         case_labels = _companion(labels_path, case, "labels") if folders else labels_path

@@ -657,9 +657,11 @@ def save_label_overlay_png(t1: MetaTensor, labels: MetaTensor, path: PathLike, t
 def run_parcellate(t1: PathLike, output: PathLike, model: PathLike = DEFAULT_MODEL, png: bool = False,
                    overwrite: bool = False) -> int:
     """``monai-t1t2 parcellate``: labels (and optionally a PNG beside them) for one T1; exit code."""
-    output = Path(output)
-    if output.exists() and not overwrite:
-        raise OutputExistsError(f"{output}: exists; pass --overwrite to replace it")
+    from monai_t1t2.io import check_output_path
+
+    output = check_output_path(output, inputs=[t1], overwrite=overwrite)
+    if png:
+        check_output_path(output.with_name(f"{volume_stem(output)}.png"), inputs=[t1], overwrite=overwrite)
     volume = read_volume(t1)
     labels = parcellate(volume, model=model)
     write_volume(labels, output, reference=t1, overwrite=overwrite, inputs=[t1], dtype=np.int16)
@@ -674,6 +676,10 @@ def run_parcellate(t1: PathLike, output: PathLike, model: PathLike = DEFAULT_MOD
 
 def run_import_brainchop(source: PathLike, output: PathLike, overwrite: bool = False) -> int:
     """``monai-t1t2 import-brainchop``: brainchop folder -> ``.pt``; exit code."""
+    from monai_t1t2.io import check_output_path
+
+    source_files = [p for p in Path(source).iterdir()] if Path(source).is_dir() else [source]
+    check_output_path(output, inputs=[source, *source_files], overwrite=overwrite)
     network = import_brainchop(source)
     path = save_meshnet(network, output, overwrite=overwrite)
     parameters = sum(p.numel() for p in network.parameters())

@@ -52,7 +52,7 @@ from monai.config import KeysCollection
 from monai.transforms import MapTransform, Transform
 from scipy import ndimage
 
-from monai_t1t2.errors import DatasetError, OutputExistsError
+from monai_t1t2.errors import DatasetError
 from monai_t1t2.io import PathLike, atomic_write_text, find_volumes, read_volume, spacing_of, volume_stem
 
 logger = logging.getLogger(__name__)
@@ -558,10 +558,12 @@ def run_qc(paths: Sequence[PathLike], report: PathLike, png_dir: PathLike | None
     """
     from tqdm import tqdm
 
-    report = Path(report)
-    if report.exists() and not overwrite:
-        raise OutputExistsError(f"{report}: exists; pass --overwrite to replace it")
+    from monai_t1t2.io import check_output_dir, check_output_path
+
     files = find_volumes(paths)
+    report = check_output_path(report, inputs=[*paths, *files], overwrite=overwrite)
+    if png_dir is not None:
+        check_output_dir(png_dir)
     results, used = [], set()
     for path in tqdm(files, desc="qc", unit="volume"):
         volume = read_volume(path)

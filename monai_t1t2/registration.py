@@ -610,6 +610,9 @@ def prepare_pair(subject: dict, case_dir: str | Path, register: str = "rigid", o
     inputs = [Path(subject[k]) for k in ("t1", "t2", "tumor_seg") if subject.get(k)]
     if any(case_dir.resolve() == p.parent.resolve() for p in inputs):
         raise OutputExistsError(f"case {case}: output folder {case_dir} is the input folder; choose another OUTPUT_DIR")
+    from monai_t1t2.io import check_output_dir
+
+    check_output_dir(case_dir)
     hashes = _input_hashes(subject)
     if not overwrite:
         report = cached_report(case_dir, hashes, register, skull_strip)

@@ -216,7 +216,7 @@ def brain_patch_sampler(keys: KeysCollection, mask_key: str = "sampling_mask",
     Returns:
         A ``Compose`` yielding ``num_samples`` dictionaries of ``spatial_size`` patches.
     """
-    from monai.transforms import Compose, RandCropByLabelClassesd, RandCropByPosNegLabeld, SpatialPadd
+    from monai.transforms import Compose, RandCropByPosNegLabeld, SpatialPadd
 
     if not 0.0 <= tumour_fraction < 1.0:
         raise ValueError(f"tumour_fraction must be in [0, 1), got {tumour_fraction}")

@@ -19,3 +19,66 @@ def test_user_error_is_one_line_exit_2(tmp_path):
     assert "Traceback" not in result.stderr
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and str(missing) in lines[0]
+
+
+# ----- one rule for every output: never an input, location checked before any work -----------
+import os  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from conftest import synthetic_head  # noqa: E402
+
+
+def _one_line_error(capsys) -> str:
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("monai-t1t2: error: ") and "\n" not in error, error
+    return error
+
+
+@pytest.mark.parametrize("link", ["same", "symlink", "hardlink"])
+def test_qc_report_never_replaces_an_input_even_with_overwrite(tmp_path, capsys, link):
+    volume = write_nifti(tmp_path / "a.nii.gz", synthetic_head())
+    before = volume.read_bytes()
+    report = volume
+    if link == "symlink":
+        report = tmp_path / "link.json"
+        report.symlink_to(volume)
+    elif link == "hardlink":
+        report = tmp_path / "hard.json"
+        os.link(volume, report)
+    assert main(["qc", str(volume), "--report", str(report), "--overwrite"]) == 2
+    assert "is an input" in _one_line_error(capsys)
+    assert volume.read_bytes() == before
+
+
+@pytest.mark.parametrize("target", ["pred", "ref"])
+def test_evaluate_json_never_replaces_an_input(tmp_path, capsys, target):
+    head = synthetic_head()
+    pred = write_nifti(tmp_path / "p.nii.gz", head)
+    ref = write_nifti(tmp_path / "R" / "t2.nii.gz", np.where(head > 0, 200 - head, 0).astype(np.float32))
+    chosen = {"pred": pred, "ref": ref}[target]
+    before = chosen.read_bytes()
+    assert main(["evaluate", "--pred", str(pred), "--ref", str(ref), "--json", str(chosen), "--overwrite"]) == 2
+    assert "is an input" in _one_line_error(capsys)
+    assert chosen.read_bytes() == before
+
+
+def test_output_locations_are_checked_before_any_work(tmp_path, capsys):
+    volume = write_nifti(tmp_path / "a.nii.gz", synthetic_head())
+    a_file = tmp_path / "plain.txt"
+    a_file.write_text("x")
+    # predict: an output folder that is a file, or that cannot be created, fails before the model is loaded
+    # (no --model here, and no bundle weights are needed to get the error).
+    assert main(["predict", str(volume), "-o", str(a_file), "--model", str(tmp_path / "no_model.pt")]) == 2
+    assert "is a file, not a folder" in _one_line_error(capsys)
+    assert main(["predict", str(volume), "-o", "/proc/monai-t1t2-x", "--model", str(tmp_path / "no_model.pt")]) == 2
+    assert "cannot write here" in _one_line_error(capsys)
+    # qc: a report in a folder that cannot be made fails before any volume is measured
+    assert main(["qc", str(volume), "--report", str(a_file / "r.json")]) == 2
+    assert "is a file, not a folder" in _one_line_error(capsys)
+    assert main(["qc", str(volume), "--report", "/proc/monai-t1t2-x/r.json"]) == 2
+    assert "cannot write here" in _one_line_error(capsys)
+    assert main(["qc", str(volume), "--report", str(tmp_path)]) == 2
+    assert "is a folder" in _one_line_error(capsys)
+    assert not list(tmp_path.glob(".monai-t1t2-write-check.*")), "the write probe leaves nothing behind"
