@@ -21,7 +21,7 @@ from monai import transforms as mt
 from torch.utils.data import ConcatDataset
 from monai.data import CacheDataset, DataLoader, list_data_collate
 
-from monai_t1t2.errors import DatasetError, GridMismatchError
+from monai_t1t2.errors import DatasetError, GridMismatchError, InvalidVolumeError
 from monai_t1t2.io import GRID_AFFINE_TOLERANCE_MM, VOLUME_SUFFIXES, volume_stem
 from monai_t1t2.transforms import BrainMaskd, PercentileNormalised, RegionWeightsd, TumourMaskd
 
@@ -158,12 +158,22 @@ def check_subject_grids(subjects: Sequence[Subject]) -> None:
     Raises:
         GridMismatchError: names the case and the files (T1 vs T2 or tumour segmentation).
     """
+    def header(path: str):
+        try:
+            image = nib.load(path)
+            if len(image.shape) < 3:
+                raise ValueError(f"{len(image.shape)}D image, not a 3D volume")
+            return image
+        except Exception as err:  # nibabel raises many kinds; each is one bad file to name
+            raise InvalidVolumeError(f"case {subject['case']}: {path}: not a readable NIfTI volume "
+                                     f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})") from None
+
     for subject in subjects:
-        reference = nib.load(subject["t1"])
+        reference = header(subject["t1"])
         for key in ("t2", "tumor_seg"):
             if not subject.get(key):
                 continue
-            other = nib.load(subject[key])
+            other = header(subject[key])
             same_shape = reference.shape[:3] == other.shape[:3]
             if not same_shape or not np.allclose(reference.affine, other.affine, atol=GRID_AFFINE_TOLERANCE_MM):
                 raise GridMismatchError(

@@ -312,15 +312,18 @@ def _as_volume(image: PathLike | np.ndarray | torch.Tensor, affine: np.ndarray |
     if isinstance(image, MetaTensor) and affine is None:
         name = image.meta.get("filename_or_obj", "MetaTensor")
         array = validate_array(image.detach().cpu().numpy().squeeze(0) if image.ndim == 4 else image.detach().cpu().numpy(), name)
-        return MetaTensor(torch.as_tensor(array, dtype=torch.float32)[None], affine=image.affine.clone().double(),
+        from monai_t1t2.io import validate_affine
+
+        affine = torch.as_tensor(validate_affine(image.affine, str(name)))
+        return MetaTensor(torch.as_tensor(array, dtype=torch.float32)[None], affine=affine,
                           meta={"filename_or_obj": name})
     if affine is None:
         raise InvalidVolumeError("array input: pass its 4x4 voxel-to-RAS affine (translate(array, affine=...))")
     array = image.detach().cpu().numpy() if isinstance(image, torch.Tensor) else np.asarray(image)
     array = validate_array(array[0] if array.ndim == 4 and array.shape[0] == 1 else array, "array")
-    affine = np.asarray(affine, dtype=np.float64)
-    if affine.shape != (4, 4):
-        raise InvalidVolumeError(f"array input: affine must be 4x4, got {affine.shape}")
+    from monai_t1t2.io import validate_affine
+
+    affine = validate_affine(affine, "array input")
     return MetaTensor(torch.as_tensor(array, dtype=torch.float32)[None], affine=torch.as_tensor(affine),
                       meta={"filename_or_obj": "array"})
 

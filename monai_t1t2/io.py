@@ -229,6 +229,19 @@ def check_output_dir(folder: PathLike) -> Path:
     return folder
 
 
+def validate_affine(affine, name: str) -> np.ndarray:
+    """A 4x4 voxel-to-world affine that is finite and invertible, as float64; else ``InvalidVolumeError``."""
+    matrix = np.asarray(affine.detach().cpu() if isinstance(affine, torch.Tensor) else affine, dtype=np.float64)
+    if matrix.shape != (4, 4):
+        raise InvalidVolumeError(f"{name}: affine must be 4x4, got {matrix.shape}")
+    if not np.isfinite(matrix).all():
+        raise InvalidVolumeError(f"{name}: the affine holds NaN or Inf; the voxel grid is undefined")
+    if abs(np.linalg.det(matrix[:3, :3])) < 1e-6:
+        raise InvalidVolumeError(f"{name}: the affine is singular (voxel size 0 along some axis); "
+                                 "the voxel grid is undefined")
+    return matrix
+
+
 def write_volume(
     volume: np.ndarray | torch.Tensor,
     path: PathLike,

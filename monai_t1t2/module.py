@@ -191,6 +191,26 @@ class TranslationModule(pl.LightningModule):
                              [batch["t1"][0], prediction[0], batch["t2"][0]], ["T1", "synthetic T2", "T2"],
                              title=f"validation, epoch {self.current_epoch + 1}")
 
+    # Settings that change what is trained; the sliding-window and PNG settings may differ on resume.
+    _RESUME_FREE = ("sw_overlap", "sw_batch_size", "png_every_n_epochs")
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Refuse to resume a checkpoint whose model settings differ from this module's (the user's config)."""
+        from monai_t1t2.errors import T1T2Error
+
+        saved = checkpoint.get("hyper_parameters") or {}
+        differ = []
+        for key, value in self.hparams.items():
+            if key in self._RESUME_FREE or key not in saved:
+                continue
+            if _comparable(saved[key]) != _comparable(value):
+                differ.append(f"{key}: checkpoint {_comparable(saved[key])} vs config {_comparable(value)}")
+        if differ:
+            source = getattr(self._trainer, "ckpt_path", None) if self._trainer is not None else None
+            raise T1T2Error(f"{source or 'checkpoint'}: trained with other model settings than the config gives "
+                            f"({'; '.join(differ)}); resume with the config it was trained with (its "
+                            "lightning_logs/version_*/config.yaml) or start a new run without --ckpt_path")
+
     def configure_optimizers(self):
         hp = self.hparams
         generator_optimizer = torch.optim.AdamW(self.generator.parameters(), lr=hp.learning_rate,
@@ -221,6 +241,35 @@ class TranslationModule(pl.LightningModule):
         if trainer.world_size > 1:
             progress = float(trainer.strategy.broadcast(progress, src=0))
         return progress
+
+
+def _comparable(value: Any) -> Any:
+    """Tuples as lists and dicts sorted, so a YAML config and a checkpoint's hparams compare equal."""
+    if isinstance(value, (list, tuple)):
+        return [_comparable(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _comparable(value[k]) for k in sorted(value)}
+    return value
+
+
+def check_checkpoint_argument(args: Sequence[str]) -> None:
+    """``--ckpt_path FILE`` of ``monai-t1t2 train``: the file exists and is a Lightning checkpoint (else T1T2Error)."""
+    from monai_t1t2.errors import T1T2Error
+
+    args = list(args)
+    paths = [args[i + 1] for i, a in enumerate(args[:-1]) if a == "--ckpt_path"]
+    paths += [a.split("=", 1)[1] for a in args if a.startswith("--ckpt_path=")]
+    for path in paths:
+        if path in ("last", "best", "hpc", "registry", "null", "None"):
+            continue
+        if not Path(path).is_file():
+            raise T1T2Error(f"--ckpt_path {path}: no such file")
+        try:
+            checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+        except Exception as err:  # the unpickler raises many kinds on a file that is not a checkpoint
+            raise T1T2Error(f"--ckpt_path {path}: not a readable PyTorch checkpoint ({type(err).__name__})") from None
+        if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+            raise T1T2Error(f"--ckpt_path {path}: not a Lightning checkpoint (no state_dict)")
 
 
 def _cosine(progress: float) -> float:
@@ -261,8 +310,32 @@ def run_training_cli(args: Sequence[str]) -> int:
 
     from monai_t1t2.data import PairedDataModule
 
+    check_checkpoint_argument(args)
     # `monai-t1t2 train ...` passes its own argv on purpose; Lightning's warning about it is noise.
     warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
-    LightningCLI(TranslationModule, PairedDataModule, args=list(args), seed_everything_default=0,
-                 save_config_kwargs={"overwrite": True})
+    class _CLI(LightningCLI):
+        def _parse_ckpt_path(self) -> None:
+            # Lightning lets a checkpoint's hyper-parameters silently replace the config's; refuse instead.
+            subcommand = self.config.get("subcommand")
+            ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
+            if ckpt_path and Path(ckpt_path).is_file():
+                saved = torch.load(ckpt_path, weights_only=False, map_location="cpu").get("hyper_parameters") or {}
+                given = self.config[subcommand]["model"]
+                given = given.as_dict() if hasattr(given, "as_dict") else dict(given)
+                given = dict(given.get("init_args", given))
+                if given.get("generator") is None:
+                    given["generator"] = DEFAULT_GENERATOR
+                differ = [f"{key}: checkpoint {_comparable(saved[key])} vs config {_comparable(given[key])}"
+                          for key in given if key in saved and key not in TranslationModule._RESUME_FREE
+                          and _comparable(saved[key]) != _comparable(given[key])]
+                if differ:
+                    from monai_t1t2.errors import T1T2Error
+
+                    raise T1T2Error(f"--ckpt_path {ckpt_path}: trained with other model settings than the config gives "
+                                    f"({'; '.join(differ)}); resume with the config it was trained with (its "
+                                    "lightning_logs/version_*/config.yaml) or start a new run without --ckpt_path")
+            super()._parse_ckpt_path()
+
+    _CLI(TranslationModule, PairedDataModule, args=list(args), seed_everything_default=0,
+         save_config_kwargs={"overwrite": True})
     return 0

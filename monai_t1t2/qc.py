@@ -389,9 +389,12 @@ def decide(metrics: Mapping[str, float], unusable: Sequence[int]) -> tuple[bool,
     """
     reasons, passed = [], True
     correlation = metrics["spatial_correlation"]
-    if correlation < MIN_SPATIAL_CORRELATION or metrics["head_fraction"] == 0:
-        return False, [f"noise only: neighbouring voxels correlate {correlation:.2f} "
+    if correlation < MIN_SPATIAL_CORRELATION:
+        return False, [f"noise only (rule spatial_correlation): neighbouring voxels correlate {correlation:.2f} "
                        f"(< {MIN_SPATIAL_CORRELATION}); no anatomy found"]
+    if metrics["head_fraction"] == 0:
+        return False, ["noise only (rule head_fraction): no head found above the background "
+                       f"(head_fraction {metrics['head_fraction']:.3f}); no anatomy found"]
     for name in ("gsr_x", "gsr_y", "gsr_z"):
         if metrics.get(name, 0.0) > MAX_GHOST_TO_SIGNAL:
             passed = False

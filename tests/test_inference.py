@@ -178,6 +178,14 @@ def test_translate_rejects_bad_arguments(translator):
         inference.translate(synthetic_head(), model=translator, affine=np.eye(4), overlap=1.0)
 
 
+@pytest.mark.parametrize("affine", [np.zeros((4, 4)), np.diag([1.0, 1.0, np.nan, 1.0]), np.diag([1.0, 0.0, 1.0, 1.0])])
+def test_translate_rejects_a_singular_or_non_finite_affine(translator, affine):
+    with pytest.raises(InvalidVolumeError, match="affine"):
+        inference.translate(synthetic_head(), translator, affine=affine)
+    with pytest.raises(InvalidVolumeError, match="affine"):
+        inference.translate(MetaTensor(torch.as_tensor(synthetic_head())[None], affine=torch.as_tensor(affine)), translator)
+
+
 def test_translate_uses_a_given_mask(tmp_path, translator):
     head = synthetic_head()
     mask = np.zeros(head.shape, dtype=np.uint8)

@@ -134,7 +134,7 @@ def test_2d_baseline_is_a_config_switch(tmp_path):
     assert module(torch.rand(1, 1, 24, 24, 1)).shape == (1, 1, 24, 24, 1)
 
 
-@pytest.mark.parametrize("problem", ["missing", "empty", "grid"])
+@pytest.mark.parametrize("problem", ["missing", "empty", "grid", "unreadable"])
 def test_bad_data_gives_one_line_error(tmp_path, problem, capsys):
     data = tmp_path / "data"
     if problem == "empty":
@@ -142,11 +142,15 @@ def test_bad_data_gives_one_line_error(tmp_path, problem, capsys):
     elif problem == "grid":
         synthetic_dataset(data)
         write_nifti(data / "case1" / "t2.nii.gz", synthetic_head((40, 40, 30)))
+    elif problem == "unreadable":
+        synthetic_dataset(data)
+        (data / "case2" / "t1.nii.gz").write_text("not a volume")
     code = main(train_command(data, tmp_path / "run", "--trainer.max_epochs", "1"))
     error = capsys.readouterr().err.strip().splitlines()
     assert code == 2
     assert error[-1].startswith("monai-t1t2: error:")
-    expected = {"missing": "does not exist", "empty": "no subjects found", "grid": "case1"}[problem]
+    expected = {"missing": "does not exist", "empty": "no subjects found", "grid": "case1",
+                "unreadable": "case2/t1.nii.gz: not a readable NIfTI volume"}[problem]
     assert expected in error[-1] and str(data) in error[-1]
 
 
@@ -182,3 +186,22 @@ def test_every_config_parses_against_the_module_and_data_signatures(config, caps
     assert exit_info.value.code in (0, None)
     printed = capsys.readouterr().out
     assert "class_path: monai_t1t2.module.TranslationModule" in printed or "generator:" in printed
+
+
+def test_resume_refuses_missing_garbage_and_foreign_checkpoints(tmp_path, capsys):
+    data = synthetic_dataset(tmp_path / "data")
+    run = tmp_path / "run"
+    command = train_command(data, run, "--trainer.max_epochs", "1")
+    assert main(command + ["--ckpt_path", str(tmp_path / "nope.ckpt")]) == 2
+    assert "nope.ckpt: no such file" in capsys.readouterr().err
+    garbage = tmp_path / "garbage.ckpt"
+    garbage.write_bytes(b"\x80\x04 this is not a pickle")
+    assert main(command + ["--ckpt_path", str(garbage)]) == 2
+    assert "not a readable PyTorch checkpoint" in capsys.readouterr().err
+    assert main(command) == 0
+    checkpoint = next(run.rglob("last.ckpt"))
+    # The same checkpoint under a config with another learning rate and loss: refused, naming both settings.
+    code = main(command + ["--model.learning_rate", "0.5", "--model.ssim_weight", "3", "--ckpt_path", str(checkpoint)])
+    error = (capsys.readouterr().err.strip().splitlines() or [""])[-1]
+    assert code == 2, error
+    assert error.startswith("monai-t1t2: error:") and "learning_rate" in error and "ssim_weight" in error

@@ -260,3 +260,16 @@ def test_real_patches_are_never_background_only():
     sampler.set_random_state(seed=1)
     patches = sampler(data)
     assert len(patches) == 100 and all(float(p["brain"].sum()) > 0 for p in patches)
+
+
+def test_each_noise_reason_names_the_rule_that_fired():
+    from scipy import ndimage
+
+    white = qc.quality_report(qc.simulate_noise_only((48, 48, 32), 10.0))
+    assert "rule spatial_correlation" in white["reasons"][0]
+    # smooth noise: neighbours correlate, so the correlation rule cannot be the one that fired
+    smooth = ndimage.gaussian_filter(np.random.default_rng(0).normal(100, 10, (64, 64, 48)), 3).astype(np.float32)
+    report = qc.quality_report(smooth)
+    assert not report["passed"]
+    if report["metrics"]["spatial_correlation"] >= qc.MIN_SPATIAL_CORRELATION:
+        assert "rule spatial_correlation" not in " ".join(report["reasons"]), report["reasons"]
