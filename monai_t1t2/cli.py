@@ -37,7 +37,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     from monai_t1t2.inference import run_predict
 
     return run_predict(args.inputs, output_dir=args.output_dir, model=args.model, png=args.png, device=args.device,
-                       overlap=args.overlap, sw_batch_size=args.sw_batch_size, overwrite=args.overwrite)
+                       overlap=args.overlap, sw_batch_size=args.sw_batch_size, overwrite=args.overwrite,
+                       mask=args.mask, mask_method=args.mask_method, force=args.force)
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
@@ -92,6 +93,12 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--overlap", type=float, default=0.5, help="sliding-window overlap in [0, 1)")
     predict.add_argument("--sw-batch-size", type=int, default=4, help="patches per network call")
     predict.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    predict.add_argument("--mask", help="brain mask of the (single) input, on its grid; overrides --mask-method")
+    predict.add_argument("--mask-method", default="auto", choices=("auto", "nonzero", "network", "head"),
+                         help="auto: t1 > 0 for a skull-stripped T1, else brainchop's mindgrab network (or the head "
+                              "mask without it); nonzero: t1 > 0; network: mindgrab; head: a head mask (keeps the skull)")
+    predict.add_argument("--force", action="store_true",
+                         help="translate inputs that fail QC or whose brain volume is implausible (with a warning)")
 
     evaluate = add("evaluate", _cmd_evaluate, "Score synthetic T2 against real T2 (../shared/EVALUATION.md protocol).")
     evaluate.add_argument("--pred", required=True, help="synthetic T2 volume or folder")

@@ -13,14 +13,24 @@ Pipeline of :func:`translate`, for a T1 on any grid (orientation, voxel size, wi
    grid, multiplied by the input-grid mask so the background stays exactly 0.
 
 Brain-mask rule (``mask_method="auto"``): a volume with at least
-:data:`SKULL_STRIPPED_ZERO_FRACTION` of its voxels exactly 0 is taken as skull-stripped and its mask
-is ``t1 > 0`` (fast path; the shared BraTS-style and HD-BET volumes have 82-89 % zeros, a raw
-scanner series with noisy background about 4 %). Otherwise the brain is found by brainchop's
+:data:`SKULL_STRIPPED_ZERO_FRACTION` of its voxels exactly 0 *and* a non-zero region no larger than
+a brain (:data:`MAX_BRAIN_ML`) is taken as skull-stripped and its mask is ``t1 > 0`` (fast path; the
+shared BraTS-style and HD-BET volumes have 82-89 % zeros, a raw scanner series with noisy
+background about 4 %, and a full head whose air was set to 0 is several litres of non-zero
+voxels, so it is not taken for a brain). Otherwise the brain is found by brainchop's
 ``mindgrab`` network (:func:`monai_t1t2.parcellation.predict_brain_mask`); when brainchop's models
 are absent, by the fallback :func:`head_mask` (Otsu threshold of log intensities, largest
 component, holes filled),
 which keeps the skull: the skull is then translated too, but the background still stays 0.
-Callers can force a method (``"nonzero"``, ``"network"``, ``"otsu"``) or pass their own mask.
+Callers can force a method (``"nonzero"``, ``"network"``, ``"otsu"``, alias ``"head"``) or pass their own mask.
+
+Before translating a file, :func:`translate_files` (``monai-t1t2 predict``, the bundle) checks that
+the input is plausible: the package's QC (:func:`monai_t1t2.qc.quality_report`) passes and the brain
+mask holds an adult brain's volume (:data:`MIN_BRAIN_ML` to :data:`MAX_BRAIN_ML`); otherwise the file is
+refused with the reason (``force=True`` / ``--force`` translates it with a warning). The working set is
+estimated from the headers before the network is loaded, and inputs that would not fit in memory are
+refused. Every output says it is synthetic: NIfTI ``descrip`` and ``intent_name``, and a BIDS-style
+JSON sidecar (package version, model and input SHA-256, mask method, QC verdict, date).
 
 Output: float32 ``MetaTensor`` ``(1, X, Y, Z)`` on the input's grid with its affine, in normalised
 T2 units ``[0, 1]`` (the 0.5th-99.5th percentile range of a T2 inside the brain), 0 outside the brain.
@@ -47,7 +57,12 @@ DEFAULT_BUNDLE = Path(monai_t1t2.__file__).resolve().parents[1] / "bundles" / "t
 OUTPUT_SUFFIX = "_synT2"
 # Skull-stripped volumes are mostly exact zeros; raw scanner magnitude images almost never are.
 SKULL_STRIPPED_ZERO_FRACTION = 0.25
-MASK_METHODS = ("auto", "nonzero", "network", "otsu")
+MASK_METHODS = ("auto", "nonzero", "network", "otsu", "head")
+# Adult brain volume inside a mask (cerebrum, cerebellum, brainstem; generous on both sides). The 40
+# shared subjects measure 1.04-1.83 l as (t1 > 0); a full head is about 3-5 l.
+MIN_BRAIN_ML, MAX_BRAIN_ML = 700.0, 2200.0
+# Working-set factors of translate(): float32 copies of the input grid and of the 1 mm network grid.
+INPUT_GRID_COPIES, NETWORK_GRID_COPIES = 6, 12
 # Context kept around the brain before the sliding window; outside it everything is 0 anyway.
 CROP_MARGIN_MM = 8.0
 NETWORK_SPACING_MM = (1.0, 1.0, 1.0)
@@ -211,10 +226,100 @@ def load_translator(model: PathLike | Translator | None = None, device: str | to
 # ----------------------------------------------------------------------------- brain masks
 
 
-def is_skull_stripped(t1: np.ndarray | torch.Tensor) -> bool:
-    """True when at least :data:`SKULL_STRIPPED_ZERO_FRACTION` of the voxels are exactly 0."""
+def is_skull_stripped(t1: np.ndarray | torch.Tensor, spacing: Sequence[float] | None = None) -> bool:
+    """True when at least :data:`SKULL_STRIPPED_ZERO_FRACTION` of the voxels are exactly 0 and the
+    non-zero region is no larger than :data:`MAX_BRAIN_ML` (a head whose air is 0 is not a brain).
+
+    ``spacing`` (mm) defaults to the ``MetaTensor``'s affine, else 1 mm.
+    """
+    if spacing is None:
+        spacing = spacing_of(t1.affine) if isinstance(t1, MetaTensor) else (1.0, 1.0, 1.0)
     values = t1.detach().cpu().numpy() if isinstance(t1, torch.Tensor) else np.asarray(t1)
-    return float((values == 0).mean()) >= SKULL_STRIPPED_ZERO_FRACTION
+    nonzero = values != 0
+    if float(1.0 - nonzero.mean()) < SKULL_STRIPPED_ZERO_FRACTION:
+        return False
+    return float(nonzero.sum()) * float(np.prod(spacing)) / 1000.0 <= MAX_BRAIN_ML
+
+
+def mask_volume_ml(mask: np.ndarray | torch.Tensor, spacing: Sequence[float]) -> float:
+    """Volume of a mask in millilitres."""
+    count = int(mask.sum()) if isinstance(mask, torch.Tensor) else int(np.count_nonzero(mask))
+    return count * float(np.prod(spacing)) / 1000.0
+
+
+def resolve_mask_method(t1: MetaTensor, method: str = "auto") -> str:
+    """The concrete method ``"auto"`` stands for on this T1 (``"head"`` is ``"otsu"``)."""
+    if method not in MASK_METHODS:
+        raise T1T2Error(f"mask method {method!r}: choose one of {', '.join(MASK_METHODS)}")
+    if method == "head":
+        return "otsu"
+    if method != "auto":
+        return method
+    from monai_t1t2.parcellation import BRAIN_MASK_MODEL, brainchop_dir
+
+    if is_skull_stripped(t1):
+        return "nonzero"
+    return "network" if (brainchop_dir() / BRAIN_MASK_MODEL / "model.json").is_file() else "otsu"
+
+
+def input_problems(t1: MetaTensor, mask: torch.Tensor) -> list[str]:
+    """Why a T1 is not a plausible brain to translate (empty list: plausible).
+
+    The package's QC verdict (noise only, ghosting, no usable slice) and the brain volume inside
+    ``mask`` against the adult range :data:`MIN_BRAIN_ML`-:data:`MAX_BRAIN_ML`.
+    """
+    from monai_t1t2.qc import quality_report
+
+    problems = []
+    volume = mask_volume_ml(mask, spacing_of(t1.affine))
+    if not MIN_BRAIN_ML <= volume <= MAX_BRAIN_ML:
+        problems.append(f"the brain mask holds {volume:.0f} ml, outside an adult brain's "
+                        f"{MIN_BRAIN_ML:.0f}-{MAX_BRAIN_ML:.0f} ml (not a brain, a partial brain, or a wrong mask)")
+    report = quality_report(t1)
+    if not report["passed"]:
+        problems += [f"QC: {reason}" for reason in report["reasons"]]
+    return problems
+
+
+def available_memory_bytes() -> int | None:
+    """``MemAvailable`` of ``/proc/meminfo`` (None where it cannot be read)."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def estimated_working_set_bytes(shape: Sequence[int], spacing: Sequence[float]) -> int:
+    """Upper estimate of :func:`translate`'s memory for a volume: copies of the input grid and of
+    its whole field of view at 1 mm (the brain crop is smaller; this is the worst case)."""
+    voxels = int(np.prod([int(n) for n in shape[:3]]))
+    network_voxels = int(np.prod([math.ceil(n * s) for n, s in zip(shape[:3], spacing)]))
+    return 4 * (INPUT_GRID_COPIES * voxels + NETWORK_GRID_COPIES * network_voxels)
+
+
+def check_memory(paths: Sequence[Path]) -> None:
+    """Refuse, from the headers alone and before the network is loaded, inputs that would not fit in memory."""
+    import nibabel as nib
+
+    available = available_memory_bytes()
+    if available is None:
+        return
+    for path in paths:
+        try:
+            header = nib.load(str(path)).header
+            shape, spacing = header.get_data_shape(), header.get_zooms()[:3]
+        except Exception:  # unreadable: read_volume names the problem when the file's turn comes
+            continue
+        if len(shape) < 3:
+            continue
+        needed = estimated_working_set_bytes(shape, spacing)
+        if needed > 0.8 * available:
+            raise T1T2Error(f"{path}: {'x'.join(map(str, shape[:3]))} voxels need about {needed / 2**30:.1f} GiB "
+                            f"to translate, more than the {available / 2**30:.1f} GiB available; crop or "
+                            "downsample it first")
 
 
 def otsu_threshold(values: np.ndarray, bins: int = 256) -> float:
@@ -263,20 +368,13 @@ def brain_mask(t1: MetaTensor, method: str = "auto", device: str | torch.device 
 
     Args:
         t1: ``(1, X, Y, Z)``.
-        method: ``"auto"``, ``"nonzero"`` (``t1 > 0``), ``"network"`` (brainchop mindgrab) or ``"otsu"``.
+        method: ``"auto"``, ``"nonzero"`` (``t1 > 0``), ``"network"`` (brainchop mindgrab) or ``"otsu"``
+            (alias ``"head"``: a head mask that keeps the skull).
 
     Returns:
         bool tensor ``(1, X, Y, Z)``.
     """
-    if method not in MASK_METHODS:
-        raise T1T2Error(f"mask method {method!r}: choose one of {', '.join(MASK_METHODS)}")
-    if method == "auto":
-        from monai_t1t2.parcellation import BRAIN_MASK_MODEL, brainchop_dir
-
-        if is_skull_stripped(t1):
-            method = "nonzero"
-        else:
-            method = "network" if (brainchop_dir() / BRAIN_MASK_MODEL / "model.json").is_file() else "otsu"
+    method = resolve_mask_method(t1, method)
     if method == "nonzero":
         return (t1 > 0).as_tensor() if isinstance(t1, MetaTensor) else t1 > 0
     if method == "otsu":
@@ -432,7 +530,48 @@ def output_path(t1_path: PathLike, output_dir: PathLike) -> Path:
     return Path(output_dir) / f"{volume_stem(t1_path)}{OUTPUT_SUFFIX}.nii.gz"
 
 
-def _planned_outputs(paths: Sequence[Path], output_dir: Path, png: bool, overwrite: bool) -> list[Path]:
+def sidecar_path(target: Path) -> Path:
+    """``<stem>_synT2.json`` beside ``<stem>_synT2.nii.gz`` (BIDS-style sidecar)."""
+    return target.with_name(f"{volume_stem(target)}.json")
+
+
+def _sha256(path: PathLike) -> str | None:
+    import hashlib
+
+    path = Path(path)
+    if not path.is_file():
+        return None
+    digest = hashlib.sha256()
+    with path.open("rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_sidecar(target: Path, source: Path, translator: Translator, mask_method: str, problems: Sequence[str],
+                  overwrite: bool) -> Path:
+    """The provenance sidecar of one synthetic T2 (written atomically)."""
+    import datetime
+    import json
+
+    from monai_t1t2.io import atomic_write_text
+
+    record = {
+        "Modality": "MR", "SyntheticImage": True,
+        "Description": "synthetic T2-weighted image translated from a T1-weighted image; not an acquisition",
+        "GeneratedBy": [{"Name": "monai-t1t2", "Version": monai_t1t2.__version__}],
+        "Sources": [str(source)], "SourceSHA256": _sha256(source),
+        "Model": translator.source, "ModelSHA256": _sha256(translator.source),
+        "SlidingWindowROI": list(translator.roi_size), "MaskMethod": mask_method,
+        "InputProblems": list(problems), "Forced": bool(problems),
+        "Units": "normalised T2 (0.5th-99.5th brain percentile range mapped to [0, 1])",
+        "DateCreated": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+    return atomic_write_text(json.dumps(record, indent=2) + "\n", sidecar_path(target), overwrite=True)
+
+
+def _planned_outputs(paths: Sequence[Path], output_dir: Path, png: bool, overwrite: bool,
+                     protected: Sequence[PathLike] = ()) -> list[Path]:
     """Output paths of every input, all checked free (and distinct) before anything is translated."""
     from monai_t1t2.io import check_output_dir, check_output_path
 
@@ -443,8 +582,8 @@ def _planned_outputs(paths: Sequence[Path], output_dir: Path, png: bool, overwri
         if target in seen:
             raise OutputExistsError(f"{path} and {seen[target]} would both write {target}; rename one or run them apart")
         seen[target] = path
-        for candidate in [target] + ([target.with_name(f"{volume_stem(target)}.png")] if png else []):
-            check_output_path(candidate, inputs=paths, overwrite=overwrite)
+        for candidate in [target, sidecar_path(target)] + ([target.with_name(f"{volume_stem(target)}.png")] if png else []):
+            check_output_path(candidate, inputs=[*paths, *protected], overwrite=overwrite)
     return targets
 
 
@@ -472,37 +611,97 @@ def translate_files(
     overwrite: bool = False,
     mask_method: str = "auto",
     progress: bool = True,
+    mask: PathLike | None = None,
+    force: bool = False,
 ) -> list[Path]:
     """Translate each T1 file into ``<output_dir>/<stem>_synT2.nii.gz`` (and ``.png`` with ``png``).
 
-    Every output path is checked before the first volume is translated; inputs are never
-    written over; each output is written atomically with the input's affine and header.
+    Every output path is checked before the first volume is translated, and the memory each input
+    needs is estimated from its header before the network is loaded; inputs are never written over;
+    each output is written atomically with the input's affine and header, marked synthetic in its
+    header, with a JSON sidecar ``<stem>_synT2.json`` (provenance). An input that fails
+    :func:`input_problems` (QC reject, brain volume outside the adult range) is refused with the
+    reason unless ``force``, which translates it with a warning (recorded in the sidecar).
     ``progress`` shows a tqdm bar over files on an interactive terminal.
+
+    Args:
+        mask: a brain-mask file on the grid of the (single) input; overrides ``mask_method``.
 
     Returns:
         The written volume paths, in input order.
     """
+    import sys
+
     from tqdm.auto import tqdm
 
     paths = [Path(p) for p in paths]
     if not paths:
-        raise T1T2Error("no T1 volume to translate (dataset_dir / inputs hold no *.nii.gz?)")
+        raise T1T2Error("no T1 volume to translate (no *.nii.gz / *.nii among the inputs)")
+    if mask is not None and len(paths) != 1:
+        raise T1T2Error(f"--mask {mask}: a mask belongs to one input; {len(paths)} were given")
+    if mask_method not in MASK_METHODS:
+        raise T1T2Error(f"mask method {mask_method!r}: choose one of {', '.join(MASK_METHODS)}")
+    if mask is not None and not Path(mask).is_file():
+        raise InvalidVolumeError(f"{mask}: mask file does not exist")
     output_dir = Path(output_dir)
-    targets = _planned_outputs(paths, output_dir, png, overwrite)
+    targets = _planned_outputs(paths, output_dir, png, overwrite, protected=[mask] if mask is not None else [])
+    check_memory(paths)
     translator = load_translator(model, device)
     written = []
     for path, target in zip(tqdm(paths, desc="translating", unit="volume", disable=None if progress else True), targets):
         t1 = read_volume(path)
-        synthetic = translate(t1, translator, mask_method=mask_method, overlap=overlap, sw_batch_size=sw_batch_size)
-        written.append(write_volume(synthetic, target, reference=path, overwrite=overwrite, inputs=paths))
+        if mask is not None:
+            input_mask, method = _as_mask(mask, t1), f"file {mask}"
+        else:
+            method = resolve_mask_method(t1, mask_method)
+            input_mask = brain_mask(t1, method, translator.device)
+        problems = input_problems(t1, input_mask)
+        if problems and not force:
+            raise T1T2Error(f"{path}: refused, not a plausible brain T1: {'; '.join(problems)} "
+                            "(pass --force, or force=True, to translate it anyway)")
+        if problems:
+            print(f"monai-t1t2: warning: {path}: translated although {'; '.join(problems)}", file=sys.stderr)
+        synthetic = translate(t1, translator, mask=input_mask, overlap=overlap, sw_batch_size=sw_batch_size)
+        written.append(write_volume(synthetic, target, reference=path, overwrite=overwrite,
+                                    inputs=paths + ([Path(mask)] if mask is not None else []),
+                                    descrip=f"synthetic T2w, monai-t1t2 {monai_t1t2.__version__}",
+                                    intent_name="synthetic T2w"))
+        write_sidecar(target, path, translator, method, problems, overwrite)
         if png:
             save_translation_png(t1, synthetic, target.with_name(f"{volume_stem(target)}.png"),
                                  title=f"{path.name} -> synthetic T2")
     return written
 
 
+def translate_folder(dataset_dir: PathLike, output_dir: PathLike, model: PathLike | Translator | None = None,
+                     device: str | torch.device | None = None, overlap: float = 0.5, sw_batch_size: int = 4,
+                     png: bool = False, overwrite: bool = False, mask_method: str = "auto", force: bool = False) -> list[Path]:
+    """The bundle's ``run``: translate every ``dataset_dir/*.nii.gz`` (and ``*.nii``) into ``output_dir``.
+
+    Errors a user can cause end the run with one line on stderr, in the bundle's terms (its
+    settings are ``--dataset_dir``, ``--overwrite true`` ...), and exit status 2, not a traceback.
+    """
+    import sys
+
+    try:
+        folder = Path(dataset_dir)
+        if not folder.is_dir():
+            raise T1T2Error(f"dataset_dir {folder}: no such folder (pass --dataset_dir FOLDER of T1 volumes)")
+        paths = sorted(p for p in folder.iterdir() if p.is_file() and p.name.lower().endswith((".nii.gz", ".nii")))
+        if not paths:
+            raise T1T2Error(f"dataset_dir {folder}: holds no *.nii.gz or *.nii file")
+        return translate_files(paths, output_dir, model=model, device=device, overlap=overlap,
+                               sw_batch_size=sw_batch_size, png=png, overwrite=overwrite, mask_method=mask_method,
+                               force=force)
+    except T1T2Error as err:
+        message = str(err).replace("pass --overwrite", "pass --overwrite true").replace("pass --force", "pass --force true")
+        print(f"monai-t1t2 bundle: error: {message}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
 def run_predict(inputs: Sequence[PathLike], output_dir: PathLike, model: PathLike | None = None, png: bool = False,
-                device: str | None = None, overlap: float = 0.5, sw_batch_size: int = 4, overwrite: bool = False) -> int:
+                device: str | None = None, overlap: float = 0.5, sw_batch_size: int = 4, overwrite: bool = False,
+                mask: PathLike | None = None, mask_method: str = "auto", force: bool = False) -> int:
     """``monai-t1t2 predict``: translate files and folders; exit code."""
     if not 0 <= overlap < 1:
         raise T1T2Error(f"--overlap {overlap}: must be in [0, 1)")
@@ -517,7 +716,8 @@ def run_predict(inputs: Sequence[PathLike], output_dir: PathLike, model: PathLik
                                               and p.resolve().parent == output_dir.resolve())]
         paths.extend(found)
     written = translate_files(paths, output_dir, model=model, device=device, overlap=overlap,
-                              sw_batch_size=sw_batch_size, png=png, overwrite=overwrite)
+                              sw_batch_size=sw_batch_size, png=png, overwrite=overwrite, mask=mask,
+                              mask_method=mask_method, force=force)
     print(f"{output_dir}: wrote {len(written)} synthetic T2 volume{'s' if len(written) != 1 else ''}")
     return 0
 

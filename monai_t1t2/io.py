@@ -249,6 +249,8 @@ def write_volume(
     overwrite: bool = False,
     inputs: Iterable[PathLike] = (),
     dtype: np.dtype | type = np.float32,
+    descrip: str | None = None,
+    intent_name: str | None = None,
 ) -> Path:
     """Write ``volume`` as NIfTI atomically, on the grid of ``reference``.
 
@@ -261,6 +263,7 @@ def write_volume(
         overwrite: replace an existing output. Inputs are never replaced.
         inputs: paths that must never be written over (the user's inputs).
         dtype: voxel type on disk.
+        descrip, intent_name: NIfTI header fields (80 and 16 bytes at most), e.g. to mark a synthetic image.
 
     Returns:
         The written path.
@@ -307,6 +310,10 @@ def write_volume(
     if header is not None:
         # Keep the reference's intensity-free header fields; our voxels are stored unscaled.
         image.header.set_slope_inter(1.0, 0.0)
+    if descrip is not None:
+        image.header["descrip"] = descrip.encode("ascii", "replace")[:79]
+    if intent_name is not None:
+        image.header.set_intent("estimate", (), name=intent_name[:15])
     path.parent.mkdir(parents=True, exist_ok=True)
     suffix = ".nii.gz" if path.name.lower().endswith(".nii.gz") else ".nii"
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)

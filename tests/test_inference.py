@@ -208,7 +208,8 @@ def test_same_head_in_lps_and_ras_gives_the_same_world_image(tmp_path):
     write_nifti(folder / "ras.nii.gz", head, ras)
     write_nifti(folder / "lps.nii.gz", head[::-1, ::-1].copy(), lps)
     bundle = make_tiny_bundle(tmp_path / "bundle", seed=1)
-    assert main(["predict", str(folder), "-o", str(tmp_path / "out"), "--model", str(bundle), "--device", "cpu"]) == 0
+    assert main(["predict", str(folder), "-o", str(tmp_path / "out"), "--model", str(bundle), "--device", "cpu",
+                 "--force"]) == 0  # tiny synthetic heads are no adult brain: --force
     for name in ("ras", "lps"):
         source, output = nib.load(folder / f"{name}.nii.gz"), nib.load(tmp_path / "out" / f"{name}_synT2.nii.gz")
         np.testing.assert_array_equal(output.affine, source.affine)
@@ -228,7 +229,7 @@ def test_predict_refuses_existing_outputs_before_translating_anything(tmp_path, 
     out = tmp_path / "out"
     out.mkdir()
     (out / "b_synT2.nii.gz").write_bytes(b"earlier result")
-    args = ["predict", str(first), str(second), "-o", str(out), "--model", str(tiny_bundle), "--device", "cpu"]
+    args = ["predict", str(first), str(second), "-o", str(out), "--model", str(tiny_bundle), "--device", "cpu", "--force"]
     assert main(args) == 2
     error = capsys.readouterr().err.strip()
     assert error.startswith("monai-t1t2: error: ") and "b_synT2.nii.gz: exists" in error and "\n" not in error
@@ -270,6 +271,10 @@ def test_bundle_run_translates_a_folder(tmp_path, tiny_bundle):
     command = [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(tiny_bundle / "configs" / "inference.json"),
                "--bundle_root", str(tiny_bundle), "--dataset_dir", str(data), "--output_dir", str(out), "--device", "cpu"]
     result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    error = result.stderr.strip().splitlines()[-1]
+    assert error.startswith("monai-t1t2 bundle: error: ") and "refused" in error and "--force true" in error, error
+    result = subprocess.run(command + ["--force", "true"], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     written = nib.load(out / "sub-01_T1w_synT2.nii.gz")
     np.testing.assert_array_equal(written.affine, nib.load(data / "sub-01_T1w.nii.gz").affine)
@@ -359,3 +364,102 @@ def test_shipped_model_translates_t1_contrast_into_t2_contrast(tmp_path):
     assert synthetic[~brain].max() == 0 and 0 <= synthetic.min() and synthetic.max() <= 1
     correlation = np.corrcoef(t1[crop][brain], synthetic[brain])[0, 1]
     assert correlation < -0.5, correlation
+
+
+# ----------------------------------------------------------------------------- no confident garbage
+def _smooth_noise(shape, seed=0):
+    from scipy import ndimage
+
+    noise = np.random.default_rng(seed).normal(0, 1, shape)
+    return (ndimage.gaussian_filter(noise, 4) * 1000 + 500).astype(np.float32)
+
+
+@pytest.mark.realdata
+def test_predict_refuses_a_non_brain_input_and_force_translates_it_with_a_warning(tmp_path, tiny_bundle, capsys):
+    real = nib.load(str(PAIRED / "TCGA-DU-7294" / "t1.nii.gz"))
+    noise = write_nifti(tmp_path / "noise.nii.gz", _smooth_noise((160, 160, 120)), real.affine)
+    out = tmp_path / "out"
+    args = ["predict", str(noise), "-o", str(out), "--model", str(tiny_bundle), "--device", "cpu"]
+    assert main(args) == 2
+    error = capsys.readouterr().err.strip()
+    assert "noise.nii.gz: refused, not a plausible brain T1" in error and "--force" in error and "\n" not in error
+    assert not out.exists() or not list(out.iterdir())
+    assert main(args + ["--force"]) == 0
+    assert "warning" in capsys.readouterr().err
+    sidecar = json.loads((out / "noise_synT2.json").read_text())
+    assert sidecar["Forced"] and sidecar["InputProblems"]
+
+
+@pytest.mark.realdata
+def test_a_real_brain_is_plausible_and_a_slab_of_it_is_not():
+    t1 = inference.read_volume(PAIRED / "TCGA-DU-7294" / "t1.nii.gz")
+    mask = inference.brain_mask(t1)
+    assert inference.input_problems(t1, mask) == []
+    slab = t1.clone()
+    slab[..., :60] = 0
+    slab[..., 75:] = 0  # a 15 mm slab of brain
+    problems = inference.input_problems(slab, inference.brain_mask(slab))
+    assert any("outside an adult brain" in p for p in problems), problems
+
+
+def test_memory_guard_refuses_from_the_header_before_loading_the_network(tmp_path, monkeypatch):
+    big = tmp_path / "big.nii"
+    image = nib.Nifti1Image(np.zeros((2, 2, 2), np.float32), np.eye(4))
+    nib.save(image, str(big))
+    assert inference.estimated_working_set_bytes((512, 512, 400), (1.0, 1.0, 1.0)) > 6 * 2**30  # the 4.1 GB reported, and more
+    inference.check_memory([big])  # 8 voxels fit
+    monkeypatch.setattr(inference, "available_memory_bytes", lambda: 2**30)
+
+    class Header:
+        def get_data_shape(self):
+            return (512, 512, 400)
+
+        def get_zooms(self):
+            return (1.0, 1.0, 1.0)
+
+    monkeypatch.setattr(nib, "load", lambda path: type("Image", (), {"header": Header()})())
+    with pytest.raises(T1T2Error, match="512x512x400 voxels need about .* GiB to translate"):
+        inference.check_memory([big])
+
+
+@pytest.mark.realdata
+def test_a_full_head_with_zero_air_is_not_taken_for_skull_stripped():
+    raw = inference.read_volume(RAW / "TCGA-FG-6692" / "t1.nii.gz")
+    zeroed = raw.clone()
+    zeroed[zeroed < 60] = 0
+    assert float((zeroed == 0).float().mean()) >= inference.SKULL_STRIPPED_ZERO_FRACTION, "the old rule would say stripped"
+    assert not inference.is_skull_stripped(zeroed)
+    assert inference.resolve_mask_method(zeroed) in ("network", "otsu")
+    assert inference.is_skull_stripped(inference.read_volume(PAIRED / "TCGA-FG-6692" / "t1.nii.gz"))
+
+
+def test_predict_takes_a_mask_file_and_marks_outputs_synthetic(tmp_path, tiny_bundle):
+    head = synthetic_head()
+    t1 = write_nifti(tmp_path / "in" / "a.nii.gz", head)
+    mask_array = np.zeros(head.shape, np.uint8)
+    mask_array[8:24, 8:24, 6:18] = 1
+    mask = write_nifti(tmp_path / "in" / "a_mask.nii.gz", mask_array)
+    out = tmp_path / "out"
+    assert main(["predict", str(t1), "-o", str(out), "--model", str(tiny_bundle), "--device", "cpu", "--force",
+                 "--mask", str(mask)]) == 0
+    written = nib.load(out / "a_synT2.nii.gz")
+    assert (written.get_fdata()[mask_array == 0] == 0).all(), "the given mask is used"
+    assert written.header["descrip"].tobytes().startswith(b"synthetic T2w, monai-t1t2")
+    assert written.header.get_intent()[2] == "synthetic T2w"
+    sidecar = json.loads((out / "a_synT2.json").read_text())
+    import hashlib
+
+    assert sidecar["SyntheticImage"] is True and sidecar["MaskMethod"] == f"file {mask}"
+    assert sidecar["SourceSHA256"] == hashlib.sha256(t1.read_bytes()).hexdigest()
+    assert sidecar["ModelSHA256"] and sidecar["GeneratedBy"][0]["Name"] == "monai-t1t2"
+    assert main(["predict", str(t1), str(t1.with_name("b.nii.gz")), "-o", str(out), "--mask", str(mask)]) == 2
+
+
+def test_bundle_errors_are_one_line_in_bundle_terms(tmp_path, tiny_bundle):
+    command = [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(tiny_bundle / "configs" / "inference.json"),
+               "--bundle_root", str(tiny_bundle), "--dataset_dir", str(tmp_path / "nowhere"),
+               "--output_dir", str(tmp_path / "out"), "--device", "cpu"]
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert result.stderr.strip().splitlines()[-1] == (f"monai-t1t2 bundle: error: dataset_dir {tmp_path / 'nowhere'}: "
+                                                      "no such folder (pass --dataset_dir FOLDER of T1 volumes)")
