@@ -45,7 +45,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from monai_t1t2.metrics import run_evaluate
 
     return run_evaluate(pred=args.pred, ref=args.ref, mask=args.mask, tumor_seg=args.tumor_seg,
-                        labels=args.labels, json_path=args.json, overwrite=args.overwrite)
+                        labels=args.labels, json_path=args.json, overwrite=args.overwrite, t1=args.t1,
+                        mask_from_ref=args.mask_from_ref)
 
 
 def _cmd_prepare_pairs(args: argparse.Namespace) -> int:
@@ -103,8 +104,11 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = add("evaluate", _cmd_evaluate, "Score synthetic T2 against real T2 (../shared/EVALUATION.md protocol).")
     evaluate.add_argument("--pred", required=True, help="synthetic T2 volume or folder")
     evaluate.add_argument("--ref", required=True, help="real T2 volume or folder")
-    evaluate.add_argument("--mask", help="brain mask (default: (t1 > 0) & (t2 > 0) for a reference <case>/t2.* "
-                          "with t1.* beside it, else ref > 0)")
+    evaluate.add_argument("--mask", help="brain mask (volume, or folder by case)")
+    evaluate.add_argument("--t1", help="the T1 (volume, or folder by case): mask (t1 > 0) & (t2 > 0), the protocol's; "
+                          "default: the t1.* beside a reference <case>/t2.*")
+    evaluate.add_argument("--mask-from-ref", action="store_true",
+                          help="score inside ref > 0 where no mask or T1 is given (otherwise that is an error)")
     evaluate.add_argument("--tumor-seg", help="tumour label volume (any label > 0 is tumour)")
     evaluate.add_argument("--labels", help="parcellation label volume for region MAE")
     evaluate.add_argument("--json", help="write every metric here")

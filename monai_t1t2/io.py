@@ -33,6 +33,10 @@ VOLUME_SUFFIXES = NIFTI_SUFFIXES + ITK_SUFFIXES
 GRID_AFFINE_TOLERANCE_MM = 1e-3
 
 
+# Skull-stripped volumes are mostly exact zeros; raw scanner magnitude images almost never are
+# (one threshold for the whole package: inference's mask rule and QC's ghost rule).
+SKULL_STRIPPED_ZERO_FRACTION = 0.25
+
 def volume_stem(path: PathLike) -> str:
     """File name without its volume suffix: ``/a/sub-01_T1w.nii.gz`` -> ``sub-01_T1w``."""
     name = Path(path).name

@@ -445,11 +445,16 @@ def match_cases(pred: Path, ref: Path) -> dict[str, tuple[Path, Path]]:
     return dict(sorted(pairs.items()))
 
 
-def _default_mask(ref: Path):
-    """``(t1 > 0) & (t2 > 0)`` for a reference ``<case>/t2.*`` with a ``t1.*`` beside it, else None."""
-    t1 = _sibling(ref, "t1") if volume_stem(ref).lower() in ("t2", "t2w") else None
+def _default_mask(ref: Path, t1: Path | None = None, mask_from_ref: bool = False):
+    """The protocol's ``(t1 > 0) & (t2 > 0)`` with ``t1`` given, or the ``t1.*`` beside a reference
+    ``<case>/t2.*``; ``ref > 0`` only when asked for (``mask_from_ref``); otherwise an error, never a guess."""
+    if t1 is None and volume_stem(ref).lower() in ("t2", "t2w"):
+        t1 = _sibling(ref, "t1")
     if t1 is None:
-        return None, "ref > 0"
+        if mask_from_ref:
+            return None, f"{ref} > 0 (--mask-from-ref)"
+        raise InvalidVolumeError(f"{ref}: no brain mask to score in: pass --t1 T1 (the protocol's mask "
+                                 "(t1 > 0) & (t2 > 0)), --mask MASK, or --mask-from-ref to score inside ref > 0")
     t1_volume, t2_volume = read_volume(t1), read_volume(ref)
     check_same_grid(t2_volume, t1_volume)
     brain = (t1_volume > 0) & (t2_volume > 0)
@@ -485,7 +490,8 @@ def mean_scores(per_case: dict[str, dict[str, float]]) -> dict[str, float]:
 
 
 def run_evaluate(pred: PathLike, ref: PathLike, mask: PathLike | None = None, tumor_seg: PathLike | None = None,
-                 labels: PathLike | None = None, json_path: PathLike | None = None, overwrite: bool = False) -> int:
+                 labels: PathLike | None = None, json_path: PathLike | None = None, overwrite: bool = False,
+                 t1: PathLike | None = None, mask_from_ref: bool = False) -> int:
     """The ``monai-t1t2 evaluate`` command: score one pair or two folders matched by case.
 
     Matching: a prediction ``<case>_synT2.nii.gz`` or ``<case>.nii.gz`` (or ``<case>/<generic name>``)
@@ -506,9 +512,10 @@ def run_evaluate(pred: PathLike, ref: PathLike, mask: PathLike | None = None, tu
     pred_path, ref_path = _existing(pred, "pred"), _existing(ref, "ref")
     mask_path, seg_path, labels_path = (_existing(mask, "mask"), _existing(tumor_seg, "tumor-seg"),
                                         _existing(labels, "labels"))
+    t1_path = _existing(t1, "t1")
     from monai_t1t2.io import check_output_path
 
-    given = [p for p in (pred_path, ref_path, mask_path, seg_path, labels_path) if p is not None]
+    given = [p for p in (pred_path, ref_path, mask_path, seg_path, labels_path, t1_path) if p is not None]
     if json_path is not None:
         check_output_path(json_path, inputs=given, overwrite=overwrite)
     folders = pred_path.is_dir()
@@ -522,7 +529,8 @@ def run_evaluate(pred: PathLike, ref: PathLike, mask: PathLike | None = None, tu
         case_labels = _companion(labels_path, case, "labels") if folders else labels_path
         mask_source = str(case_mask) if case_mask is not None else None
         if case_mask is None:
-            case_mask, mask_source = _default_mask(ref_file)
+            case_t1 = (_companion(t1_path, case, "t1") if folders else t1_path) if t1_path is not None else None
+            case_mask, mask_source = _default_mask(ref_file, case_t1, mask_from_ref)
         if case_seg is None and volume_stem(ref_file).lower() in ("t2", "t2w"):
             case_seg = _sibling(ref_file, "tumor_seg")
         per_case[case] = evaluate(pred_file, ref_file, mask=case_mask, tumor_seg=case_seg, labels=case_labels)
@@ -531,6 +539,8 @@ def run_evaluate(pred: PathLike, ref: PathLike, mask: PathLike | None = None, tu
                          "labels": str(case_labels) if case_labels is not None else None}
     mean = mean_scores(per_case)
     print(_format_table({**per_case, "mean": mean}))
+    for case in per_case:
+        print(f"mask of {case}: {sources[case]['mask']}")
     if json_path is not None:
         report = {"protocol": "../shared/EVALUATION.md", "cases": {c: {**per_case[c], "inputs": sources[c]}
                                                                   for c in per_case}, "mean": mean}

@@ -53,7 +53,7 @@ from monai.transforms import MapTransform, Transform
 from scipy import ndimage
 
 from monai_t1t2.errors import DatasetError
-from monai_t1t2.io import PathLike, atomic_write_text, find_volumes, read_volume, spacing_of, volume_stem
+from monai_t1t2.io import SKULL_STRIPPED_ZERO_FRACTION, PathLike, atomic_write_text, find_volumes, read_volume, spacing_of, volume_stem
 
 logger = logging.getLogger(__name__)
 
@@ -261,6 +261,45 @@ def ghost_to_signal_ratio(image: np.ndarray, ghost: np.ndarray, air: np.ndarray,
     return float((float(np.median(image[ghost])) - reference) / signal)
 
 
+# Replicated-object ghosts on skull-stripped volumes (no air to read a ghost band from): the brain is
+# the largest component above this share of the median non-zero intensity (filled, then dilated);
+# what is non-zero outside it is compared with the image shifted by N/2.
+GHOST_BRAIN_THRESHOLD = 0.5
+GHOST_MIN_OUTSIDE_SHARE = 0.01   # non-zero voxels outside the brain, as a share of the brain
+GHOST_MIN_CORRELATION = 0.7      # correlation of those voxels with the N/2-shifted image
+
+
+def replicated_object_amplitude(image: np.ndarray, axis: int) -> dict[str, float]:
+    """An N/2 ghost on a skull-stripped volume (background exactly 0) along voxel ``axis``.
+
+    Outside the brain, a ghost is ``a * image`` shifted by half the field of view. Returns the
+    share of non-zero voxels outside the brain (relative to the brain), their correlation with the
+    N/2-shifted image, and the ghost amplitude ``a`` (median ratio of the two where the shifted image
+    is brain); the amplitude is 0 when the share or the correlation is below its threshold.
+    """
+    nonzero = image != 0
+    result = {"share": 0.0, "correlation": 0.0, "amplitude": 0.0}
+    if not nonzero.any():
+        return result
+    brain = _largest_component(image > GHOST_BRAIN_THRESHOLD * float(np.median(image[nonzero])))
+    if not brain.any():
+        return result
+    brain = dilate(ndimage.binary_fill_holes(brain), 3)
+    outside = nonzero & ~brain
+    result["share"] = float(outside.sum() / brain.sum())
+    if result["share"] < GHOST_MIN_OUTSIDE_SHARE or outside.sum() < 10:
+        return result
+    shifted = np.roll(image, image.shape[axis] // 2, axis=axis)
+    values, reference = image[outside].astype(np.float64), shifted[outside].astype(np.float64)
+    if values.std() == 0 or reference.std() == 0:
+        return result
+    result["correlation"] = float(np.corrcoef(values, reference)[0, 1])
+    source = np.roll(brain, image.shape[axis] // 2, axis=axis)[outside] & (reference > 0)
+    if result["correlation"] >= GHOST_MIN_CORRELATION and source.any():
+        result["amplitude"] = float(np.median(values[source] / reference[source]))
+    return result
+
+
 def spatial_correlation(image: np.ndarray, step: int = 2) -> float:
     """Mean Pearson correlation of each voxel with its neighbour along each axis.
 
@@ -363,6 +402,12 @@ def compute_metrics(
     sigma_air = RAYLEIGH_FACTOR * float(image[air].std()) if air.sum() > 1 else 0.0
     for a, band in bands.items():
         metrics[f"gsr_{'xyz'[a]}"] = ghost_to_signal_ratio(image, band, air, signal)
+    if float((image == 0).mean()) >= SKULL_STRIPPED_ZERO_FRACTION:
+        # Skull-stripped: no air, so the band above reads nothing; look for a copy of the brain outside it.
+        for a in in_plane:
+            found = replicated_object_amplitude(image, a)
+            metrics[f"ghost_copy_{'xyz'[a]}"] = found["amplitude"]
+            metrics[f"ghost_copy_correlation_{'xyz'[a]}"] = found["correlation"]
     if labels is not None:
         grey, white = _grey_white_from_labels(image, np.asarray(labels), label_names)
     else:
@@ -400,6 +445,12 @@ def decide(metrics: Mapping[str, float], unusable: Sequence[int]) -> tuple[bool,
             passed = False
             reasons.append(f"ghosting: ghost-to-signal ratio {name} = {metrics[name]:.3f} "
                            f"(> {MAX_GHOST_TO_SIGNAL}) in the band shifted by N/2 along voxel axis {name[-1]}")
+    for name in ("ghost_copy_x", "ghost_copy_y", "ghost_copy_z"):
+        if metrics.get(name, 0.0) > MAX_GHOST_TO_SIGNAL:
+            passed = False
+            reasons.append(f"ghosting (rule {name}): a copy of the brain at {metrics[name]:.3f} of its intensity, "
+                           f"shifted by N/2 along voxel axis {name[-1]}, outside the brain (correlation "
+                           f"{metrics['ghost_copy_correlation_' + name[-1]]:.2f} >= {GHOST_MIN_CORRELATION})")
     if metrics.get("background_noise", 0.0) > MAX_BACKGROUND_NOISE:
         reasons.append(f"noisy background (kept): air noise {metrics['background_noise']:.3f} of the median "
                        f"signal (> {MAX_BACKGROUND_NOISE}), SNR_dietrich {metrics['snr_dietrich']:.1f}")

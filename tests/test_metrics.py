@@ -350,3 +350,30 @@ def test_cli_missing_file_is_one_line_error(tmp_path, capsys):
     assert main(["evaluate", "--pred", str(missing), "--ref", str(tmp_path / "ref.nii.gz")]) == 2
     error = capsys.readouterr().err
     assert error.startswith("monai-t1t2: error:") and str(missing) in error and error.count("\n") == 1
+
+
+def test_cli_never_guesses_the_mask_from_a_file_name(tmp_path, capsys):
+    """The same voxels score the same whatever the reference is called; without a mask source it is an error."""
+    ref, brain = smooth_brain()
+    t1 = np.where(brain, 300 - ref, 0).astype(np.float32)
+    t1[brain & (np.indices(ref.shape)[0] < 8)] = 0  # the T1's brain is smaller than ref > 0
+    pred = np.where(brain, ref + 5 * smooth_noise(ref.shape, 2), 0).astype(np.float32)
+    write_nifti(tmp_path / "case" / "t1.nii.gz", t1)
+    write_nifti(tmp_path / "case" / "t2.nii.gz", ref)
+    write_nifti(tmp_path / "renamed" / "ref.nii.gz", ref)
+    write_nifti(tmp_path / "pred.nii.gz", pred)
+    assert main(["evaluate", "--pred", str(tmp_path / "pred.nii.gz"), "--ref", str(tmp_path / "renamed" / "ref.nii.gz")]) == 2
+    assert "no brain mask to score in" in capsys.readouterr().err
+    scores = {}
+    for name, argv in {"beside": ["--ref", str(tmp_path / "case" / "t2.nii.gz")],
+                       "given": ["--ref", str(tmp_path / "renamed" / "ref.nii.gz"), "--t1", str(tmp_path / "case" / "t1.nii.gz")]}.items():
+        report = tmp_path / f"{name}.json"
+        assert main(["evaluate", "--pred", str(tmp_path / "pred.nii.gz"), *argv, "--json", str(report)]) == 0
+        out = capsys.readouterr().out
+        assert "mask of" in out and "t1.nii.gz > 0" in out
+        scores[name] = json.loads(report.read_text())["cases"]
+    (beside,), (given,) = scores["beside"].values(), scores["given"].values()
+    assert beside["ssim"] == given["ssim"] and beside["mae"] == given["mae"]
+    assert main(["evaluate", "--pred", str(tmp_path / "pred.nii.gz"), "--ref", str(tmp_path / "renamed" / "ref.nii.gz"),
+                 "--mask-from-ref"]) == 0
+    assert "--mask-from-ref" in capsys.readouterr().out
