@@ -220,7 +220,8 @@ def test_pure_noise_is_rejected(real_t1):
 def test_ghost_is_flagged_along_its_axis(real_t1):
     report = qc.quality_report(qc.simulate_ghost(real_t1, axis=1, amplitude=0.04))
     assert not report["passed"]
-    assert len(report["reasons"]) == 1 and report["reasons"][0].startswith("ghosting") and "gsr_y" in report["reasons"][0]
+    assert all(r.startswith("ghosting") for r in report["reasons"]) and "gsr_y" in report["reasons"][0]
+    assert "rule ghost_copy_y" in report["reasons"][1], "the copy rule agrees on a skull-stripped volume"
     assert report["metrics"]["gsr_y"] == pytest.approx(0.04, rel=0.2) and report["metrics"]["gsr_x"] < 0.005
 
 
@@ -270,6 +271,25 @@ def test_each_noise_reason_names_the_rule_that_fired():
     # smooth noise: neighbours correlate, so the correlation rule cannot be the one that fired
     smooth = ndimage.gaussian_filter(np.random.default_rng(0).normal(100, 10, (64, 64, 48)), 3).astype(np.float32)
     report = qc.quality_report(smooth)
+    assert not report["passed"] and report["metrics"]["spatial_correlation"] >= qc.MIN_SPATIAL_CORRELATION
+    assert report["reasons"] == ["noise only (rule head_fraction): no head found above the background "
+                                 "(head_fraction 0.000); no anatomy found"]
+
+
+@pytest.mark.realdata
+@pytest.mark.parametrize("axis", [0, 1])
+@pytest.mark.parametrize("amplitude", [0.03, 0.1, 0.3])
+def test_replicated_object_ghost_on_a_skull_stripped_volume(real_t1, axis, amplitude):
+    """An N/2 copy of the brain on a skull-stripped T1 is caught by the copy rule, which reads its amplitude."""
+    report = qc.quality_report(qc.simulate_ghost(real_t1, axis=axis, amplitude=amplitude))
+    name = f"ghost_copy_{'xyz'[axis]}"
     assert not report["passed"]
-    if report["metrics"]["spatial_correlation"] >= qc.MIN_SPATIAL_CORRELATION:
-        assert "rule spatial_correlation" not in " ".join(report["reasons"]), report["reasons"]
+    assert any(f"rule {name}" in reason for reason in report["reasons"]), report["reasons"]
+    assert report["metrics"][name] == pytest.approx(amplitude, rel=0.1)
+    assert report["metrics"][f"ghost_copy_{'xyz'[1 - axis]}"] == 0
+
+
+@pytest.mark.realdata
+def test_clean_skull_stripped_volume_has_no_ghost_copy(real_t1):
+    metrics = qc.quality_report(real_t1)["metrics"]
+    assert metrics["ghost_copy_x"] == 0 and metrics["ghost_copy_y"] == 0
