@@ -38,7 +38,9 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
     return run_predict(args.inputs, output_dir=args.output_dir, model=args.model, png=args.png, device=args.device,
                        overlap=args.overlap, sw_batch_size=args.sw_batch_size, overwrite=args.overwrite,
-                       mask=args.mask, mask_method=args.mask_method, force=args.force)
+                       mask=args.mask, mask_method=args.mask_method, force=args.force, qc=args.qc,
+                       manifest=args.manifest, report=args.report, devices=args.devices, num_nodes=args.num_nodes,
+                       datalist_key=args.datalist_key)
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
@@ -86,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     importer.add_argument("--overwrite", action="store_true")
 
     predict = add("predict", _cmd_predict, "Translate T1 volumes into synthetic T2 volumes.")
-    predict.add_argument("inputs", nargs="+", help="T1 volumes or folders")
+    predict.add_argument("inputs", nargs="+", help="T1 volumes, folders, glob patterns or MONAI datalist .json files")
     predict.add_argument("-o", "--output-dir", required=True, help="writes <stem>_synT2.nii.gz here")
     predict.add_argument("--model", help="model file (default: the t1t2_translation bundle's models/model.pt)")
     predict.add_argument("--png", action="store_true", help="also write <stem>_synT2.png (T1 and synthetic T2)")
@@ -99,7 +101,16 @@ def build_parser() -> argparse.ArgumentParser:
                          help="auto: t1 > 0 for a skull-stripped T1, else brainchop's mindgrab network (or the head "
                               "mask without it); nonzero: t1 > 0; network: mindgrab; head: a head mask (keeps the skull)")
     predict.add_argument("--force", action="store_true",
-                         help="translate inputs that fail QC or whose brain volume is implausible (with a warning)")
+                         help="translate inputs that fail QC or whose brain volume is implausible (with a warning); "
+                              "the same as --qc flag")
+    predict.add_argument("--qc", choices=("reject", "flag", "off"), default="reject",
+                         help="reject: do not translate inputs that fail QC or the brain-volume check (default); "
+                              "flag: translate them and record why; off: no checks")
+    predict.add_argument("--manifest", help="one row per input (.json list or .csv; default OUT/manifest.json)")
+    predict.add_argument("--report", help="write a self-contained HTML report (table and thumbnails) here")
+    predict.add_argument("--devices", type=int, default=1, help="devices (processes) per node; > 1 runs DDP")
+    predict.add_argument("--num-nodes", type=int, default=1, help="nodes (SLURM / torchrun)")
+    predict.add_argument("--datalist-key", default="test", help="list of a datalist .json input to translate")
 
     evaluate = add("evaluate", _cmd_evaluate, "Score synthetic T2 against real T2 (../shared/EVALUATION.md protocol).")
     evaluate.add_argument("--pred", required=True, help="synthetic T2 volume or folder")

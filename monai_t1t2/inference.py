@@ -51,7 +51,7 @@ from torch import nn
 
 import monai_t1t2
 from monai_t1t2.errors import InvalidVolumeError, OutputExistsError, T1T2Error
-from monai_t1t2.io import SKULL_STRIPPED_ZERO_FRACTION, PathLike, find_volumes, read_volume, spacing_of, validate_array, volume_stem, write_volume
+from monai_t1t2.io import SKULL_STRIPPED_ZERO_FRACTION, PathLike, read_volume, spacing_of, validate_array, volume_stem
 
 DEFAULT_BUNDLE = Path(monai_t1t2.__file__).resolve().parents[1] / "bundles" / "t1t2_translation"
 OUTPUT_SUFFIX = "_synT2"
@@ -298,26 +298,39 @@ def estimated_working_set_bytes(shape: Sequence[int], spacing: Sequence[float]) 
     return 4 * (INPUT_GRID_COPIES * voxels + NETWORK_GRID_COPIES * network_voxels)
 
 
-def check_memory(paths: Sequence[Path]) -> None:
-    """Refuse, from the headers alone and before the network is loaded, inputs that would not fit in memory."""
+def memory_problem(path: PathLike) -> str | None:
+    """Why, from its header alone, a volume would not fit in memory to translate (None: it fits or cannot be told)."""
     import nibabel as nib
 
     available = available_memory_bytes()
     if available is None:
-        return
+        return None
+    try:
+        header = nib.load(str(path)).header
+        shape, spacing = header.get_data_shape(), header.get_zooms()[:3]
+    except Exception:  # unreadable: read_volume names the problem when the file's turn comes
+        return None
+    if len(shape) < 3:
+        return None
+    needed = estimated_working_set_bytes(shape, spacing)
+    if needed > 0.8 * available:
+        return (f"{path}: {'x'.join(map(str, shape[:3]))} voxels need about {needed / 2**30:.1f} GiB to translate, "
+                f"more than the {available / 2**30:.1f} GiB available; crop or downsample it first")
+    return None
+
+
+def check_memory(paths: Sequence[Path]) -> None:
+    """Refuse, from the headers alone and before the network is loaded, inputs that would not fit in memory."""
     for path in paths:
-        try:
-            header = nib.load(str(path)).header
-            shape, spacing = header.get_data_shape(), header.get_zooms()[:3]
-        except Exception:  # unreadable: read_volume names the problem when the file's turn comes
-            continue
-        if len(shape) < 3:
-            continue
-        needed = estimated_working_set_bytes(shape, spacing)
-        if needed > 0.8 * available:
-            raise T1T2Error(f"{path}: {'x'.join(map(str, shape[:3]))} voxels need about {needed / 2**30:.1f} GiB "
-                            f"to translate, more than the {available / 2**30:.1f} GiB available; crop or "
-                            "downsample it first")
+        problem = memory_problem(path)
+        if problem:
+            raise T1T2Error(problem)
+
+
+def model_file(model: PathLike | None) -> Path:
+    """The weights file a ``model`` argument stands for (a bundle's ``models/model.pt``, or the file itself)."""
+    path = Path(model) if model is not None else DEFAULT_BUNDLE
+    return path / "models" / "model.pt" if path.is_dir() else path
 
 
 def otsu_threshold(values: np.ndarray, bins: int = 256) -> float:
@@ -628,9 +641,9 @@ def translate_files(
     Returns:
         The written volume paths, in input order.
     """
-    import sys
-
     from tqdm.auto import tqdm
+
+    from monai_t1t2.batch import Settings, translate_one
 
     paths = [Path(p) for p in paths]
     if not paths:
@@ -645,30 +658,12 @@ def translate_files(
     targets = _planned_outputs(paths, output_dir, png, overwrite, protected=[mask] if mask is not None else [])
     check_memory(paths)
     translator = load_translator(model, device)
-    written = []
+    settings = Settings(output_dir=output_dir, overlap=overlap, sw_batch_size=sw_batch_size, png=png,
+                        overwrite=overwrite, mask_method=mask_method, mask=Path(mask) if mask is not None else None,
+                        qc="flag" if force else "reject", inputs=paths)
     for path, target in zip(tqdm(paths, desc="translating", unit="volume", disable=None if progress else True), targets):
-        t1 = read_volume(path)
-        if mask is not None:
-            input_mask, method = _as_mask(mask, t1), f"file {mask}"
-        else:
-            method = resolve_mask_method(t1, mask_method)
-            input_mask = brain_mask(t1, method, translator.device)
-        problems = input_problems(t1, input_mask)
-        if problems and not force:
-            raise T1T2Error(f"{path}: refused, not a plausible brain T1: {'; '.join(problems)} "
-                            "(pass --force, or force=True, to translate it anyway)")
-        if problems:
-            print(f"monai-t1t2: warning: {path}: translated although {'; '.join(problems)}", file=sys.stderr)
-        synthetic = translate(t1, translator, mask=input_mask, overlap=overlap, sw_batch_size=sw_batch_size)
-        written.append(write_volume(synthetic, target, reference=path, overwrite=overwrite,
-                                    inputs=paths + ([Path(mask)] if mask is not None else []),
-                                    descrip=f"synthetic T2w, monai-t1t2 {monai_t1t2.__version__}",
-                                    intent_name="synthetic T2w"))
-        write_sidecar(target, path, translator, method, problems, overwrite)
-        if png:
-            save_translation_png(t1, synthetic, target.with_name(f"{volume_stem(target)}.png"),
-                                 title=f"{path.name} -> synthetic T2")
-    return written
+        translate_one(path, target, translator, settings)
+    return targets
 
 
 def translate_folder(dataset_dir: PathLike, output_dir: PathLike, model: PathLike | Translator | None = None,
@@ -699,25 +694,15 @@ def translate_folder(dataset_dir: PathLike, output_dir: PathLike, model: PathLik
 
 def run_predict(inputs: Sequence[PathLike], output_dir: PathLike, model: PathLike | None = None, png: bool = False,
                 device: str | None = None, overlap: float = 0.5, sw_batch_size: int = 4, overwrite: bool = False,
-                mask: PathLike | None = None, mask_method: str = "auto", force: bool = False) -> int:
-    """``monai-t1t2 predict``: translate files and folders; exit code."""
-    if not 0 <= overlap < 1:
-        raise T1T2Error(f"--overlap {overlap}: must be in [0, 1)")
-    if sw_batch_size < 1:
-        raise T1T2Error(f"--sw-batch-size {sw_batch_size}: must be at least 1")
-    output_dir = Path(output_dir)
-    paths = []
-    for given in map(Path, inputs):
-        found = find_volumes([given])
-        if given.is_dir():  # earlier outputs found inside a searched folder are not inputs
-            found = [p for p in found if not (volume_stem(p).endswith(OUTPUT_SUFFIX)
-                                              and p.resolve().parent == output_dir.resolve())]
-        paths.extend(found)
-    written = translate_files(paths, output_dir, model=model, device=device, overlap=overlap,
-                              sw_batch_size=sw_batch_size, png=png, overwrite=overwrite, mask=mask,
-                              mask_method=mask_method, force=force)
-    print(f"{output_dir}: wrote {len(written)} synthetic T2 volume{'s' if len(written) != 1 else ''}")
-    return 0
+                mask: PathLike | None = None, mask_method: str = "auto", force: bool = False, qc: str = "reject",
+                manifest: PathLike | None = None, report: PathLike | None = None, devices: int = 1,
+                num_nodes: int = 1, datalist_key: str = "test") -> int:
+    """``monai-t1t2 predict``: translate a collection (:func:`monai_t1t2.batch.run_batch`); exit status."""
+    from monai_t1t2.batch import run_batch
+
+    return run_batch(inputs, output_dir, model=model, device=device, overlap=overlap, sw_batch_size=sw_batch_size,
+                     png=png, overwrite=overwrite, mask=mask, mask_method=mask_method, qc="flag" if force else qc,
+                     manifest=manifest, report=report, devices=devices, num_nodes=num_nodes, datalist_key=datalist_key)
 
 
 def describe(translator: Translator) -> dict[str, Any]:

@@ -383,7 +383,9 @@ def test_predict_refuses_a_non_brain_input_and_force_translates_it_with_a_warnin
     assert main(args) == 2
     error = capsys.readouterr().err.strip()
     assert "noise.nii.gz: refused, not a plausible brain T1" in error and "--force" in error and "\n" not in error
-    assert not out.exists() or not list(out.iterdir())
+    assert not (out / "noise_synT2.nii.gz").exists()
+    (row,) = json.loads((out / "manifest.json").read_text())
+    assert row["status"] == "rejected" and row["qc_passed"] is False and row["qc_reasons"]
     assert main(args + ["--force"]) == 0
     assert "warning" in capsys.readouterr().err
     sidecar = json.loads((out / "noise_synT2.json").read_text())
