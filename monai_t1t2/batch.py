@@ -470,7 +470,8 @@ def _run_distributed(jobs: list[dict], rows_before: list[dict], settings: Settin
                                                sampler=Shard(len(jobs), rank, world), collate_fn=lambda b: b[0])
 
         def predict_step(self, index: int, batch_idx: int = 0):
-            self.rows += _job_rows([jobs[index]], settings, self.translator)
+            self.rows += [dict(row, rank=self.trainer.global_rank)
+                          for row in _job_rows([jobs[index]], settings, self.translator)]
             write_manifest(self.rows, self.part)
             return None
 
