@@ -135,18 +135,23 @@ def translate_one(path: Path, target: Path, translator, settings: Settings) -> d
         T1T2Error: the input cannot be read or is invalid.
     """
     import monai_t1t2
-    from monai_t1t2.inference import (_as_mask, brain_mask, input_problems, mask_volume_ml, resolve_mask_method,
-                                      save_translation_png, sidecar_path, translate, write_sidecar)
+    from monai_t1t2.inference import (StageClock, _as_mask, brain_mask, input_problems, mask_volume_ml,
+                                      resolve_mask_method, save_translation_png, sidecar_path, translate, write_sidecar)
     from monai_t1t2.io import read_volume, spacing_of, volume_stem, write_volume
 
     started = time.time()
+    stages: dict[str, float] = {}
+    clock = StageClock(stages)
     t1 = read_volume(path)
+    clock.lap("read")
     if settings.mask is not None:
         mask, method = _as_mask(settings.mask, t1), f"file {settings.mask}"
     else:
         method = resolve_mask_method(t1, settings.mask_method)
         mask = brain_mask(t1, method, translator.device)
+    clock.lap("mask")
     problems = input_problems(t1, mask) if settings.qc != "off" else []
+    clock.lap("qc")
     row = {"input": str(path), "output": str(target), "mask_method": method, "device": str(translator.device),
            "brain_ml": round(mask_volume_ml(mask, spacing_of(t1.affine)), 1),
            "qc_passed": not problems if settings.qc != "off" else None, "qc_reasons": problems}
@@ -159,7 +164,9 @@ def translate_one(path: Path, target: Path, translator, settings: Settings) -> d
         raise rejected
     if problems:
         print(f"monai-t1t2: warning: {path}: translated although {'; '.join(problems)}", file=sys.stderr)
-    synthetic = translate(t1, translator, mask=mask, overlap=settings.overlap, sw_batch_size=settings.sw_batch_size)
+    synthetic = translate(t1, translator, mask=mask, overlap=settings.overlap, sw_batch_size=settings.sw_batch_size,
+                          stages=stages)
+    clock.reset()
     # The sidecar first: an output with a matching sidecar is complete; a sidecar alone is an interrupted one.
     write_sidecar(target, path, translator, method, problems, settings.overwrite)
     write_volume(synthetic, target, reference=path, overwrite=True,
@@ -168,9 +175,12 @@ def translate_one(path: Path, target: Path, translator, settings: Settings) -> d
     if settings.png:
         save_translation_png(t1, synthetic, target.with_name(f"{volume_stem(target)}.png"),
                              title=f"{path.name} -> synthetic T2")
+    clock.lap("write")
     if settings.thumbnails:
         _thumbnail(t1, synthetic, settings.output_dir, path)
-    row.update(status="translated", seconds=round(time.time() - started, 2), sidecar=str(sidecar_path(target)))
+        clock.lap("thumbnail")
+    row.update(status="translated", seconds=round(time.time() - started, 2), sidecar=str(sidecar_path(target)),
+               stage_seconds={name: round(value, 3) for name, value in stages.items()})
     return row
 
 

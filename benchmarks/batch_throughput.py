@@ -1,0 +1,61 @@
+"""Batch throughput of ``monai-t1t2 predict`` over a folder: volumes per hour and the per-stage split.
+
+Translates ``--count`` real T1 volumes of ``../shared/data/datalist.json`` (the test list first, then
+training subjects; links in a temporary folder, so the inputs are untouched) with the shipped model
+through :func:`monai_t1t2.batch.run_batch`, then reads the manifest's per-input ``stage_seconds``.
+
+    python benchmarks/batch_throughput.py                    # 20 volumes, CPU
+    python benchmarks/batch_throughput.py --device cuda      # on a GPU
+
+Prints one markdown table: volumes, wall seconds, volumes per hour, and the mean seconds per volume
+of each stage (read, mask, qc, resample, network, write).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from monai_t1t2.batch import run_batch  # noqa: E402
+from monai_t1t2.data import load_datalist  # noqa: E402
+
+DATALIST = REPO.parent / "shared" / "data" / "datalist.json"
+STAGES = ("read", "mask", "qc", "resample", "network", "write")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--count", type=int, default=20)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--model", help="default: the shipped bundle")
+    args = parser.parse_args()
+    subjects = load_datalist(DATALIST, "test") + load_datalist(DATALIST, "training")
+    with tempfile.TemporaryDirectory() as folder:
+        inputs = Path(folder) / "in"
+        inputs.mkdir()
+        for subject in subjects[: args.count]:
+            (inputs / f"{subject['case']}.nii.gz").symlink_to(Path(subject["t1"]).resolve())
+        started = time.time()
+        code = run_batch([inputs], Path(folder) / "out", model=args.model, device=args.device, progress=False)
+        wall = time.time() - started
+        rows = json.loads((Path(folder) / "out" / "manifest.json").read_text())
+    done = [r for r in rows if r["status"] == "translated"]
+    device = torch.cuda.get_device_name() if args.device == "cuda" else f"cpu, {torch.get_num_threads()} threads"
+    print(f"exit status {code}; {len(done)} of {len(rows)} translated; device: {device}")
+    print("| volumes | wall s | volumes / hour | " + " | ".join(f"{s} s" for s in STAGES) + " |")
+    print("|---" * (3 + len(STAGES)) + "|")
+    means = [sum(r["stage_seconds"].get(s, 0.0) for r in done) / max(len(done), 1) for s in STAGES]
+    print(f"| {len(done)} | {wall:.0f} | {3600 * len(done) / wall:.0f} | " + " | ".join(f"{m:.2f}" for m in means) + " |")
+
+
+if __name__ == "__main__":
+    main()
