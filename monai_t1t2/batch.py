@@ -53,13 +53,10 @@ class InputRejected(T1T2Error):
 
 # ----------------------------------------------------------------------------- inputs
 def _datalist_t1s(path: Path, key: str) -> list[Path]:
-    from monai.data import load_decathlon_datalist
+    from monai_t1t2.io import read_datalist
 
-    try:
-        items = load_decathlon_datalist(str(path), is_segmentation=False, data_list_key=key)
-    except (ValueError, KeyError, json.JSONDecodeError) as err:
-        raise DatasetError(f"{path}: not a datalist with a '{key}' list ({err})") from None
     found = []
+    items = read_datalist(path, key)
     for index, item in enumerate(items):
         value = item.get("t1", item.get("image")) if isinstance(item, dict) else item
         if not value:

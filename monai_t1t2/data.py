@@ -8,7 +8,6 @@ subject is ever seen in training.
 
 from __future__ import annotations
 
-import json
 import random
 from pathlib import Path
 from typing import Sequence
@@ -82,15 +81,10 @@ def load_datalist(path: str | Path, key: str = "training") -> list[Subject]:
     Each item needs ``t1`` and ``t2``; ``case`` and ``tumor_seg`` are optional (``case``
     defaults to the T1 file's parent folder name). Relative paths are relative to the JSON.
     """
-    from monai.data import load_decathlon_datalist
+    from monai_t1t2.io import read_datalist
 
     path = Path(path)
-    if not path.is_file():
-        raise DatasetError(f"{path}: datalist file does not exist")
-    try:
-        items = load_decathlon_datalist(str(path), is_segmentation=False, data_list_key=key)
-    except (ValueError, KeyError, json.JSONDecodeError) as err:
-        raise DatasetError(f"{path}: not a datalist with a '{key}' list ({err})") from None
+    items = read_datalist(path, key)
     subjects = []
     for index, item in enumerate(items):
         missing = [k for k in CONTRASTS if not item.get(k)]

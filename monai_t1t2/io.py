@@ -233,6 +233,27 @@ def check_output_dir(folder: PathLike) -> Path:
     return folder
 
 
+def read_datalist(path: PathLike, key: str) -> list:
+    """The ``key`` list of a MONAI datalist JSON (``load_decathlon_datalist``; paths made absolute).
+
+    Raises:
+        DatasetError: the file is missing or has no such list.
+    """
+    import json
+
+    from monai.data import load_decathlon_datalist
+
+    from monai_t1t2.errors import DatasetError
+
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetError(f"{path}: datalist file does not exist")
+    try:
+        return load_decathlon_datalist(str(path), is_segmentation=False, data_list_key=key)
+    except (ValueError, KeyError, json.JSONDecodeError) as err:
+        raise DatasetError(f"{path}: not a datalist with a '{key}' list ({err})") from None
+
+
 def validate_affine(affine, name: str) -> np.ndarray:
     """A 4x4 voxel-to-world affine that is finite and invertible, as float64; else ``InvalidVolumeError``."""
     matrix = np.asarray(affine.detach().cpu() if isinstance(affine, torch.Tensor) else affine, dtype=np.float64)
