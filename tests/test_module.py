@@ -107,6 +107,7 @@ def run_two_process_ddp(tmp_path: Path, *extra: str) -> Path:
     return next(run.rglob("last.ckpt"))
 
 
+@pytest.mark.slow
 def test_two_process_ddp_on_cpu(tmp_path):
     checkpoint = run_two_process_ddp(tmp_path, "--trainer.max_epochs", "1")
     restored = TranslationModule.load_from_checkpoint(str(checkpoint), map_location="cpu")
@@ -114,6 +115,7 @@ def test_two_process_ddp_on_cpu(tmp_path):
     assert restored(torch.rand(1, 1, 16, 16, 16)).shape == (1, 1, 16, 16, 16)
 
 
+@pytest.mark.slow
 def test_two_process_ddp_with_a_wall_clock_budget(tmp_path):
     """DDP stopped by ``max_time``: both ranks stop together and the cosine rate has reached ~0."""
     path = run_two_process_ddp(tmp_path, "--trainer.max_epochs", "-1", "--trainer.max_steps", "-1",

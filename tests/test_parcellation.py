@@ -294,6 +294,7 @@ def test_bundle_run_and_verify(tmp_path):
 
 
 @pytest.mark.realdata
+@pytest.mark.slow
 @needs_brainchop
 def test_real_subject_parcellation_is_plausible():
     t1 = PAIRED / "TCGA-DU-7294" / "t1.nii.gz"
