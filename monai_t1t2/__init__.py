@@ -3,6 +3,9 @@
 Public API (imported lazily so ``import monai_t1t2`` stays fast):
 
 - :func:`translate` -- T1 (path, array + affine, or ``MetaTensor``) in, synthetic T2 ``MetaTensor`` out.
+- :func:`translate_files` -- files in, ``<stem>_synT2.nii.gz`` + provenance sidecars out (raises on a bad input).
+- :func:`run_batch` -- a whole collection (files, folders, globs, datalists) with a manifest, failure
+  isolation, resume, QC gate, HTML report and multi-device sharding (``monai-t1t2 predict``).
 - :func:`evaluate` -- the scoring protocol of ``EVALUATION.md`` on a prediction and a reference.
 - :func:`quality_report` -- MRIQC-style image-quality metrics and a keep / reject decision.
 - :func:`read_volume`, :func:`write_volume` -- validated reading, atomic writing.
@@ -22,6 +25,9 @@ _API = {
     "quality_report": "monai_t1t2.qc",
     "evaluate": "monai_t1t2.metrics",
     "translate": "monai_t1t2.inference",
+    "translate_files": "monai_t1t2.inference",
+    "run_batch": "monai_t1t2.batch",
+    "OutputLocationError": "monai_t1t2.errors",
     "T1T2Error": "monai_t1t2.errors",
     "InvalidVolumeError": "monai_t1t2.errors",
     "GridMismatchError": "monai_t1t2.errors",
