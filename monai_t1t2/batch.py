@@ -165,7 +165,7 @@ def translate_one(path: Path, target: Path, translator, settings: Settings) -> d
                           stages=stages)
     clock.reset()
     # The sidecar first: an output with a matching sidecar is complete; a sidecar alone is an interrupted one.
-    write_sidecar(target, path, translator, method, problems, settings.overwrite)
+    write_sidecar(target, path, translator, method, problems)
     write_volume(synthetic, target, reference=path, overwrite=True,
                  inputs=[*settings.inputs, *([settings.mask] if settings.mask else [])],
                  descrip=f"synthetic T2w, monai-t1t2 {monai_t1t2.__version__}", intent_name="synthetic T2w")
@@ -189,28 +189,12 @@ def _thumbnail_path(output_dir: Path, path: Path) -> Path:
 
 
 def _thumbnail(t1, synthetic, output_dir: Path, path: Path) -> None:
-    from monai.data import MetaTensor
-    from monai.transforms import Orientation
+    from monai_t1t2.inference import save_translation_png
 
-    from monai_t1t2.inference import RAS_LABELS
-    from monai_t1t2.io import spacing_of
-    from monai_t1t2.viz import save_three_plane_png
-
-    to_ras = Orientation(axcodes="RAS", labels=RAS_LABELS)
-    volumes = [to_ras(MetaTensor(t1.as_tensor(), affine=t1.affine.clone()))]
-    if synthetic is not None:
-        volumes.append(to_ras(MetaTensor(synthetic.as_tensor(), affine=synthetic.affine.clone())))
-    save_three_plane_png(_thumbnail_path(output_dir, path), volumes, ["T1", "synthetic T2"][:len(volumes)],
-                         spacing=spacing_of(volumes[0].affine))
+    save_translation_png(t1, synthetic, _thumbnail_path(output_dir, path))
 
 
 # ----------------------------------------------------------------------------- resumable outputs
-def _sha256(path: Path) -> str | None:
-    from monai_t1t2.inference import _sha256 as sha
-
-    return sha(path)
-
-
 def output_state(target: Path, input_hash: str | None, model_hash: str | None) -> str:
     """``absent``, ``complete`` (ours, same input and model), ``interrupted`` (our sidecar, no volume),
     ``other`` (ours, from another input or model) or ``foreign`` (a file this package did not write)."""

@@ -309,7 +309,7 @@ class PairedDataModule(pl.LightningDataModule):
                 mt.RandAdjustContrastd("t1", prob=0.5, gamma=(0.6, 1.6)),
                 mt.RandHistogramShiftd("t1", prob=0.3, num_control_points=(4, 8)),
                 mt.RandBiasFieldd("t1", prob=0.3, coeff_range=(0.0, 0.1)),
-                _Clipd("t1"),
+                mt.ScaleIntensityRanged("t1", a_min=0.0, a_max=1.0, b_min=0.0, b_max=1.0, clip=True),
             ]
         return steps
 
@@ -358,16 +358,6 @@ class PairedDataModule(pl.LightningDataModule):
         if self.val_dataset is None:
             return []
         return DataLoader(self.val_dataset, batch_size=1, num_workers=0)
-
-
-class _Clipd(mt.MapTransform):
-    """Clip to ``[0, 1]`` (the normalised range) after intensity augmentation."""
-
-    def __call__(self, data):
-        d = dict(data)
-        for key in self.key_iterator(d):
-            d[key] = d[key].clamp(0.0, 1.0) * (d[key] > 0)
-        return d
 
 
 def _drop_none(subject: Subject) -> Subject:
