@@ -2,7 +2,7 @@
 
 Translates ``--count`` real T1 volumes of ``../shared/data/datalist.json`` (the test list first, then
 training subjects; links in a temporary folder, so the inputs are untouched) with the shipped model
-through :func:`monai_t1t2.batch.run_batch`, then reads the manifest's per-input ``stage_seconds``.
+through :func:`monai_t1t2.inference.batch.run_batch`, then reads the manifest's per-input ``stage_seconds``.
 
     python benchmarks/batch_throughput.py                    # 20 volumes, CPU
     python benchmarks/batch_throughput.py --device cuda      # on a GPU
@@ -25,8 +25,8 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from monai_t1t2.batch import run_batch  # noqa: E402
-from monai_t1t2.data import load_datalist  # noqa: E402
+from monai_t1t2.inference.batch import run_batch  # noqa: E402
+from monai_t1t2.io import load_datalist  # noqa: E402
 
 DATALIST = REPO.parent / "shared" / "data" / "datalist.json"
 STAGES = ("read", "mask", "qc", "resample", "network", "write")

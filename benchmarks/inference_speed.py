@@ -29,7 +29,7 @@ import torch
 from monai.data import MetaTensor
 from monai.inferers import sliding_window_inference
 
-from monai_t1t2.inference import DEFAULT_BUNDLE, Translator, describe, load_translator, translate
+from monai_t1t2.inference.translation import DEFAULT_BUNDLE, Translator, describe, load_translator, translate
 from monai_t1t2.io import read_volume
 from monai_t1t2.transforms import PercentileNormalise
 

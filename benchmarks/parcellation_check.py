@@ -25,7 +25,8 @@ import torch
 from scipy import ndimage
 
 from monai_t1t2.io import read_volume, spacing_of
-from monai_t1t2.parcellation import label_names, parcellate, predict_brain_mask, save_label_overlay_png
+from monai_t1t2.nets.meshnet import label_names, parcellate, predict_brain_mask
+from monai_t1t2.parcellation import save_label_overlay_png
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 VENTRICLES = ("Lateral-Ventricle", "Inferior-Lateral-Ventricle", "3rd-Ventricle", "4th-Ventricle")

@@ -23,9 +23,10 @@ from scipy import ndimage
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from monai_t1t2.data import load_datalist  # noqa: E402
+from monai_t1t2.io import load_datalist  # noqa: E402
 from monai_t1t2.io import read_volume  # noqa: E402
-from monai_t1t2.parcellation import cached_parcellation, label_names, save_label_overlay_png  # noqa: E402
+from monai_t1t2.nets.meshnet import cached_parcellation, label_names  # noqa: E402
+from monai_t1t2.parcellation import save_label_overlay_png  # noqa: E402
 
 MODEL = "model30chan18cls"
 

@@ -4,7 +4,7 @@
     python benchmarks/qc_cohort.py --ghost-sweep       # also: ghosts of several amplitudes on a real T1
 
 Prints one line per image with the verdict, its reasons and the largest ghost-copy amplitude and
-correlation (``monai_t1t2.qc.replicated_object_amplitude``), then the counts.
+correlation (``monai_t1t2.quality.replicated_object_amplitude``), then the counts.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ Usage (from the repo root; about 1-2 minutes on 2 CPU cores)::
     python benchmarks/qc_metrics.py [--cases TCGA-DU-7294 ...] [--ghost-amplitude 0.03] [--noise-sigma 0.1]
 
 Rows: the T1 and T2 of every paired subject (clean; all must pass), the raw clinical T1 / T2 of
-TCGA-FG-6692, then for each subject's T1 four corruptions built by :mod:`monai_t1t2.qc`:
+TCGA-FG-6692, then for each subject's T1 four corruptions built by :mod:`monai_t1t2.quality`:
 
 - ``noise only``: Rician noise (Rayleigh magnitude), sigma = 10 % of the median brain signal, no anatomy;
 - ``ghost y``: a copy of the volume at ``--ghost-amplitude`` shifted by half the field of view along y;

@@ -44,10 +44,11 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from monai_t1t2.data import PairedDataModule, load_datalist  # noqa: E402
+from monai_t1t2.io import load_datalist  # noqa: E402
+from monai_t1t2.training.data import PairedDataModule  # noqa: E402
 from monai_t1t2.metrics import evaluate  # noqa: E402
-from monai_t1t2.module import TranslationModule  # noqa: E402
-from monai_t1t2.parcellation import cached_parcellation, label_names  # noqa: E402
+from monai_t1t2.training.module import TranslationModule  # noqa: E402
+from monai_t1t2.nets.meshnet import cached_parcellation, label_names  # noqa: E402
 from monai_t1t2.transforms import PercentileNormalise  # noqa: E402
 
 DATALIST = REPO.parent / "shared" / "data" / "datalist.json"

@@ -27,10 +27,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from monai_t1t2.inference import load_translator  # noqa: E402
+from monai_t1t2.inference.translation import load_translator  # noqa: E402
 from quality import predict_in_brain_box  # noqa: E402
 from monai_t1t2.metrics import MIN_SLICE_VOXELS, evaluate, slice_flicker  # noqa: E402
-from monai_t1t2.parcellation import cached_parcellation, label_names  # noqa: E402
+from monai_t1t2.nets.meshnet import cached_parcellation, label_names  # noqa: E402
 from monai_t1t2.regions import labels_to_groups  # noqa: E402
 from monai_t1t2.transforms import PercentileNormalise  # noqa: E402
 

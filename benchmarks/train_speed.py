@@ -1,6 +1,6 @@
 """Training throughput of the candidate CPU (or GPU) recipes: voxels per second of one optimiser step.
 
-Each candidate runs the real :class:`~monai_t1t2.module.TranslationModule` loss and AdamW step
+Each candidate runs the real :class:`~monai_t1t2.training.module.TranslationModule` loss and AdamW step
 (brain-masked L1 + SSIM, residual head) on random ``(samples, 1, P, P, P)`` batches, ``--warmup``
 steps first, then ``--steps`` timed ones; the data pipeline is timed apart (``--data``) on one real
 subject: the cached volume's random steps (tumour-aware patch sampling, T1 intensity augmentation).
@@ -23,7 +23,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from monai_t1t2.module import TranslationModule  # noqa: E402
+from monai_t1t2.training.module import TranslationModule  # noqa: E402
 
 UNET = {"name": "unet", "channels": [16, 32, 64, 128], "num_res_units": 1, "norm": "instance", "head": "residual"}
 CANDIDATES = {
@@ -76,7 +76,7 @@ def time_candidate(name: str, steps: int, warmup: int) -> dict:
 
 
 def time_data(subject_index: int, visits: int) -> dict:
-    from monai_t1t2.data import PairedDataModule
+    from monai_t1t2.training.data import PairedDataModule
 
     datalist = REPO.parent / "shared" / "data" / "datalist.json"
     data = PairedDataModule(str(datalist), val_fraction=0.0, patch_size=(32, 32, 32), samples_per_volume=4,

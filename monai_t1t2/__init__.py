@@ -7,6 +7,7 @@ Public API (imported lazily so ``import monai_t1t2`` stays fast):
 - :func:`run_batch` -- a whole collection (files, folders, globs, datalists) with a manifest, failure
   isolation, resume, QC gate, HTML report and multi-device sharding (``monai-t1t2 predict``).
 - :func:`evaluate` -- the scoring protocol of ``EVALUATION.md`` on a prediction and a reference.
+- :func:`brain_mask` -- the package's one brain mask (skull-stripped, network or head rule).
 - :func:`quality_report` -- MRIQC-style image-quality metrics and a keep / reject decision.
 - :func:`read_volume`, :func:`write_volume` -- validated reading, atomic writing.
 - :func:`find_subjects`, :func:`split_subjects` -- paired data discovery and subject-level splits.
@@ -19,14 +20,15 @@ __version__ = "0.1.0"
 _API = {
     "read_volume": "monai_t1t2.io",
     "write_volume": "monai_t1t2.io",
-    "find_subjects": "monai_t1t2.data",
-    "load_subjects": "monai_t1t2.data",
-    "split_subjects": "monai_t1t2.data",
-    "quality_report": "monai_t1t2.qc",
+    "find_subjects": "monai_t1t2.io",
+    "load_subjects": "monai_t1t2.io",
+    "split_subjects": "monai_t1t2.training.data",
+    "brain_mask": "monai_t1t2.masks",
+    "quality_report": "monai_t1t2.quality",
     "evaluate": "monai_t1t2.metrics",
-    "translate": "monai_t1t2.inference",
-    "translate_files": "monai_t1t2.inference",
-    "run_batch": "monai_t1t2.batch",
+    "translate": "monai_t1t2.inference.translation",
+    "translate_files": "monai_t1t2.inference.batch",
+    "run_batch": "monai_t1t2.inference.batch",
     "OutputLocationError": "monai_t1t2.errors",
     "T1T2Error": "monai_t1t2.errors",
     "InvalidVolumeError": "monai_t1t2.errors",

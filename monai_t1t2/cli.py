@@ -34,7 +34,7 @@ def _cmd_import_brainchop(args: argparse.Namespace) -> int:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    from monai_t1t2.inference import run_predict
+    from monai_t1t2.inference.batch import run_predict
 
     return run_predict(args.inputs, output_dir=args.output_dir, model=args.model, png=args.png, device=args.device,
                        overlap=args.overlap, sw_batch_size=args.sw_batch_size, overwrite=args.overwrite,
@@ -44,7 +44,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from monai_t1t2.metrics import run_evaluate
+    from monai_t1t2.evaluation import run_evaluate
 
     return run_evaluate(pred=args.pred, ref=args.ref, mask=args.mask, tumor_seg=args.tumor_seg,
                         labels=args.labels, json_path=args.json, overwrite=args.overwrite, t1=args.t1,
@@ -144,7 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["train"]:
-        from monai_t1t2.module import run_training_cli
+        from monai_t1t2.training.module import run_training_cli
 
         return _guarded(lambda: run_training_cli(argv[1:]))
     args = build_parser().parse_args(argv)

@@ -1,4 +1,4 @@
-"""Reading, validating and atomically writing volumes.
+"""Reading, validating and atomically writing volumes; finding subjects and datalists.
 
 All volumes enter the package through :func:`read_volume`, which returns a channel-first
 ``MetaTensor`` of shape ``(1, X, Y, Z)`` (float32) whose ``affine`` maps voxel indices to
@@ -11,6 +11,7 @@ then an atomic rename; an existing file is never replaced unless asked, an input
 from __future__ import annotations
 
 import gzip
+import hashlib
 import os
 import tempfile
 from pathlib import Path
@@ -21,7 +22,8 @@ import numpy as np
 import torch
 from monai.data import MetaTensor
 
-from monai_t1t2.errors import OutputLocationError, GridMismatchError, InvalidVolumeError, OutputExistsError
+from monai_t1t2.errors import DatasetError, GridMismatchError, InvalidVolumeError, OutputExistsError, OutputLocationError
+from monai_t1t2.geometry import GRID_AFFINE_TOLERANCE_MM, same_grid
 
 PathLike = str | os.PathLike
 
@@ -29,13 +31,11 @@ NIFTI_SUFFIXES = (".nii.gz", ".nii")
 ITK_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd", ".mgz", ".mgh")
 VOLUME_SUFFIXES = NIFTI_SUFFIXES + ITK_SUFFIXES
 
-# Affines of volumes on "the same grid" may differ by float32 rounding in the header.
-GRID_AFFINE_TOLERANCE_MM = 1e-3
-
-
-# Skull-stripped volumes are mostly exact zeros; raw scanner magnitude images almost never are
-# (one threshold for the whole package: inference's mask rule and QC's ghost rule).
-SKULL_STRIPPED_ZERO_FRACTION = 0.25
+CONTRASTS = ("t1", "t2")
+OPTIONAL_KEYS = ("tumor_seg",)
+#: A subject: ``{"case": str, "t1": str, "t2": str, "tumor_seg": str | None}`` (paths as strings,
+#: as MONAI's ``LoadImaged`` and ``CacheDataset`` take them).
+Subject = dict
 
 def volume_stem(path: PathLike) -> str:
     """File name without its volume suffix: ``/a/sub-01_T1w.nii.gz`` -> ``sub-01_T1w``."""
@@ -171,6 +171,8 @@ def check_same_grid(
         first, second: volumes from :func:`read_volume` (``(C, X, Y, Z)``).
         tolerance_mm: largest allowed difference of any affine entry.
     """
+    if same_grid(first.shape[1:], first.affine, second.shape[1:], second.affine, tolerance_mm):
+        return
     name_a = first.meta.get("filename_or_obj", "first volume")
     name_b = second.meta.get("filename_or_obj", "second volume")
     if tuple(first.shape[1:]) != tuple(second.shape[1:]):
@@ -381,3 +383,90 @@ def atomic_write_bytes(data: bytes, path: PathLike, overwrite: bool = True) -> P
 def atomic_write_text(text: str, path: PathLike, overwrite: bool = True) -> Path:
     """Write text atomically (see :func:`atomic_write_bytes`)."""
     return atomic_write_bytes(text.encode("utf-8"), path, overwrite=overwrite)
+
+
+
+
+def _find_contrast(case_dir: Path, key: str) -> Path | None:
+    """The one file ``<key>.<volume suffix>`` in ``case_dir``; error if several."""
+    matches = [p for p in sorted(case_dir.iterdir()) if p.is_file() and volume_stem(p) == key
+               and p.name.lower().endswith(VOLUME_SUFFIXES)]
+    if len(matches) > 1:
+        raise DatasetError(f"{case_dir}: several files for '{key}': {', '.join(p.name for p in matches)}")
+    return matches[0] if matches else None
+
+
+def find_subjects(root: str | Path, require_t2: bool = True) -> list[Subject]:
+    """Find subjects laid out as ``root/<case>/t1.nii.gz``, ``t2.nii.gz`` [, ``tumor_seg.nii.gz``].
+
+    Args:
+        root: the data folder (like ``../shared/data/paired``).
+        require_t2: skip nothing silently: a case folder with a T1 but no T2 is an error when True.
+
+    Returns:
+        Subjects sorted by case name.
+
+    Raises:
+        DatasetError: ``root`` is missing, or holds no subject, or a case lacks a contrast.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise DatasetError(f"{root}: data folder does not exist")
+    subjects = []
+    for case_dir in sorted(p for p in root.iterdir() if p.is_dir()):
+        t1 = _find_contrast(case_dir, "t1")
+        if t1 is None:
+            continue
+        t2 = _find_contrast(case_dir, "t2")
+        if t2 is None and require_t2:
+            raise DatasetError(f"{case_dir}: has {t1.name} but no t2.nii.gz")
+        seg = _find_contrast(case_dir, "tumor_seg")
+        subjects.append({
+            "case": case_dir.name,
+            "t1": str(t1),
+            "t2": str(t2) if t2 else None,
+            "tumor_seg": str(seg) if seg else None,
+        })
+    if not subjects:
+        raise DatasetError(f"{root}: no subjects found (expected <case>/t1.nii.gz and <case>/t2.nii.gz)")
+    return subjects
+
+
+def load_datalist(path: str | Path, key: str = "training") -> list[Subject]:
+    """Read subjects from a MONAI datalist JSON (``load_decathlon_datalist`` format).
+
+    Each item needs ``t1`` and ``t2``; ``case`` and ``tumor_seg`` are optional (``case``
+    defaults to the T1 file's parent folder name). Relative paths are relative to the JSON.
+    """
+    from monai_t1t2.io import read_datalist
+
+    path = Path(path)
+    items = read_datalist(path, key)
+    subjects = []
+    for index, item in enumerate(items):
+        missing = [k for k in CONTRASTS if not item.get(k)]
+        if missing:
+            raise DatasetError(f"{path}: item {index} of '{key}' has no {', '.join(missing)}")
+        subjects.append({
+            "case": str(item.get("case") or Path(item["t1"]).parent.name),
+            "t1": str(item["t1"]),
+            "t2": str(item["t2"]),
+            "tumor_seg": str(item["tumor_seg"]) if item.get("tumor_seg") else None,
+        })
+    if not subjects:
+        raise DatasetError(f"{path}: the '{key}' list is empty")
+    return subjects
+
+
+def load_subjects(source: str | Path) -> list[Subject]:
+    """Subjects from a data folder or a datalist ``.json`` file."""
+    source = Path(source)
+    return load_datalist(source) if source.suffix.lower() == ".json" else find_subjects(source)
+
+
+def file_sha256(path: PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -24,6 +24,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from monai_t1t2.errors import T1T2Error
+from monai_t1t2.geometry import dilate
+from monai_t1t2.metrics import SSIM_KERNEL_SIZE, ssim_map
 
 REDUCTIONS = ("mean", "sum", "none")
 # Voxel order the brainchop MeshNets were trained in (FreeSurfer's conformed volume).
@@ -196,7 +198,7 @@ def meshnet_feature_extractor(model: str = "model30chan18cls", num_layers: int =
     (same result, faster on CPU).
 
     Args:
-        model: brainchop model name (in :func:`monai_t1t2.parcellation.brainchop_dir`), folder or ``.pt``.
+        model: brainchop model name (in :func:`monai_t1t2.nets.meshnet.brainchop_dir`), folder or ``.pt``.
         num_layers: number of conv blocks kept; each gives one feature map.
         input_orientation: voxel order of the patches to compare (the data module's are RAS).
 
@@ -206,7 +208,7 @@ def meshnet_feature_extractor(model: str = "model30chan18cls", num_layers: int =
     Raises:
         T1T2Error: the model is not found or has fewer layers than asked.
     """
-    from monai_t1t2.parcellation import load_meshnet, resolve_model_path
+    from monai_t1t2.nets.meshnet import load_meshnet, resolve_model_path
 
     try:
         network = load_meshnet(resolve_model_path(model))
@@ -293,20 +295,6 @@ class RegionWeightedPerceptualLoss(nn.Module):
 # ----------------------------------------------------------------------------- tumour preservation
 
 
-def dilate(mask: torch.Tensor, radius: int) -> torch.Tensor:
-    """Binary dilation of ``(B, 1, X, Y, Z)`` by a ``(2r+1)^3`` cube (max pooling); ``r = 0`` keeps it.
-
-    The cube is separable: three 1D max pools give the same result as one 3D pool, many times
-    faster on CPU for large radii.
-    """
-    if radius <= 0:
-        return mask
-    size = 2 * radius + 1
-    for axis in range(3):
-        kernel = [1, 1, 1]
-        kernel[axis] = size
-        mask = F.max_pool3d(mask, kernel_size=kernel, stride=1, padding=[k // 2 for k in kernel])
-    return mask
 
 
 def _masked_mean(image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -355,7 +343,7 @@ class TumourPreservationLoss(nn.Module):
         """Float masks ``(tumour, dilated tumour, ring)``, each ``(B, 1, X, Y, Z)``."""
         tumour = (tumour > 0).to(target.dtype)
         dilated = dilate(tumour, self.dilation)
-        # Cube dilations add up: dilate(dilate(T, a), b) == dilate(T, a + b).
+        # Dilations add up: dilate(dilate(T, a), b) == dilate(T, a + b).
         ring = (dilate(tumour, self.dilation + self.ring_width) - dilated) * (target > 0).to(target.dtype)
         return tumour, dilated, ring
 
@@ -382,20 +370,17 @@ class MaskedL1SSIMLoss(nn.Module):
     same place. Outside the brain both prediction and target are 0 after masking, which an
     unmasked SSIM counts as perfect windows, diluting the gradient of the voxels that are
     scored. The SSIM map uses the protocol's window (Gaussian 11, sigma 1.5, K1 0.01, K2 0.03,
-    data range 1; MONAI's ``compute_ssim_and_cs``, 'valid' borders) and is averaged over the
+    data range 1, 'valid' borders: :func:`monai_t1t2.metrics.ssim_map`) and is averaged over the
     mask voxels it covers, like :func:`monai_t1t2.metrics.masked_ssim`. Works in 2D
     ``(B, 1, X, Y)`` and 3D ``(B, 1, X, Y, Z)``.
 
     Args:
         l1_weight, ssim_weight: weights of the two terms.
-        kernel_size, kernel_sigma: SSIM window (per axis).
     """
 
-    def __init__(self, l1_weight: float = 1.0, ssim_weight: float = 1.0, kernel_size: int = 11,
-                 kernel_sigma: float = 1.5) -> None:
+    def __init__(self, l1_weight: float = 1.0, ssim_weight: float = 1.0) -> None:
         super().__init__()
         self.l1_weight, self.ssim_weight = l1_weight, ssim_weight
-        self.kernel_size, self.kernel_sigma = kernel_size, kernel_sigma
 
     def terms(self, prediction: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor]:
         """``{"l1", "ssim"}``: masked L1 and ``1 - masked SSIM`` (0 when the mask is empty)."""
@@ -408,8 +393,6 @@ class MaskedL1SSIMLoss(nn.Module):
             return self._terms(prediction.float(), target.float(), mask)
 
     def _terms(self, prediction: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor]:
-        from monai.metrics.regression import compute_ssim_and_cs
-
         inside = (mask > 0).to(prediction.dtype)
         count = inside.sum()
         if count == 0:
@@ -418,11 +401,10 @@ class MaskedL1SSIMLoss(nn.Module):
         prediction = prediction * inside  # the protocol scores a masked prediction
         l1 = ((prediction - target).abs() * inside).sum() / count
         dims = prediction.ndim - 2
-        radius = self.kernel_size // 2
-        if min(prediction.shape[2:]) < self.kernel_size:
+        radius = SSIM_KERNEL_SIZE // 2
+        if min(prediction.shape[2:]) < SSIM_KERNEL_SIZE:
             return {"l1": l1, "ssim": prediction.sum() * 0}
-        ssim, _ = compute_ssim_and_cs(prediction, target, spatial_dims=dims, kernel_size=[self.kernel_size] * dims,
-                                      kernel_sigma=[self.kernel_sigma] * dims, data_range=1.0)
+        ssim = ssim_map(prediction, target)
         covered = inside[(slice(None), slice(None)) + (slice(radius, -radius),) * dims]
         if covered.sum() == 0:
             return {"l1": l1, "ssim": prediction.sum() * 0}

@@ -8,7 +8,7 @@ Stage: *prepare* (before training). For each subject ``<case>/t1.*``, ``t2.*`` [
    multi-resolution); the world coordinates are the starting point, so the translation starts at
    zero and the rotation centre is the T1 brain's centre;
 3. with ``skull_strip``, both are cut to the T1's brain (brainchop's ``mindgrab`` network,
-   :func:`monai_t1t2.inference.brain_mask`), so that a raw pair with skull and noisy background
+   :func:`monai_t1t2.masks.brain_mask`), so that a raw pair with skull and noisy background
    becomes a pair like ``data/paired`` (brain mask ``(t1 > 0) & (t2 > 0)``);
 4. ``<output>/<case>/t1.nii.gz`` (the T1 unchanged, or skull-stripped), ``t2.nii.gz`` (linear),
    ``tumor_seg.nii.gz`` (nearest neighbour), ``registration.json`` (transform, before/after
@@ -37,18 +37,10 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
+from monai_t1t2.geometry import bounding_box, dilate, resample_to_grid, same_grid
+from monai_t1t2.masks import foreground_mask
 from monai_t1t2.errors import DatasetError, GridMismatchError, OutputExistsError, T1T2Error
-from monai_t1t2.io import (
-    GRID_AFFINE_TOLERANCE_MM,
-    NIFTI_SUFFIXES,
-    VOLUME_SUFFIXES,
-    atomic_write_bytes,
-    atomic_write_text,
-    read_volume,
-    spacing_of,
-    volume_stem,
-    write_volume,
-)
+from monai_t1t2.io import NIFTI_SUFFIXES, VOLUME_SUFFIXES, atomic_write_bytes, atomic_write_text, read_volume, spacing_of, volume_stem, write_volume
 
 REPORT_NAME = "registration.json"
 PNG_NAME = "registration.png"
@@ -173,30 +165,6 @@ def rigid_matrix(angles_deg: Sequence[float], translation_mm: Sequence[float],
     return matrix
 
 
-def resample_to_grid(
-    volume: np.ndarray,
-    volume_affine: np.ndarray,
-    target_shape: Sequence[int],
-    target_affine: np.ndarray,
-    world_transform: np.ndarray | None = None,
-    order: int = 1,
-) -> np.ndarray:
-    """Resample ``volume`` ``(X, Y, Z)`` onto a target grid through world (RAS) coordinates.
-
-    Args:
-        volume_affine, target_affine: 4x4 voxel -> RAS mm affines.
-        world_transform: 4x4 map from the target's world to the volume's world (identity: trust
-            the headers), e.g. :attr:`RigidResult.matrix_ras`.
-        order: 1 linear (images), 0 nearest neighbour (labels). Outside the field of view: 0.
-
-    Returns:
-        ``target_shape`` array, float32 for ``order=1``, the input dtype for ``order=0``.
-    """
-    transform = np.eye(4) if world_transform is None else np.asarray(world_transform, dtype=np.float64)
-    voxel_map = np.linalg.inv(np.asarray(volume_affine, dtype=np.float64)) @ transform @ np.asarray(target_affine, dtype=np.float64)
-    source = volume.astype(np.float32, copy=False) if order > 0 else volume
-    return ndimage.affine_transform(source, voxel_map[:3, :3], offset=voxel_map[:3, 3], output_shape=tuple(target_shape),
-                                    order=order, mode="constant", cval=0.0, prefilter=False)
 
 
 def field_of_view_fraction(mask: np.ndarray, mask_affine: np.ndarray, other_shape: Sequence[int],
@@ -213,17 +181,6 @@ def field_of_view_fraction(mask: np.ndarray, mask_affine: np.ndarray, other_shap
     return float(inside.mean())
 
 
-def foreground_mask(volume: np.ndarray) -> np.ndarray:
-    """Head/brain mask ``(X, Y, Z)`` bool: ``> 0`` for skull-stripped volumes (mostly exact zeros),
-    else above 10 % of the 99th percentile, holes filled, largest component kept."""
-    if np.mean(volume <= 0) > 0.2:
-        return volume > 0
-    mask = volume > 0.1 * np.percentile(volume, 99)
-    labels, count = ndimage.label(mask)
-    if count > 1:
-        sizes = ndimage.sum(mask, labels, index=np.arange(1, count + 1))
-        mask = labels == (int(np.argmax(sizes)) + 1)
-    return ndimage.binary_fill_holes(mask)
 
 
 # --------------------------------------------------------------------------------------
@@ -298,22 +255,14 @@ def alignment_scores(t1: np.ndarray, t2_on_t1: np.ndarray, brain: np.ndarray,
         ``nmi_brain``: :func:`normalized_mutual_information` inside ``brain`` (higher is better);
         ``edge_distance_mm``: :func:`edge_distance` inside ``brain`` dilated by ~3 mm (lower is better).
     """
-    around = ndimage.binary_dilation(brain, iterations=max(1, round(3.0 / min(spacing))))
-    box = _bounding_box(around, margin=4)
+    around = dilate(brain, max(1, round(3.0 / min(spacing))))
+    box = bounding_box(around, margin=4)
     return {
         "nmi_brain": round(normalized_mutual_information(t1, t2_on_t1, brain), 5),
         "edge_distance_mm": round(edge_distance(t1[box], t2_on_t1[box], around[box], spacing), 4),
     }
 
 
-def _bounding_box(mask: np.ndarray, margin: int = 0) -> tuple[slice, ...]:
-    """Slices of the bounding box of ``mask``, widened by ``margin`` voxels (whole array if empty)."""
-    points = np.argwhere(mask)
-    if len(points) == 0:
-        return tuple(slice(None) for _ in mask.shape)
-    low = np.maximum(points.min(axis=0) - margin, 0)
-    high = np.minimum(points.max(axis=0) + margin + 1, mask.shape)
-    return tuple(slice(int(a), int(b)) for a, b in zip(low, high))
 
 
 # --------------------------------------------------------------------------------------
@@ -438,7 +387,7 @@ def register_rigid(
     started = time.perf_counter()
     spacing = spacing_of(fixed_affine)
     if fixed_mask is None:
-        fixed_mask = ndimage.binary_dilation(foreground_mask(fixed), iterations=max(1, round(5.0 / min(spacing))))
+        fixed_mask = dilate(foreground_mask(fixed, spacing), max(1, round(5.0 / min(spacing))))
     fixed_image = _itk_image(fixed, fixed_affine)
     moving_image = _itk_image(moving, moving_affine)
     mask_object = _itk_mask(fixed_mask, fixed_affine)
@@ -511,7 +460,7 @@ def _check_converged(result: RigidResult, settings: RigidSettings, name: str) ->
 # --------------------------------------------------------------------------------------
 
 def _input_hashes(subject: dict) -> dict[str, str | None]:
-    from monai_t1t2.parcellation import file_sha256
+    from monai_t1t2.io import file_sha256
 
     return {key: (file_sha256(subject[key]) if subject.get(key) else None) for key in ("t1", "t2", "tumor_seg")}
 
@@ -522,8 +471,6 @@ def _load(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     return volume[0].numpy(), np.asarray(volume.affine, dtype=np.float64)
 
 
-def _on_grid(shape: Sequence[int], affine: np.ndarray, other_shape: Sequence[int], other_affine: np.ndarray) -> bool:
-    return tuple(shape) == tuple(other_shape) and np.allclose(affine, other_affine, atol=GRID_AFFINE_TOLERANCE_MM)
 
 
 def _copy_t1(source: Path, target: Path, overwrite: bool) -> None:
@@ -553,7 +500,7 @@ def cached_report(case_dir: Path, hashes: dict, register: str, skull_strip: bool
 
 
 def _edges_for_png(volume: np.ndarray, brain: np.ndarray, spacing: Sequence[float]) -> np.ndarray:
-    around = ndimage.binary_dilation(brain, iterations=max(1, round(3.0 / min(spacing))))
+    around = dilate(brain, max(1, round(3.0 / min(spacing))))
     # viz colours overlays with nipy_spectral over [0, max(1, overlay max)]: 0.85 draws red.
     return edge_map(volume, around, spacing, quantile=0.9).astype(np.float32) * 0.85
 
@@ -586,7 +533,7 @@ def prepare_pair(subject: dict, case_dir: str | Path, register: str = "rigid", o
     """Put one subject's T2 (and tumour labels) on its T1's grid, registered; write the case folder.
 
     Args:
-        subject: ``{"case", "t1", "t2", "tumor_seg"}`` (from :func:`monai_t1t2.data.find_subjects`).
+        subject: ``{"case", "t1", "t2", "tumor_seg"}`` (from :func:`monai_t1t2.io.find_subjects`).
         case_dir: output folder of the case (``t1.nii.gz``, ``t2.nii.gz`` [, ``tumor_seg.nii.gz``],
             ``registration.json``, ``registration.png``).
         register: ``"rigid"`` (world coordinates, then rigid MI registration) or ``"none"``
@@ -594,7 +541,7 @@ def prepare_pair(subject: dict, case_dir: str | Path, register: str = "rigid", o
         overwrite: redo the case even when its outputs exist.
         settings: rigid registration settings (default :class:`RigidSettings`).
         skull_strip: set T1 and T2 to 0 outside the T1's brain (brainchop ``mindgrab``, which
-            must be in :func:`monai_t1t2.parcellation.brainchop_dir`).
+            must be in :func:`monai_t1t2.nets.meshnet.brainchop_dir`).
 
     Returns:
         The report written to ``registration.json`` (``"cached": True`` when nothing was redone).
@@ -628,7 +575,7 @@ def prepare_pair(subject: dict, case_dir: str | Path, register: str = "rigid", o
     # The brain mask first: a missing network fails before the registration's minute is spent.
     inside = _skull_strip_mask(case, t1_volume, subject["t1"]) if skull_strip else None
     t2, t2_affine = _load(subject["t2"])
-    brain = foreground_mask(t1)
+    brain = foreground_mask(t1, spacing_of(t1_affine))
     overlap = field_of_view_fraction(brain, t1_affine, t2.shape, t2_affine)
     if overlap < MIN_OVERLAP:
         raise RegistrationError(
@@ -695,7 +642,7 @@ def prepare_pair(subject: dict, case_dir: str | Path, register: str = "rigid", o
 def _skull_strip_mask(case: str, t1_volume, t1_path: str | Path) -> np.ndarray:
     """The brain of ``t1_volume`` (``(1, X, Y, Z)`` MetaTensor), ``(X, Y, Z)`` bool on its grid,
     from brainchop's ``mindgrab`` network."""
-    from monai_t1t2.inference import brain_mask
+    from monai_t1t2.masks import brain_mask
 
     try:
         inside = brain_mask(t1_volume, method="network")[0].numpy()
@@ -712,9 +659,9 @@ def _write_labels(subject: dict, target: Path, t1_shape, t1_affine, t1_reference
     transform when on the T2 grid. Returns which grid they came from."""
     volume = read_volume(subject["tumor_seg"])
     labels, affine = np.rint(volume[0].numpy()).astype(np.int16), np.asarray(volume.affine, dtype=np.float64)
-    if _on_grid(labels.shape, affine, t1_shape, t1_affine):
+    if same_grid(labels.shape, affine, t1_shape, t1_affine):
         source, on_t1 = "t1_grid", labels
-    elif _on_grid(labels.shape, affine, t2_shape, t2_affine):
+    elif same_grid(labels.shape, affine, t2_shape, t2_affine):
         source, on_t1 = "t2_grid", resample_to_grid(labels, affine, t1_shape, t1_affine, matrix, order=0)
     else:
         raise GridMismatchError(f"case {subject['case']}: {subject['tumor_seg']} is on neither the T1's nor the T2's grid; "
@@ -743,7 +690,7 @@ def run_prepare_pairs(input_dir: str | Path, output_dir: str | Path, register: s
     """
     from tqdm import tqdm
 
-    from monai_t1t2.data import find_subjects
+    from monai_t1t2.io import find_subjects
 
     input_dir, output_dir = Path(input_dir), Path(output_dir)
     if not input_dir.is_dir():

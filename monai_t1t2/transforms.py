@@ -153,7 +153,7 @@ class SamplingMaskd(MapTransform):
     """Add ``d[mask_key]``: the brain mask minus the axial slices too poor in brain to learn from.
 
     A slice is unusable when its brain area is below ``min_brain_fraction`` of the largest
-    slice's brain area (:func:`monai_t1t2.qc.unusable_slices`). The patch sampler
+    slice's brain area (:func:`monai_t1t2.masks.unusable_slices`). The patch sampler
     (:func:`brain_patch_sampler`) only centres patches on voxels of this mask, so no patch is
     background-only and none is centred in the thin caps of the brain.
 
@@ -173,7 +173,7 @@ class SamplingMaskd(MapTransform):
     def __init__(self, keys: KeysCollection = "t1", mask_key: str = "sampling_mask", brain_key: str = "brain",
                  min_brain_fraction: float | None = None, tumour_key: str | None = None, tumour_margin: int = 4,
                  allow_missing_keys: bool = False) -> None:
-        from monai_t1t2.qc import MIN_BRAIN_FRACTION
+        from monai_t1t2.masks import MIN_BRAIN_FRACTION
 
         super().__init__(keys, allow_missing_keys)
         self.mask_key, self.brain_key, self.tumour_key = mask_key, brain_key, tumour_key
@@ -181,7 +181,8 @@ class SamplingMaskd(MapTransform):
         self.min_brain_fraction = MIN_BRAIN_FRACTION if min_brain_fraction is None else float(min_brain_fraction)
 
     def __call__(self, data: Mapping[Hashable, object]) -> dict:
-        from monai_t1t2.qc import dilate, unusable_slices
+        from monai_t1t2.geometry import dilate
+        from monai_t1t2.masks import unusable_slices
 
         d = dict(data)
         brain = d[self.brain_key]

@@ -18,7 +18,8 @@ import numpy as np
 import pytest
 
 from conftest import REPO, synthetic_head, write_nifti
-from monai_t1t2 import batch, qc
+from monai_t1t2 import quality as qc
+from monai_t1t2.inference import batch
 from monai_t1t2.cli import main
 
 # 4.5 mm voxels: a 40 x 40 x 30 synthetic head is an adult-sized brain (1.2 l), so it passes the
@@ -35,7 +36,7 @@ def tiny_model(tmp_path) -> Path:
     """A bundle folder with a tiny random-weight generator (nothing trained)."""
     import torch
 
-    from monai_t1t2.networks import build_generator
+    from monai_t1t2.nets.generators import build_generator
 
     bundle = tmp_path / "bundle"
     shutil.copytree(REPO / "bundles" / "t1t2_translation" / "configs", bundle / "configs")

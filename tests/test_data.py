@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from conftest import PAIRED, PAIRED_CASES, synthetic_head, write_nifti
-from monai_t1t2.data import find_subjects, load_datalist, load_subjects, split_subjects
+from monai_t1t2.io import find_subjects, load_datalist, load_subjects
+from monai_t1t2.training.data import split_subjects
 from monai_t1t2.errors import DatasetError
 
 
@@ -118,7 +119,7 @@ def test_tumour_aware_sampler_without_tumour_samples_brain():
 def test_data_module_caches_compactly_and_feeds_float32(tmp_path):
     import torch
 
-    from monai_t1t2.data import PairedDataModule
+    from monai_t1t2.training.data import PairedDataModule
 
     head = synthetic_head((40, 40, 32))
     for case in ("a", "b"):

@@ -17,10 +17,12 @@ from monai.data import MetaTensor
 from conftest import write_model_zoo_schema, PAIRED, RAW, REPO, SHARED, synthetic_head, write_nifti
 
 SHARED_COHORT = SHARED / "data" / "cohort"
-from monai_t1t2 import inference
+from monai_t1t2 import masks
+from monai_t1t2.inference import batch
+from monai_t1t2.inference import translation as inference
 from monai_t1t2.cli import main
 from monai_t1t2.errors import InvalidVolumeError, T1T2Error
-from monai_t1t2.networks import build_generator
+from monai_t1t2.nets.generators import build_generator
 
 BUNDLE = REPO / "bundles" / "t1t2_translation"
 TINY = {"channels": [4, 8], "num_res_units": 0, "head": "sigmoid"}  # random weights act through the sigmoid head
@@ -127,25 +129,21 @@ def noisy_head(seed: int = 0) -> np.ndarray:
 
 def test_mask_rule_picks_nonzero_for_skull_stripped_and_fallback_otherwise(monkeypatch, tmp_path):
     stripped = synthetic_head()
-    assert inference.is_skull_stripped(stripped)
-    assert not inference.is_skull_stripped(noisy_head())
+    assert masks.is_skull_stripped(stripped)
+    assert not masks.is_skull_stripped(noisy_head())
     volume = MetaTensor(torch.from_numpy(stripped)[None], affine=torch.eye(4, dtype=torch.float64))
-    assert torch.equal(inference.brain_mask(volume), torch.from_numpy(stripped > 0)[None])
+    assert torch.equal(masks.brain_mask(volume), torch.from_numpy(stripped > 0)[None])
     # Without brainchop's models, "auto" on a head with noisy background falls back to Otsu.
     monkeypatch.setenv("MONAI_T1T2_BRAINCHOP_DIR", str(tmp_path / "no_brainchop"))
     head = noisy_head()
-    mask = inference.brain_mask(MetaTensor(torch.from_numpy(head)[None], affine=torch.eye(4, dtype=torch.float64)))[0].numpy()
+    mask = masks.brain_mask(MetaTensor(torch.from_numpy(head)[None], affine=torch.eye(4, dtype=torch.float64)))[0].numpy()
     assert not mask[0, 0, 0] and not mask[:, :, 0].any()  # corners and the noisy edge slices are background
     assert mask[20, 20, 15] and mask[20, 20, 15 + 4]     # brain centre inside, filled through the shell
     assert mask.mean() < 0.7
     with pytest.raises(T1T2Error, match="mask method"):
-        inference.brain_mask(volume, method="magic")
+        masks.brain_mask(volume, method="magic")
 
 
-def test_otsu_threshold_splits_two_populations():
-    rng = np.random.default_rng(0)
-    values = np.concatenate([rng.normal(10, 2, 5000), rng.normal(100, 5, 5000)])
-    assert 20 < inference.otsu_threshold(values) < 90
 
 
 # ----------------------------------------------------------------------------- translate()
@@ -315,10 +313,10 @@ def test_skull_stripped_real_volume_takes_the_fast_path(real_size_bundle):
 
 @pytest.mark.realdata
 def test_raw_clinical_volume_goes_through_on_its_own_grid(real_size_bundle):
-    """Full head, noisy background, 0.9 x 0.9 x 5.5 mm, LAS (mask: the documented Otsu fallback, fast)."""
+    """Full head, noisy background, 0.9 x 0.9 x 5.5 mm, LAS (mask: the head-mask fallback, fast)."""
     path = RAW / "TCGA-FG-6692" / "t1.nii.gz"
     source = nib.load(path)
-    result = inference.translate(path, model=real_size_bundle, device="cpu", mask_method="otsu")
+    result = inference.translate(path, model=real_size_bundle, device="cpu", mask_method="head")
     np.testing.assert_array_equal(result.affine.numpy(), source.affine)
     values = result[0].numpy()
     assert values.shape == source.shape
@@ -340,7 +338,7 @@ def test_raw_clinical_volume_with_mindgrab_mask(tmp_path, real_size_bundle):
     written = nib.load(out / "t1_synT2.nii.gz")
     np.testing.assert_array_equal(written.affine, nib.load(path).affine)
     values = written.get_fdata()
-    head = inference.head_mask(np.asarray(nib.load(path).dataobj, dtype=np.float32))
+    head = masks.head_mask(np.asarray(nib.load(path).dataobj, dtype=np.float32))
     from scipy import ndimage
 
     around_head = ndimage.binary_dilation(head, iterations=2)
@@ -355,7 +353,7 @@ def test_shipped_model_beats_the_floor_on_a_held_out_subject():
     and fails this."""
     import nibabel as nib
 
-    from monai_t1t2.inference import load_translator, translate
+    from monai_t1t2.inference.translation import load_translator, translate
     from monai_t1t2.metrics import evaluate
 
     case = SHARED_COHORT / "Brats18_CBICA_ASY_1"
@@ -405,12 +403,12 @@ def test_predict_refuses_a_non_brain_input_and_force_translates_it_with_a_warnin
 @pytest.mark.realdata
 def test_a_real_brain_is_plausible_and_a_slab_of_it_is_not():
     t1 = inference.read_volume(PAIRED / "TCGA-DU-7294" / "t1.nii.gz")
-    mask = inference.brain_mask(t1)
+    mask = masks.brain_mask(t1)
     assert inference.input_problems(t1, mask) == []
     slab = t1.clone()
     slab[..., :60] = 0
     slab[..., 75:] = 0  # a 15 mm slab of brain
-    problems = inference.input_problems(slab, inference.brain_mask(slab))
+    problems = inference.input_problems(slab, masks.brain_mask(slab))
     assert any("outside an adult brain" in p for p in problems), problems
 
 
@@ -439,10 +437,10 @@ def test_a_full_head_with_zero_air_is_not_taken_for_skull_stripped():
     raw = inference.read_volume(RAW / "TCGA-FG-6692" / "t1.nii.gz")
     zeroed = raw.clone()
     zeroed[zeroed < 60] = 0
-    assert float((zeroed == 0).float().mean()) >= inference.SKULL_STRIPPED_ZERO_FRACTION, "the old rule would say stripped"
-    assert not inference.is_skull_stripped(zeroed)
-    assert inference.resolve_mask_method(zeroed) in ("network", "otsu")
-    assert inference.is_skull_stripped(inference.read_volume(PAIRED / "TCGA-FG-6692" / "t1.nii.gz"))
+    assert float((zeroed == 0).float().mean()) >= masks.SKULL_STRIPPED_ZERO_FRACTION, "the old rule would say stripped"
+    assert not masks.is_skull_stripped(zeroed)
+    assert masks.resolve_mask_method(zeroed) in ("network", "head")
+    assert masks.is_skull_stripped(inference.read_volume(PAIRED / "TCGA-FG-6692" / "t1.nii.gz"))
 
 
 def test_predict_takes_a_mask_file_and_marks_outputs_synthetic(tmp_path, tiny_bundle):

@@ -14,16 +14,8 @@ from monai.metrics.regression import compute_ssim_and_cs
 from conftest import PAIRED, PAIRED_CASES, write_nifti
 from monai_t1t2.cli import main
 from monai_t1t2.errors import GridMismatchError, InvalidVolumeError
-from monai_t1t2.metrics import (
-    case_of,
-    evaluate,
-    gradient_errors,
-    masked_ssim,
-    normal_white_matter,
-    normalise_for_scoring,
-    slice_flicker,
-    ssim_map,
-)
+from monai_t1t2.evaluation import case_of
+from monai_t1t2.metrics import evaluate, gradient_errors, masked_ssim, normal_white_matter, normalise_for_scoring, slice_flicker, ssim_map
 from monai_t1t2.regions import REGION_GROUPS
 
 SHAPE = (48, 48, 16)  # in-plane brain area ~1300 voxels: axial slices reach the 1000-voxel flicker threshold

@@ -12,7 +12,7 @@ import torch
 
 from conftest import PAIRED, REPO, synthetic_head, write_nifti
 from monai_t1t2.cli import main
-from monai_t1t2.module import TranslationModule, export_generator
+from monai_t1t2.training.module import TranslationModule, export_generator
 from monai_t1t2.transforms import PercentileNormalise
 
 TINY = ["--model.generator", "{name: unet, channels: [4, 8], num_res_units: 0, norm: instance}",
@@ -187,7 +187,7 @@ def test_every_config_parses_against_the_module_and_data_signatures(config, caps
         main(["train", "fit", "--config", str(REPO / "configs" / config), "--print_config"])
     assert exit_info.value.code in (0, None)
     printed = capsys.readouterr().out
-    assert "class_path: monai_t1t2.module.TranslationModule" in printed or "generator:" in printed
+    assert "class_path: monai_t1t2.training.module.TranslationModule" in printed or "generator:" in printed
 
 
 def test_resume_refuses_missing_garbage_and_foreign_checkpoints(tmp_path, capsys):

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from monai_t1t2.networks import build_discriminator, build_generator
+from monai_t1t2.nets.generators import build_discriminator, build_generator
 
 TINY = {"channels": [4, 8], "num_res_units": 0}
 

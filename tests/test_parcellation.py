@@ -14,7 +14,8 @@ import torch
 from monai.data import MetaTensor
 
 from conftest import write_model_zoo_schema, BRAINCHOP, PAIRED, REPO, synthetic_head, write_nifti
-from monai_t1t2 import parcellation
+from monai_t1t2 import io, parcellation
+from monai_t1t2.nets import meshnet
 from monai_t1t2.errors import T1T2Error
 from monai_t1t2.regions import label_groups_table
 
@@ -124,7 +125,7 @@ def write_tiny_brainchop(folder: Path, seed: int = 0) -> Path:
 
 def test_tiny_model_matches_direct_convolution(tmp_path):
     folder = write_tiny_brainchop(tmp_path / "tiny")
-    network = parcellation.load_meshnet(folder)
+    network = meshnet.load_meshnet(folder)
     volume = np.random.default_rng(1).random((9, 10, 11)).astype(np.float32)
     with torch.inference_mode():
         logits = network(torch.from_numpy(volume)[None, None])[0].numpy()
@@ -140,7 +141,7 @@ def test_saved_pt_round_trip_and_cli(tmp_path):
     from monai_t1t2.cli import main
 
     assert main(["import-brainchop", str(folder), str(output)]) == 0
-    original, reloaded = parcellation.load_meshnet(folder), parcellation.load_meshnet(output)
+    original, reloaded = meshnet.load_meshnet(folder), meshnet.load_meshnet(output)
     x = torch.rand(1, 1, 8, 8, 8)
     with torch.inference_mode():
         assert torch.equal(original(x), reloaded(x))
@@ -155,17 +156,17 @@ def test_importer_rejects_unknown_layer_and_short_weights(tmp_path):
     model["modelTopology"]["model_config"]["config"]["layers"][2]["class_name"] = "MaxPooling3D"
     (folder / "model.json").write_text(json.dumps(model))
     with pytest.raises(T1T2Error, match="MaxPooling3D"):
-        parcellation.load_meshnet(folder)
+        meshnet.load_meshnet(folder)
     folder = write_tiny_brainchop(tmp_path / "short")
     (folder / "weights.bin").write_bytes((folder / "weights.bin").read_bytes()[:-8])
     with pytest.raises(T1T2Error, match="short|truncated"):
-        parcellation.load_meshnet(folder)
+        meshnet.load_meshnet(folder)
 
 
 @needs_brainchop
 @pytest.mark.parametrize("name", ["model30chan18cls", "mindgrab"])
 def test_real_model_matches_direct_convolution(name):
-    network = parcellation.load_meshnet(BRAINCHOP / name)
+    network = meshnet.load_meshnet(BRAINCHOP / name)
     volume = np.random.default_rng(2).random((12, 12, 12)).astype(np.float32)
     with torch.inference_mode():
         logits = network(torch.from_numpy(volume)[None, None])[0].numpy()
@@ -174,10 +175,10 @@ def test_real_model_matches_direct_convolution(name):
 
 @needs_brainchop
 def test_brainchop_parameters_and_label_names():
-    options = parcellation.parse_brainchop_parameters(BRAINCHOP / "brainchop-parameters.js")
+    options = meshnet.parse_brainchop_parameters(BRAINCHOP / "brainchop-parameters.js")
     assert options["mindgrab"]["autoThreshold"] == 0.5 and options["mindgrab"]["cropPadding"] == 20
     assert options["model30chan50cls"]["enableQuantileNorm"] and options["model30chan50cls"]["preModel"] == "model5_gw_ae"
-    names = parcellation.label_names("model30chan18cls")
+    names = meshnet.label_names("model30chan18cls")
     assert names == json.loads((BRAINCHOP / "model30chan18cls" / "colormap.json").read_text())["labels"]
     groups = label_groups_table(names)
     assert groups[names.index("Cerebral-White-Matter")] == 1 and groups[names.index("Thalamus")] == 3
@@ -185,9 +186,9 @@ def test_brainchop_parameters_and_label_names():
 
 
 def test_missing_model_is_a_clear_error(tmp_path, monkeypatch):
-    monkeypatch.setenv(parcellation.BRAINCHOP_DIR_ENV, str(tmp_path))
+    monkeypatch.setenv(meshnet.BRAINCHOP_DIR_ENV, str(tmp_path))
     with pytest.raises(T1T2Error, match="MONAI_T1T2_BRAINCHOP_DIR"):
-        parcellation.load_parcellator("model30chan18cls")
+        meshnet.load_parcellator("model30chan18cls")
 
 
 # ----------------------------------------------------------------------------- geometry
@@ -198,11 +199,11 @@ def test_labels_return_to_input_grid_in_world_space():
     affine = np.diag([-2.0, -2.0, 3.0, 1.0])
     affine[:3, 3] = [40, 40, -30]
     t1 = MetaTensor(torch.ones(1, 40, 40, 20), affine=torch.as_tensor(affine))
-    conformed, conformed_affine = parcellation.conform_t1(t1)
+    conformed, conformed_affine = meshnet.conform_t1(t1)
     ijk = np.stack(np.meshgrid(*[np.arange(256)] * 3, indexing="ij"), -1)
     world_x = (ijk @ conformed_affine[:3, :3].T + conformed_affine[:3, 3])[..., 0]
     right = np.where(world_x > 0, 2, 1).astype(np.int16)
-    labels = parcellation.labels_to_input_grid(right, conformed_affine, t1)[0].numpy()
+    labels = meshnet.labels_to_input_grid(right, conformed_affine, t1)[0].numpy()
     in_ijk = np.stack(np.meshgrid(*[np.arange(n) for n in (40, 40, 20)], indexing="ij"), -1)
     input_x = (in_ijk @ affine[:3, :3].T + affine[:3, 3])[..., 0]
     away_from_midline = np.abs(input_x) > 1
@@ -216,12 +217,12 @@ def test_cached_parcellation_computes_once(tmp_path, monkeypatch):
     model = write_tiny_brainchop(tmp_path / "tiny")
     t1 = write_nifti(tmp_path / "t1.nii.gz", synthetic_head((24, 24, 20)))
     calls = []
-    real = parcellation.parcellate
-    monkeypatch.setattr(parcellation, "parcellate", lambda *a, **k: calls.append(a) or real(*a, **k))
-    first = parcellation.cached_parcellation(t1, tmp_path / "cache", model=model)
-    second = parcellation.cached_parcellation(t1, tmp_path / "cache", model=model)
+    real = meshnet.parcellate
+    monkeypatch.setattr(meshnet, "parcellate", lambda *a, **k: calls.append(a) or real(*a, **k))
+    first = meshnet.cached_parcellation(t1, tmp_path / "cache", model=model)
+    second = meshnet.cached_parcellation(t1, tmp_path / "cache", model=model)
     assert first == second and len(calls) == 1
-    assert first.name == f"{parcellation.file_sha256(t1)}_tiny.nii.gz"
+    assert first.name == f"{io.file_sha256(t1)}_tiny.nii.gz"
     image = nib.load(str(first))
     assert image.shape == (24, 24, 20) and np.allclose(image.affine, nib.load(str(t1)).affine)
     assert set(np.unique(np.asarray(image.dataobj))) <= {0, 1, 2}
@@ -262,8 +263,8 @@ def test_monai_bundle_as_model(tmp_path):
     ramp = np.broadcast_to(np.linspace(0, 1, 16)[:, None, None], (16, 12, 10)).astype(np.float32)
     affine = np.diag([-1.5, -1.5, 2.0, 1.0])  # LPS, so the bundle's RAS reorientation must be undone
     t1 = write_nifti(tmp_path / "t1.nii.gz", ramp, affine)
-    assert parcellation.label_names(bundle) == ["background", "Left-Thalamus", "Right-Thalamus"]
-    labels = parcellation.parcellate(t1, model=bundle)[0].numpy()
+    assert meshnet.label_names(bundle) == ["background", "Left-Thalamus", "Right-Thalamus"]
+    labels = meshnet.parcellate(t1, model=bundle)[0].numpy()
     # logits: 0.25 - x, 0, x - 0.75 -> label 0 below x = 0.25, 1 in between, 2 above 0.75
     expected = np.where(ramp < 0.25, 0, np.where(ramp > 0.75, 2, 1))
     assert labels.shape == ramp.shape
@@ -298,8 +299,8 @@ def test_bundle_run_and_verify(tmp_path):
 @needs_brainchop
 def test_real_subject_parcellation_is_plausible():
     t1 = PAIRED / "TCGA-DU-7294" / "t1.nii.gz"
-    labels = parcellation.parcellate(t1)[0].numpy()
-    names = parcellation.label_names()
+    labels = meshnet.parcellate(t1)[0].numpy()
+    names = meshnet.label_names()
     voxel_ml = float(np.prod(nib.load(str(t1)).header.get_zooms()[:3])) / 1000
     volume_ml = {name: float((labels == index).sum()) * voxel_ml for index, name in enumerate(names)}
     assert sum(v > 0 for v in volume_ml.values()) >= 16
@@ -321,7 +322,7 @@ def test_bundle_metadata_validates_offline(tmp_path):
     assert metadata["version"] in metadata["changelog"]
     if HAS_BRAINCHOP:
         channel_def = metadata["network_data_format"]["outputs"]["pred"]["channel_def"]
-        assert [channel_def[str(i)] for i in range(len(channel_def))] == parcellation.label_names("model30chan18cls")
+        assert [channel_def[str(i)] for i in range(len(channel_def))] == meshnet.label_names("model30chan18cls")
 
 
 def test_region_weight_map_favours_small_regions():

@@ -10,7 +10,8 @@ import torch
 from monai.data import MetaTensor
 
 from conftest import PAIRED, PAIRED_CASES, RAW, synthetic_head, write_nifti
-from monai_t1t2 import qc
+from monai_t1t2 import masks
+from monai_t1t2 import quality as qc
 from monai_t1t2.cli import main
 from monai_t1t2.errors import DatasetError
 from monai_t1t2.io import read_volume
@@ -31,14 +32,14 @@ def test_head_mask_finds_head_with_and_without_background_noise(noise_sigma):
     image = padded_head()
     if noise_sigma:
         image = qc.simulate_rician_noise(image, noise_sigma, seed=1)
-    head = qc.head_mask(image)
+    head = masks.head_mask(image)
     truth = padded_head() > 0
     dice = 2 * (head & truth).sum() / (head.sum() + truth.sum())
     assert dice > 0.95
 
 
 def test_head_mask_of_pure_noise_is_empty():
-    assert not qc.head_mask(qc.simulate_noise_only((48, 48, 32), 10.0)).any()
+    assert not masks.head_mask(qc.simulate_noise_only((48, 48, 32), 10.0)).any()
 
 
 def test_efc_extremes():
@@ -106,14 +107,14 @@ def test_unusable_slices_by_brain_fraction():
     brain = np.zeros((20, 20, 6), dtype=bool)
     brain[:, :, 1:4] = True
     brain[9:11, 9:11, 4] = True  # 4 voxels of 400: 1 % of the largest slice
-    assert qc.unusable_slices(brain) == [0, 4, 5]
-    assert qc.unusable_slices(brain, min_brain_fraction=0.0) == [0, 5]
+    assert masks.unusable_slices(brain) == [0, 4, 5]
+    assert masks.unusable_slices(brain, min_brain_fraction=0.0) == [0, 5]
 
 
 def test_slice_axis_is_the_thickest():
-    assert qc.slice_axis_of((0.9, 0.9, 5.5)) == 2
-    assert qc.slice_axis_of((1.2, 0.94, 0.94)) == 0
-    assert qc.slice_axis_of((1.0, 1.0, 1.0)) == 2
+    assert masks.slice_axis_of((0.9, 0.9, 5.5)) == 2
+    assert masks.slice_axis_of((1.2, 0.94, 0.94)) == 0
+    assert masks.slice_axis_of((1.0, 1.0, 1.0)) == 2
 
 
 # --------------------------------------------------------------------------------------
@@ -145,13 +146,13 @@ def _subject_folder(root, case, t2):
 
 
 def test_training_subjects_failing_qc_are_excluded(tmp_path, caplog):
-    from monai_t1t2.data import PairedDataModule
+    from monai_t1t2.training.data import PairedDataModule
 
     good_t2 = np.where(padded_head() > 0, 200 - padded_head(), 0).astype(np.float32)
     for case in ("a", "b", "c"):
         _subject_folder(tmp_path, case, good_t2)
     _subject_folder(tmp_path, "noisy", qc.simulate_noise_only(padded_head().shape, 10.0))
-    with caplog.at_level(logging.WARNING, logger="monai_t1t2.qc"):
+    with caplog.at_level(logging.WARNING, logger="monai_t1t2.quality"):
         data = PairedDataModule(str(tmp_path), val_cases=["c"])
     assert [s["case"] for s in data.train_subjects] == ["a", "b"]
     assert "noisy" in caplog.text and "noise only" in caplog.text
@@ -231,7 +232,7 @@ def test_thin_slab_marks_caps_and_empty_slices(real_t1):
     report = qc.quality_report(slab)
     assert report["unusable_slices"] == [z for z in range(real_t1.shape[2]) if not 70 <= z < 90]
     assert report["passed"] and report["reasons"][0].startswith("little brain")
-    assert set(qc.unusable_slices(real_t1 > 0)) < set(report["unusable_slices"])  # the intact brain uses more
+    assert set(masks.unusable_slices(real_t1 > 0)) < set(report["unusable_slices"])  # the intact brain uses more
 
 
 @pytest.mark.realdata

@@ -1,6 +1,6 @@
 """The LightningModule: 3D (or, as a baseline, 2D slice-wise) T1 -> T2 translation.
 
-Training runs on brain-only patches from :class:`~monai_t1t2.data.PairedDataModule`;
+Training runs on brain-only patches from :class:`~monai_t1t2.training.data.PairedDataModule`;
 validation translates whole held-out volumes with MONAI's ``sliding_window_inference``
 (Gaussian blending) and logs the brain-masked PSNR / SSIM / MAE of ``EVALUATION.md``.
 The 2D baseline is the same code with ``spatial_dims: 2`` and a ``(P, P, 1)`` patch: the
@@ -13,31 +13,28 @@ import math
 from pathlib import Path
 from typing import Any, Sequence
 
-import numpy as np
 import pytorch_lightning as pl
 import torch
 from monai.inferers import sliding_window_inference
-from monai.losses import SSIMLoss
 
-from monai_t1t2.networks import build_discriminator, build_generator
+from monai_t1t2.losses import MaskedL1SSIMLoss
+from monai_t1t2.nets.generators import DEFAULT_GENERATOR, SliceWise, build_discriminator, build_generator
 
-DEFAULT_GENERATOR = {"name": "unet", "channels": [16, 32, 64, 128], "num_res_units": 2, "norm": "instance"}
 
 
 class TranslationModule(pl.LightningModule):
     """T1 -> T2 generator with L1 + SSIM and optional anatomy and adversarial terms.
 
     Args:
-        generator: keyword arguments of :func:`monai_t1t2.networks.build_generator`
+        generator: keyword arguments of :func:`monai_t1t2.nets.generators.build_generator`
             (``spatial_dims`` is taken from this module's argument).
         spatial_dims: 3 for the 3D model; 2 for the slice-wise baseline.
         patch_size: training patch and sliding-window ROI, ``(P, P, 1)`` when ``spatial_dims == 2``.
         learning_rate, weight_decay: AdamW settings; the rate decays on a cosine over all training steps,
             or over the wall-clock budget when the trainer has ``max_time`` and no step or epoch limit.
         l1_weight, ssim_weight: base loss ``l1_weight * L1 + ssim_weight * (1 - SSIM)``.
-        brain_masked_loss: compute the base loss inside the brain only, with the protocol's SSIM
-            window (:class:`~monai_t1t2.losses.MaskedL1SSIMLoss`); otherwise over the whole patch
-            with MONAI's ``SSIMLoss`` (window 7).
+        brain_masked_loss: compute the base loss (:class:`~monai_t1t2.losses.MaskedL1SSIMLoss`,
+            the protocol's SSIM window) inside the brain only; otherwise over the whole patch.
         perceptual_weight: weight of :class:`~monai_t1t2.losses.RegionWeightedPerceptualLoss`
             (needs region weights from the data module's ``parcellation_model``); 0 disables it.
         perceptual_model: brainchop model whose first layers are the frozen feature extractor.
@@ -71,13 +68,7 @@ class TranslationModule(pl.LightningModule):
         generator = dict(DEFAULT_GENERATOR if generator is None else generator)
         self.hparams.generator = generator
         self.generator = build_generator(spatial_dims=spatial_dims, **generator)
-        self.ssim_loss = self.masked_loss = None
-        if brain_masked_loss:
-            from monai_t1t2.losses import MaskedL1SSIMLoss
-
-            self.masked_loss = MaskedL1SSIMLoss(l1_weight, ssim_weight)
-        else:
-            self.ssim_loss = SSIMLoss(spatial_dims=spatial_dims, data_range=1.0, win_size=7)
+        self.base_loss = MaskedL1SSIMLoss(l1_weight, ssim_weight)
         self.perceptual_loss = None
         if perceptual_weight > 0:
             from monai_t1t2.losses import RegionWeightedPerceptualLoss, meshnet_feature_extractor
@@ -100,9 +91,7 @@ class TranslationModule(pl.LightningModule):
     # ----- the network on patches of shape (B, 1, X, Y, Z) --------------------------------
     def forward(self, t1: torch.Tensor) -> torch.Tensor:
         """Translate ``(B, 1, X, Y, Z)`` patches; the 2D baseline sees them as ``Z == 1`` slices."""
-        if self.hparams.spatial_dims == 2:
-            return self.generator(t1[..., 0])[..., None]
-        return self.generator(t1)
+        return SliceWise(self.generator)(t1) if self.hparams.spatial_dims == 2 else self.generator(t1)
 
     def _as_network_dims(self, tensor: torch.Tensor) -> torch.Tensor:
         return tensor[..., 0] if self.hparams.spatial_dims == 2 else tensor
@@ -111,12 +100,9 @@ class TranslationModule(pl.LightningModule):
         """Loss terms for ``prediction`` of ``batch["t2"]``; ``"total"`` is their weighted sum."""
         target = batch["t2"]
         hp = self.hparams
-        if self.masked_loss is not None:
-            terms = self.masked_loss.terms(self._as_network_dims(prediction), self._as_network_dims(target),
-                                           self._as_network_dims(batch["brain"]))
-        else:
-            terms = {"l1": (prediction - target).abs().mean(),
-                     "ssim": self.ssim_loss(self._as_network_dims(prediction), self._as_network_dims(target))}
+        where = batch["brain"] if hp.brain_masked_loss else torch.ones_like(target)
+        terms = self.base_loss.terms(self._as_network_dims(prediction), self._as_network_dims(target),
+                                     self._as_network_dims(where))
         total = hp.l1_weight * terms["l1"] + hp.ssim_weight * terms["ssim"]
         if self.perceptual_loss is not None:
             terms["perceptual"] = self.perceptual_loss(prediction, target, batch.get("weights"))
@@ -308,7 +294,7 @@ def run_training_cli(args: Sequence[str]) -> int:
 
     from pytorch_lightning.cli import LightningCLI
 
-    from monai_t1t2.data import PairedDataModule
+    from monai_t1t2.training.data import PairedDataModule
 
     check_checkpoint_argument(args)
     # `monai-t1t2 train ...` passes its own argv on purpose; Lightning's warning about it is noise.

@@ -13,7 +13,7 @@
 - **Manifest** (``manifest``: ``.json`` list or ``.csv``; default ``OUT/manifest.json``): one row per
   input, rewritten atomically after every input, so a killed batch keeps what it did.
 - **QC gate** (``qc``): ``reject`` (default) does not translate an input that fails
-  :func:`monai_t1t2.inference.input_problems`; ``flag`` translates it and records the reasons; ``off``
+  :func:`monai_t1t2.inference.translation.input_problems`; ``flag`` translates it and records the reasons; ``off``
   skips the checks.
 - **Many devices and nodes**: ``devices > 1`` or ``num_nodes > 1`` run Lightning's ``Trainer.predict``
   (DDP; under SLURM ``srun`` and ``torchrun`` too): each rank translates the inputs ``rank::world``
@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import base64
 import csv
+import functools
 import glob
 import html
 import io as _io
@@ -37,8 +38,35 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+import torch
+
+import monai_t1t2
 from monai_t1t2.errors import DatasetError, InvalidVolumeError, OutputExistsError, T1T2Error
-from monai_t1t2.io import PathLike, atomic_write_text, check_output_dir, check_output_path, is_volume_file
+from monai_t1t2.inference.translation import (
+    StageClock,
+    Translator,
+    _as_mask,
+    check_memory,
+    input_problems,
+    load_translator,
+    memory_problem,
+    model_file,
+    save_translation_png,
+    translate,
+)
+from monai_t1t2.io import (
+    PathLike,
+    atomic_write_text,
+    check_output_dir,
+    check_output_path,
+    is_volume_file,
+    read_datalist,
+    read_volume,
+    spacing_of,
+    volume_stem,
+    write_volume,
+)
+from monai_t1t2.masks import MASK_METHODS, brain_mask, mask_volume_ml, resolve_mask_method
 
 QC_MODES = ("reject", "flag", "off")
 THUMBNAILS = ".thumbnails"
@@ -53,7 +81,6 @@ class InputRejected(T1T2Error):
 
 # ----------------------------------------------------------------------------- inputs
 def _datalist_t1s(path: Path, key: str) -> list[Path]:
-    from monai_t1t2.io import read_datalist
 
     found = []
     items = read_datalist(path, key)
@@ -72,8 +99,6 @@ def collect_inputs(items: Sequence[PathLike], datalist_key: str = "test", exclud
     nothing, an empty folder or a bad datalist is an error before any work.
     Volumes inside ``exclude_dir`` ending in ``_synT2`` (earlier outputs) are left out of folder searches.
     """
-    from monai_t1t2.inference import OUTPUT_SUFFIX
-    from monai_t1t2.io import volume_stem
 
     found: list[Path] = []
     for item in map(str, items):
@@ -131,10 +156,6 @@ def translate_one(path: Path, target: Path, translator, settings: Settings) -> d
         InputRejected: ``qc="reject"`` and the input fails the plausibility checks.
         T1T2Error: the input cannot be read or is invalid.
     """
-    import monai_t1t2
-    from monai_t1t2.inference import (StageClock, _as_mask, brain_mask, input_problems, mask_volume_ml,
-                                      resolve_mask_method, save_translation_png, sidecar_path, translate, write_sidecar)
-    from monai_t1t2.io import read_volume, spacing_of, volume_stem, write_volume
 
     started = time.time()
     stages: dict[str, float] = {}
@@ -182,14 +203,11 @@ def translate_one(path: Path, target: Path, translator, settings: Settings) -> d
 
 
 def _thumbnail_path(output_dir: Path, path: Path) -> Path:
-    from monai_t1t2.inference import output_path
-    from monai_t1t2.io import volume_stem
 
     return output_dir / THUMBNAILS / f"{volume_stem(output_path(path, output_dir))}.png"
 
 
 def _thumbnail(t1, synthetic, output_dir: Path, path: Path) -> None:
-    from monai_t1t2.inference import save_translation_png
 
     save_translation_png(t1, synthetic, _thumbnail_path(output_dir, path))
 
@@ -198,7 +216,6 @@ def _thumbnail(t1, synthetic, output_dir: Path, path: Path) -> None:
 def output_state(target: Path, input_hash: str | None, model_hash: str | None) -> str:
     """``absent``, ``complete`` (ours, same input and model), ``interrupted`` (our sidecar, no volume),
     ``other`` (ours, from another input or model) or ``foreign`` (a file this package did not write)."""
-    from monai_t1t2.inference import sidecar_path
 
     sidecar = sidecar_path(target)
     record = None
@@ -333,7 +350,6 @@ def run_batch(
     progress: bool = True,
 ) -> int:
     """``monai-t1t2 predict``: translate a collection; exit status (module docstring)."""
-    from monai_t1t2.inference import MASK_METHODS, _sha256 as sha, memory_problem, output_path, sidecar_path
 
     if not 0 <= overlap < 1:
         raise T1T2Error(f"--overlap {overlap}: must be in [0, 1)")
@@ -362,11 +378,10 @@ def run_batch(
             raise T1T2Error(f"--report {report}: name an .html file")
         check_output_path(report, inputs=protected, overwrite=True)
 
-    from monai_t1t2.inference import load_translator, model_file
 
     # The model file's hash decides whether an earlier output is complete; the network is loaded
     # only after every input's header has been checked for memory.
-    model_hash = sha(model_file(model))
+    model_hash = _sha256(model_file(model))
     rows_before, jobs, seen_targets = [], [], {}
     for path in paths:
         target = output_path(path, output_dir)
@@ -381,7 +396,7 @@ def run_batch(
                                 "error": f"{path}: no such file"})
             print(f"monai-t1t2: error: {path}: no such file", file=sys.stderr)
             continue
-        input_hash = sha(path)
+        input_hash = _sha256(path)
         state = output_state(target, input_hash, model_hash)
         if state == "complete" and not overwrite:
             rows_before.append({"input": str(path), "input_sha256": input_hash, "output": str(target),
@@ -432,7 +447,6 @@ def _run_distributed(jobs: list[dict], rows_before: list[dict], settings: Settin
     import pytorch_lightning as pl
     import torch
 
-    from monai_t1t2.inference import load_translator
 
     class Shard(torch.utils.data.Sampler):
         """Indices ``rank::world``: every job exactly once over all ranks (no padding)."""
@@ -485,3 +499,170 @@ def _run_distributed(jobs: list[dict], rows_before: list[dict], settings: Settin
             rows += read_manifest(part)
             part.unlink()
     return rows
+
+
+# ----------------------------------------------------------------------------- files: the Python API of predict
+
+
+OUTPUT_SUFFIX = "_synT2"
+
+
+def output_path(t1_path: PathLike, output_dir: PathLike) -> Path:
+    """``<output_dir>/<stem>_synT2.nii.gz`` for a T1 file."""
+    return Path(output_dir) / f"{volume_stem(t1_path)}{OUTPUT_SUFFIX}.nii.gz"
+
+
+def sidecar_path(target: Path) -> Path:
+    """``<stem>_synT2.json`` beside ``<stem>_synT2.nii.gz`` (BIDS-style sidecar)."""
+    return target.with_name(f"{volume_stem(target)}.json")
+
+
+def _sha256(path: PathLike) -> str | None:
+    """SHA-256 of a file (None if it is not one), computed once per file version (path, size, mtime)."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    status = path.stat()
+    return _sha256_of(str(path.resolve()), status.st_size, status.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=1024)
+def _sha256_of(path: str, size: int, mtime_ns: int) -> str:
+    import hashlib
+
+    path = Path(path)
+    digest = hashlib.sha256()
+    with path.open("rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_sidecar(target: Path, source: Path, translator: Translator, mask_method: str, problems: Sequence[str]) -> Path:
+    """The provenance sidecar of one synthetic T2 (written atomically)."""
+    import datetime
+    import json
+
+
+    record = {
+        "Modality": "MR", "SyntheticImage": True,
+        "Description": "synthetic T2-weighted image translated from a T1-weighted image; not an acquisition",
+        "GeneratedBy": [{"Name": "monai-t1t2", "Version": monai_t1t2.__version__}],
+        "Sources": [str(source)], "SourceSHA256": _sha256(source),
+        "Model": translator.source, "ModelSHA256": _sha256(translator.source),
+        "SlidingWindowROI": list(translator.roi_size), "MaskMethod": mask_method,
+        "InputProblems": list(problems), "Forced": bool(problems),
+        "Units": "normalised T2 (0.5th-99.5th brain percentile range mapped to [0, 1])",
+        "DateCreated": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+    return atomic_write_text(json.dumps(record, indent=2) + "\n", sidecar_path(target), overwrite=True)
+
+
+def _planned_outputs(paths: Sequence[Path], output_dir: Path, png: bool, overwrite: bool,
+                     protected: Sequence[PathLike] = ()) -> list[Path]:
+    """Output paths of every input, all checked free (and distinct) before anything is translated."""
+
+    check_output_dir(output_dir)
+    targets = [output_path(path, output_dir) for path in paths]
+    seen: dict[Path, Path] = {}
+    for path, target in zip(paths, targets):
+        if target in seen:
+            raise OutputExistsError(f"{path} and {seen[target]} would both write {target}; rename one or run them apart")
+        seen[target] = path
+        for candidate in [target, sidecar_path(target)] + ([target.with_name(f"{volume_stem(target)}.png")] if png else []):
+            check_output_path(candidate, inputs=[*paths, *protected], overwrite=overwrite)
+    return targets
+
+
+def translate_files(
+    paths: Sequence[PathLike],
+    output_dir: PathLike,
+    model: PathLike | Translator | None = None,
+    device: str | torch.device | None = None,
+    overlap: float = 0.5,
+    sw_batch_size: int = 4,
+    png: bool = False,
+    overwrite: bool = False,
+    mask_method: str = "auto",
+    progress: bool = True,
+    mask: PathLike | None = None,
+    force: bool = False,
+) -> list[Path]:
+    """Translate each T1 file into ``<output_dir>/<stem>_synT2.nii.gz`` (and ``.png`` with ``png``).
+
+    Every output path is checked before the first volume is translated, and the memory each input
+    needs is estimated from its header before the network is loaded; inputs are never written over;
+    each output is written atomically with the input's affine and header, marked synthetic in its
+    header, with a JSON sidecar ``<stem>_synT2.json`` (provenance). An input that fails
+    :func:`input_problems` (QC reject, brain volume outside the adult range) is refused with the
+    reason unless ``force``, which translates it with a warning (recorded in the sidecar).
+    ``progress`` shows a tqdm bar over files on an interactive terminal.
+
+    Args:
+        mask: a brain-mask file on the grid of the (single) input; overrides ``mask_method``.
+
+    Returns:
+        The written volume paths, in input order.
+    """
+    from tqdm.auto import tqdm
+
+    from monai_t1t2.inference.batch import Settings, translate_one
+
+    paths = [Path(p) for p in paths]
+    if not paths:
+        raise T1T2Error("no T1 volume to translate (no *.nii.gz / *.nii among the inputs)")
+    if mask is not None and len(paths) != 1:
+        raise T1T2Error(f"--mask {mask}: a mask belongs to one input; {len(paths)} were given")
+    if mask_method not in MASK_METHODS:
+        raise T1T2Error(f"mask method {mask_method!r}: choose one of {', '.join(MASK_METHODS)}")
+    if mask is not None and not Path(mask).is_file():
+        raise InvalidVolumeError(f"{mask}: mask file does not exist")
+    output_dir = Path(output_dir)
+    targets = _planned_outputs(paths, output_dir, png, overwrite, protected=[mask] if mask is not None else [])
+    check_memory(paths)
+    translator = load_translator(model, device)
+    settings = Settings(output_dir=output_dir, overlap=overlap, sw_batch_size=sw_batch_size, png=png,
+                        overwrite=overwrite, mask_method=mask_method, mask=Path(mask) if mask is not None else None,
+                        qc="flag" if force else "reject", inputs=paths)
+    for path, target in zip(tqdm(paths, desc="translating", unit="volume", disable=None if progress else True), targets):
+        translate_one(path, target, translator, settings)
+    return targets
+
+
+def translate_folder(dataset_dir: PathLike, output_dir: PathLike, model: PathLike | Translator | None = None,
+                     device: str | torch.device | None = None, overlap: float = 0.5, sw_batch_size: int = 4,
+                     png: bool = False, overwrite: bool = False, mask_method: str = "auto", force: bool = False) -> list[Path]:
+    """The bundle's ``run``: translate every ``dataset_dir/*.nii.gz`` (and ``*.nii``) into ``output_dir``.
+
+    Errors a user can cause end the run with one line on stderr, in the bundle's terms (its
+    settings are ``--dataset_dir``, ``--overwrite true`` ...), and exit status 2, not a traceback.
+    """
+    import sys
+
+    try:
+        folder = Path(dataset_dir)
+        if not folder.is_dir():
+            raise T1T2Error(f"dataset_dir {folder}: no such folder (pass --dataset_dir FOLDER of T1 volumes)")
+        paths = sorted(p for p in folder.iterdir() if p.is_file() and p.name.lower().endswith((".nii.gz", ".nii")))
+        if not paths:
+            raise T1T2Error(f"dataset_dir {folder}: holds no *.nii.gz or *.nii file")
+        return translate_files(paths, output_dir, model=model, device=device, overlap=overlap,
+                               sw_batch_size=sw_batch_size, png=png, overwrite=overwrite, mask_method=mask_method,
+                               force=force)
+    except T1T2Error as err:
+        message = str(err).replace("pass --overwrite", "pass --overwrite true").replace("pass --force", "pass --force true")
+        print(f"monai-t1t2 bundle: error: {message}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def run_predict(inputs: Sequence[PathLike], output_dir: PathLike, model: PathLike | None = None, png: bool = False,
+                device: str | None = None, overlap: float = 0.5, sw_batch_size: int = 4, overwrite: bool = False,
+                mask: PathLike | None = None, mask_method: str = "auto", force: bool = False, qc: str = "reject",
+                manifest: PathLike | None = None, report: PathLike | None = None, devices: int = 1,
+                num_nodes: int = 1, datalist_key: str = "test") -> int:
+    """``monai-t1t2 predict``: translate a collection (:func:`monai_t1t2.inference.batch.run_batch`); exit status."""
+    from monai_t1t2.inference.batch import run_batch
+
+    return run_batch(inputs, output_dir, model=model, device=device, overlap=overlap, sw_batch_size=sw_batch_size,
+                     png=png, overwrite=overwrite, mask=mask, mask_method=mask_method, qc="flag" if force else qc,
+                     manifest=manifest, report=report, devices=devices, num_nodes=num_nodes, datalist_key=datalist_key)

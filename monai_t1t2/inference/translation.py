@@ -2,7 +2,7 @@
 
 Pipeline of :func:`translate`, for a T1 on any grid (orientation, voxel size, with or without skull):
 
-1. brain mask on the input grid (:func:`brain_mask`; rule below);
+1. brain mask on the input grid (:func:`monai_t1t2.masks.brain_mask`);
 2. crop the T1 and the mask to the brain's bounding box plus a margin (on the input grid, so
    a full-head or large-field volume is not resampled in full);
 3. reorient to RAS and resample to 1 mm (``Orientation`` + ``Spacing``; bilinear for the T1,
@@ -12,20 +12,10 @@ Pipeline of :func:`translate`, for a T1 on any grid (orientation, voxel size, wi
 6. ``ResampleToMatch`` back onto the cropped input grid (bilinear), pasted into the full input
    grid, multiplied by the input-grid mask so the background stays exactly 0.
 
-Brain-mask rule (``mask_method="auto"``): a volume with at least
-:data:`SKULL_STRIPPED_ZERO_FRACTION` of its voxels exactly 0 *and* a non-zero region no larger than
-a brain (:data:`MAX_BRAIN_ML`) is taken as skull-stripped and its mask is ``t1 > 0`` (fast path; the
-shared BraTS-style and HD-BET volumes have 82-89 % zeros, a raw scanner series with noisy
-background about 4 %, and a full head whose air was set to 0 is several litres of non-zero
-voxels, so it is not taken for a brain). Otherwise the brain is found by brainchop's
-``mindgrab`` network (:func:`monai_t1t2.parcellation.predict_brain_mask`); when brainchop's models
-are absent, by the fallback :func:`head_mask` (Otsu threshold of log intensities, largest
-component, holes filled),
-which keeps the skull: the skull is then translated too, but the background still stays 0.
-Callers can force a method (``"nonzero"``, ``"network"``, ``"otsu"``, alias ``"head"``) or pass their own mask.
+The brain mask and its rule are :mod:`monai_t1t2.masks`' (:func:`~monai_t1t2.masks.brain_mask`).
 
 Before translating a file, :func:`translate_files` (``monai-t1t2 predict``, the bundle) checks that
-the input is plausible: the package's QC (:func:`monai_t1t2.qc.quality_report`) passes and the brain
+the input is plausible: the package's QC (:func:`monai_t1t2.quality.quality_report`) passes and the brain
 mask holds an adult brain's volume (:data:`MIN_BRAIN_ML` to :data:`MAX_BRAIN_ML`); otherwise the file is
 refused with the reason (``force=True`` / ``--force`` translates it with a warning). The working set is
 estimated from the headers before the network is loaded, and inputs that would not fit in memory are
@@ -38,7 +28,7 @@ T2 units ``[0, 1]`` (the 0.5th-99.5th percentile range of a T2 inside the brain)
 
 from __future__ import annotations
 
-import functools
+import importlib.resources
 import math
 import os
 from dataclasses import dataclass
@@ -50,36 +40,22 @@ import torch
 from monai.data import MetaTensor
 from torch import nn
 
-import monai_t1t2
-from monai_t1t2.errors import InvalidVolumeError, OutputExistsError, T1T2Error
-from monai_t1t2.io import SKULL_STRIPPED_ZERO_FRACTION, PathLike, read_volume, spacing_of, validate_array, volume_stem
+from monai_t1t2.errors import InvalidVolumeError, T1T2Error
+from monai_t1t2.geometry import bounding_box, to_ras
+from monai_t1t2.io import PathLike, read_volume, spacing_of, validate_array
+from monai_t1t2.masks import MAX_BRAIN_ML, MIN_BRAIN_ML, brain_mask, mask_volume_ml
+from monai_t1t2.nets.generators import SliceWise
 
-DEFAULT_BUNDLE = Path(monai_t1t2.__file__).resolve().parents[1] / "bundles" / "t1t2_translation"
-OUTPUT_SUFFIX = "_synT2"
-MASK_METHODS = ("auto", "nonzero", "network", "otsu", "head")
-# Adult brain volume inside a mask (cerebrum, cerebellum, brainstem; generous on both sides). The 40
-# shared subjects measure 1.02-1.75 l as (t1 != 0); the raw TCGA-FG-6692 head above 60 is 3.05 l.
-MIN_BRAIN_ML, MAX_BRAIN_ML = 700.0, 2200.0
+# Package data (``importlib.resources``): present in a wheel as in a source checkout (``bundles/`` links here).
+DEFAULT_BUNDLE = Path(str(importlib.resources.files("monai_t1t2") / "bundles" / "t1t2_translation"))
 # Working-set factors of translate(): float32 copies of the input grid and of the 1 mm network grid.
 INPUT_GRID_COPIES, NETWORK_GRID_COPIES = 6, 12
 # Context kept around the brain before the sliding window; outside it everything is 0 anyway.
 CROP_MARGIN_MM = 8.0
 NETWORK_SPACING_MM = (1.0, 1.0, 1.0)
-RAS_LABELS = (("L", "R"), ("P", "A"), ("I", "S"))
 
 
 # ----------------------------------------------------------------------------- the model
-
-
-class _SliceWise(nn.Module):
-    """Apply a 2D network to ``(B, C, X, Y, 1)`` patches (the slice-wise baseline)."""
-
-    def __init__(self, network: nn.Module) -> None:
-        super().__init__()
-        self.network = network
-
-    def forward(self, patches: torch.Tensor) -> torch.Tensor:
-        return self.network(patches[..., 0])[..., None]
 
 
 @dataclass
@@ -109,7 +85,7 @@ class Translator:
             raise T1T2Error(f"{self.source or 'model'}: a 2D network needs a (P, P, 1) roi_size, got {self.roi_size}")
         self.device = torch.device(self.device)
         self.network = self.network.to(self.device).eval()
-        self._forward = _SliceWise(self.network) if self.spatial_dims == 2 else self.network
+        self._forward = SliceWise(self.network) if self.spatial_dims == 2 else self.network
 
     def __call__(self, patches: torch.Tensor) -> torch.Tensor:
         """``(B, 1, X, Y, Z)`` normalised T1 patches -> T2 patches of the same shape."""
@@ -148,7 +124,7 @@ def build_translator(network: nn.Module, weights: PathLike | None, roi_size: Seq
         if not Path(weights).is_file():
             raise T1T2Error(
                 f"{weights}: no trained weights; train a model (monai-t1t2 train fit ...), export its generator "
-                "(monai_t1t2.module.export_generator) to this path, or pass --model BUNDLE_DIR / CHECKPOINT.ckpt"
+                "(monai_t1t2.training.module.export_generator) to this path, or pass --model BUNDLE_DIR / CHECKPOINT.ckpt"
             )
         network = _load_state(network, weights)
     return Translator(network, tuple(roi_size), spatial_dims, resolve_device(device), str(weights or "random weights"))
@@ -173,8 +149,8 @@ def _bundle_translator(bundle_dir: Path, device: str | torch.device | None, weig
 
 def _checkpoint_translator(checkpoint: Path, device: str | torch.device | None) -> Translator:
     """Generator of a ``monai-t1t2 train`` checkpoint, read without building the losses it was trained with."""
-    from monai_t1t2.module import DEFAULT_GENERATOR
-    from monai_t1t2.networks import build_generator
+    from monai_t1t2.nets.generators import DEFAULT_GENERATOR
+    from monai_t1t2.nets.generators import build_generator
 
     try:
         state = torch.load(str(checkpoint), map_location="cpu", weights_only=False)
@@ -225,49 +201,13 @@ def load_translator(model: PathLike | Translator | None = None, device: str | to
 # ----------------------------------------------------------------------------- brain masks
 
 
-def is_skull_stripped(t1: np.ndarray | torch.Tensor, spacing: Sequence[float] | None = None) -> bool:
-    """True when at least :data:`SKULL_STRIPPED_ZERO_FRACTION` of the voxels are exactly 0 and the
-    non-zero region is no larger than :data:`MAX_BRAIN_ML` (a head whose air is 0 is not a brain).
-
-    ``spacing`` (mm) defaults to the ``MetaTensor``'s affine, else 1 mm.
-    """
-    if spacing is None:
-        spacing = spacing_of(t1.affine) if isinstance(t1, MetaTensor) else (1.0, 1.0, 1.0)
-    values = t1.detach().cpu().numpy() if isinstance(t1, torch.Tensor) else np.asarray(t1)
-    nonzero = values != 0
-    if float(1.0 - nonzero.mean()) < SKULL_STRIPPED_ZERO_FRACTION:
-        return False
-    return mask_volume_ml(nonzero, spacing) <= MAX_BRAIN_ML
-
-
-def mask_volume_ml(mask: np.ndarray | torch.Tensor, spacing: Sequence[float]) -> float:
-    """Volume of a mask in millilitres."""
-    count = int(mask.sum()) if isinstance(mask, torch.Tensor) else int(np.count_nonzero(mask))
-    return count * float(np.prod(spacing)) / 1000.0
-
-
-def resolve_mask_method(t1: MetaTensor, method: str = "auto") -> str:
-    """The concrete method ``"auto"`` stands for on this T1 (``"head"`` is ``"otsu"``)."""
-    if method not in MASK_METHODS:
-        raise T1T2Error(f"mask method {method!r}: choose one of {', '.join(MASK_METHODS)}")
-    if method == "head":
-        return "otsu"
-    if method != "auto":
-        return method
-    from monai_t1t2.parcellation import BRAIN_MASK_MODEL, brainchop_dir
-
-    if is_skull_stripped(t1):
-        return "nonzero"
-    return "network" if (brainchop_dir() / BRAIN_MASK_MODEL / "model.json").is_file() else "otsu"
-
-
 def input_problems(t1: MetaTensor, mask: torch.Tensor) -> list[str]:
     """Why a T1 is not a plausible brain to translate (empty list: plausible).
 
     The package's QC verdict (noise only, ghosting, no usable slice) and the brain volume inside
     ``mask`` against the adult range :data:`MIN_BRAIN_ML`-:data:`MAX_BRAIN_ML`.
     """
-    from monai_t1t2.qc import quality_report
+    from monai_t1t2.quality import quality_report
 
     problems = []
     volume = mask_volume_ml(mask, spacing_of(t1.affine))
@@ -334,68 +274,6 @@ def model_file(model: PathLike | None) -> Path:
     return path / "models" / "model.pt" if path.is_dir() else path
 
 
-def otsu_threshold(values: np.ndarray, bins: int = 256) -> float:
-    """Otsu's threshold of a 1D array of intensities (maximises the between-class variance)."""
-    counts, edges = np.histogram(values, bins=bins)
-    centres = (edges[:-1] + edges[1:]) / 2
-    below = np.cumsum(counts).astype(np.float64)
-    above = below[-1] - below
-    sum_below = np.cumsum(counts * centres)
-    mean_below = sum_below / np.maximum(below, 1)
-    mean_above = (sum_below[-1] - sum_below) / np.maximum(above, 1)
-    between = below * above * (mean_below - mean_above) ** 2
-    # Empty bins between two populations give a plateau of maxima: take its middle.
-    best = np.flatnonzero(between >= between.max() * (1 - 1e-9))
-    return float(centres[best].mean())
-
-
-def head_mask(t1: np.ndarray) -> np.ndarray:
-    """Fallback mask of a head with noisy background: Otsu threshold, largest component, holes filled.
-
-    The threshold is Otsu's on ``log(1 + t1)``: on linear intensities Otsu splits bright from
-    dark tissue (fat and white matter from grey matter, CSF and bone), on log intensities it
-    splits air from head.
-
-    Args:
-        t1: ``(X, Y, Z)`` intensities.
-
-    Returns:
-        bool ``(X, Y, Z)``; it holds the skull as well as the brain.
-    """
-    from scipy import ndimage
-
-    from monai_t1t2.parcellation import largest_component
-
-    log_intensity = np.log1p(np.clip(t1, 0, None))
-    mask = largest_component(log_intensity > otsu_threshold(log_intensity.ravel()))
-    mask = ndimage.binary_fill_holes(mask)
-    # Thick axial slices: also fill each slice, where the 3D fill leaks through a gap between slices.
-    for z in range(mask.shape[2]):
-        mask[:, :, z] = ndimage.binary_fill_holes(mask[:, :, z])
-    return mask
-
-
-def brain_mask(t1: MetaTensor, method: str = "auto", device: str | torch.device | None = None) -> torch.Tensor:
-    """Brain mask of a T1 on its own grid, by the rule in this module's docstring.
-
-    Args:
-        t1: ``(1, X, Y, Z)``.
-        method: ``"auto"``, ``"nonzero"`` (``t1 > 0``), ``"network"`` (brainchop mindgrab) or ``"otsu"``
-            (alias ``"head"``: a head mask that keeps the skull).
-
-    Returns:
-        bool tensor ``(1, X, Y, Z)``.
-    """
-    method = resolve_mask_method(t1, method)
-    if method == "nonzero":
-        return (t1 > 0).as_tensor() if isinstance(t1, MetaTensor) else t1 > 0
-    if method == "otsu":
-        return torch.from_numpy(head_mask(t1[0].detach().cpu().numpy()))[None]
-    from monai_t1t2.parcellation import predict_brain_mask
-
-    return predict_brain_mask(t1, device=device).as_tensor().bool()
-
-
 def _as_mask(mask: PathLike | np.ndarray | torch.Tensor, t1: MetaTensor) -> torch.Tensor:
     """A caller's mask (file, array or tensor on the T1's grid) as bool ``(1, X, Y, Z)``."""
     if isinstance(mask, (str, os.PathLike)):
@@ -442,24 +320,15 @@ def _crop_to_mask(t1: MetaTensor, mask: torch.Tensor, margin_mm: float) -> tuple
     """Crop the T1 and its mask to the mask's box grown by ``margin_mm`` (affine updated); also the box."""
     from monai.transforms import SpatialCrop
 
-    spacing = spacing_of(t1.affine)
-    start, end = [], []
-    for axis in range(3):
-        other = tuple(a for a in range(3) if a != axis)
-        present = torch.nonzero(mask[0].any(dim=other[1]).any(dim=other[0])).flatten()
-        margin = int(math.ceil(margin_mm / spacing[axis]))
-        start.append(max(0, int(present[0]) - margin))
-        end.append(min(t1.shape[axis + 1], int(present[-1]) + 1 + margin))
-    crop = SpatialCrop(roi_start=start, roi_end=end)
-    box = tuple(slice(a, b) for a, b in zip(start, end))
+    box = bounding_box(mask[0], margin=[int(math.ceil(margin_mm / s)) for s in spacing_of(t1.affine)])
+    crop = SpatialCrop(roi_slices=box)
     return crop(t1), crop(MetaTensor(mask.float(), affine=t1.affine.clone())), box
 
 
 def _to_network_grid(t1: MetaTensor, mask: MetaTensor) -> tuple[MetaTensor, torch.Tensor]:
     """RAS at 1 mm: bilinear for the T1, nearest for the mask."""
-    from monai.transforms import Orientation, Spacing
+    from monai.transforms import Spacing
 
-    to_ras = Orientation(axcodes="RAS", labels=RAS_LABELS)
     t1 = Spacing(pixdim=NETWORK_SPACING_MM, mode="bilinear", padding_mode="zeros")(to_ras(t1))
     mask = Spacing(pixdim=NETWORK_SPACING_MM, mode="nearest", padding_mode="zeros")(to_ras(mask))
     return t1, mask.as_tensor() > 0.5
@@ -487,7 +356,7 @@ def translate(
         affine: 4x4 voxel-to-RAS (mm) affine of an array ``image``.
         mask: optional brain mask on the image's grid (file, array or tensor, > 0 inside);
             overrides ``mask_method``.
-        mask_method: ``"auto"`` (module docstring), ``"nonzero"``, ``"network"`` or ``"otsu"``.
+        mask_method: ``"auto"`` (:mod:`monai_t1t2.masks`), ``"nonzero"``, ``"network"`` or ``"head"``.
         overlap: sliding-window overlap in ``[0, 1)``.
         sw_batch_size: patches per network call.
 
@@ -564,179 +433,13 @@ class StageClock:
 # ----------------------------------------------------------------------------- files and CLI
 
 
-def output_path(t1_path: PathLike, output_dir: PathLike) -> Path:
-    """``<output_dir>/<stem>_synT2.nii.gz`` for a T1 file."""
-    return Path(output_dir) / f"{volume_stem(t1_path)}{OUTPUT_SUFFIX}.nii.gz"
-
-
-def sidecar_path(target: Path) -> Path:
-    """``<stem>_synT2.json`` beside ``<stem>_synT2.nii.gz`` (BIDS-style sidecar)."""
-    return target.with_name(f"{volume_stem(target)}.json")
-
-
-def _sha256(path: PathLike) -> str | None:
-    """SHA-256 of a file (None if it is not one), computed once per file version (path, size, mtime)."""
-    path = Path(path)
-    if not path.is_file():
-        return None
-    status = path.stat()
-    return _sha256_of(str(path.resolve()), status.st_size, status.st_mtime_ns)
-
-
-@functools.lru_cache(maxsize=1024)
-def _sha256_of(path: str, size: int, mtime_ns: int) -> str:
-    import hashlib
-
-    path = Path(path)
-    digest = hashlib.sha256()
-    with path.open("rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def write_sidecar(target: Path, source: Path, translator: Translator, mask_method: str, problems: Sequence[str]) -> Path:
-    """The provenance sidecar of one synthetic T2 (written atomically)."""
-    import datetime
-    import json
-
-    from monai_t1t2.io import atomic_write_text
-
-    record = {
-        "Modality": "MR", "SyntheticImage": True,
-        "Description": "synthetic T2-weighted image translated from a T1-weighted image; not an acquisition",
-        "GeneratedBy": [{"Name": "monai-t1t2", "Version": monai_t1t2.__version__}],
-        "Sources": [str(source)], "SourceSHA256": _sha256(source),
-        "Model": translator.source, "ModelSHA256": _sha256(translator.source),
-        "SlidingWindowROI": list(translator.roi_size), "MaskMethod": mask_method,
-        "InputProblems": list(problems), "Forced": bool(problems),
-        "Units": "normalised T2 (0.5th-99.5th brain percentile range mapped to [0, 1])",
-        "DateCreated": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-    }
-    return atomic_write_text(json.dumps(record, indent=2) + "\n", sidecar_path(target), overwrite=True)
-
-
-def _planned_outputs(paths: Sequence[Path], output_dir: Path, png: bool, overwrite: bool,
-                     protected: Sequence[PathLike] = ()) -> list[Path]:
-    """Output paths of every input, all checked free (and distinct) before anything is translated."""
-    from monai_t1t2.io import check_output_dir, check_output_path
-
-    check_output_dir(output_dir)
-    targets = [output_path(path, output_dir) for path in paths]
-    seen: dict[Path, Path] = {}
-    for path, target in zip(paths, targets):
-        if target in seen:
-            raise OutputExistsError(f"{path} and {seen[target]} would both write {target}; rename one or run them apart")
-        seen[target] = path
-        for candidate in [target, sidecar_path(target)] + ([target.with_name(f"{volume_stem(target)}.png")] if png else []):
-            check_output_path(candidate, inputs=[*paths, *protected], overwrite=overwrite)
-    return targets
-
-
 def save_translation_png(t1: MetaTensor, synthetic: MetaTensor | None, path: PathLike, title: str = "") -> Path:
     """Three-plane PNG: T1 above synthetic T2 (T1 alone when ``synthetic`` is None), reoriented to RAS."""
-    from monai.transforms import Orientation
-
     from monai_t1t2.viz import save_three_plane_png
 
-    to_ras = Orientation(axcodes="RAS", labels=RAS_LABELS)
     volumes = [to_ras(MetaTensor(v.as_tensor(), affine=v.affine.clone())) for v in (t1, synthetic) if v is not None]
     return save_three_plane_png(path, volumes, ["T1", "synthetic T2"][:len(volumes)], title=title,
                                 spacing=spacing_of(volumes[0].affine))
-
-
-def translate_files(
-    paths: Sequence[PathLike],
-    output_dir: PathLike,
-    model: PathLike | Translator | None = None,
-    device: str | torch.device | None = None,
-    overlap: float = 0.5,
-    sw_batch_size: int = 4,
-    png: bool = False,
-    overwrite: bool = False,
-    mask_method: str = "auto",
-    progress: bool = True,
-    mask: PathLike | None = None,
-    force: bool = False,
-) -> list[Path]:
-    """Translate each T1 file into ``<output_dir>/<stem>_synT2.nii.gz`` (and ``.png`` with ``png``).
-
-    Every output path is checked before the first volume is translated, and the memory each input
-    needs is estimated from its header before the network is loaded; inputs are never written over;
-    each output is written atomically with the input's affine and header, marked synthetic in its
-    header, with a JSON sidecar ``<stem>_synT2.json`` (provenance). An input that fails
-    :func:`input_problems` (QC reject, brain volume outside the adult range) is refused with the
-    reason unless ``force``, which translates it with a warning (recorded in the sidecar).
-    ``progress`` shows a tqdm bar over files on an interactive terminal.
-
-    Args:
-        mask: a brain-mask file on the grid of the (single) input; overrides ``mask_method``.
-
-    Returns:
-        The written volume paths, in input order.
-    """
-    from tqdm.auto import tqdm
-
-    from monai_t1t2.batch import Settings, translate_one
-
-    paths = [Path(p) for p in paths]
-    if not paths:
-        raise T1T2Error("no T1 volume to translate (no *.nii.gz / *.nii among the inputs)")
-    if mask is not None and len(paths) != 1:
-        raise T1T2Error(f"--mask {mask}: a mask belongs to one input; {len(paths)} were given")
-    if mask_method not in MASK_METHODS:
-        raise T1T2Error(f"mask method {mask_method!r}: choose one of {', '.join(MASK_METHODS)}")
-    if mask is not None and not Path(mask).is_file():
-        raise InvalidVolumeError(f"{mask}: mask file does not exist")
-    output_dir = Path(output_dir)
-    targets = _planned_outputs(paths, output_dir, png, overwrite, protected=[mask] if mask is not None else [])
-    check_memory(paths)
-    translator = load_translator(model, device)
-    settings = Settings(output_dir=output_dir, overlap=overlap, sw_batch_size=sw_batch_size, png=png,
-                        overwrite=overwrite, mask_method=mask_method, mask=Path(mask) if mask is not None else None,
-                        qc="flag" if force else "reject", inputs=paths)
-    for path, target in zip(tqdm(paths, desc="translating", unit="volume", disable=None if progress else True), targets):
-        translate_one(path, target, translator, settings)
-    return targets
-
-
-def translate_folder(dataset_dir: PathLike, output_dir: PathLike, model: PathLike | Translator | None = None,
-                     device: str | torch.device | None = None, overlap: float = 0.5, sw_batch_size: int = 4,
-                     png: bool = False, overwrite: bool = False, mask_method: str = "auto", force: bool = False) -> list[Path]:
-    """The bundle's ``run``: translate every ``dataset_dir/*.nii.gz`` (and ``*.nii``) into ``output_dir``.
-
-    Errors a user can cause end the run with one line on stderr, in the bundle's terms (its
-    settings are ``--dataset_dir``, ``--overwrite true`` ...), and exit status 2, not a traceback.
-    """
-    import sys
-
-    try:
-        folder = Path(dataset_dir)
-        if not folder.is_dir():
-            raise T1T2Error(f"dataset_dir {folder}: no such folder (pass --dataset_dir FOLDER of T1 volumes)")
-        paths = sorted(p for p in folder.iterdir() if p.is_file() and p.name.lower().endswith((".nii.gz", ".nii")))
-        if not paths:
-            raise T1T2Error(f"dataset_dir {folder}: holds no *.nii.gz or *.nii file")
-        return translate_files(paths, output_dir, model=model, device=device, overlap=overlap,
-                               sw_batch_size=sw_batch_size, png=png, overwrite=overwrite, mask_method=mask_method,
-                               force=force)
-    except T1T2Error as err:
-        message = str(err).replace("pass --overwrite", "pass --overwrite true").replace("pass --force", "pass --force true")
-        print(f"monai-t1t2 bundle: error: {message}", file=sys.stderr)
-        raise SystemExit(2) from None
-
-
-def run_predict(inputs: Sequence[PathLike], output_dir: PathLike, model: PathLike | None = None, png: bool = False,
-                device: str | None = None, overlap: float = 0.5, sw_batch_size: int = 4, overwrite: bool = False,
-                mask: PathLike | None = None, mask_method: str = "auto", force: bool = False, qc: str = "reject",
-                manifest: PathLike | None = None, report: PathLike | None = None, devices: int = 1,
-                num_nodes: int = 1, datalist_key: str = "test") -> int:
-    """``monai-t1t2 predict``: translate a collection (:func:`monai_t1t2.batch.run_batch`); exit status."""
-    from monai_t1t2.batch import run_batch
-
-    return run_batch(inputs, output_dir, model=model, device=device, overlap=overlap, sw_batch_size=sw_batch_size,
-                     png=png, overwrite=overwrite, mask=mask, mask_method=mask_method, qc="flag" if force else qc,
-                     manifest=manifest, report=report, devices=devices, num_nodes=num_nodes, datalist_key=datalist_key)
 
 
 def describe(translator: Translator) -> dict[str, Any]:

@@ -1,7 +1,7 @@
 """Dataset discovery, subject-level splits and the training ``LightningDataModule``.
 
-A *subject* is a dict ``{"case": str, "t1": str, "t2": str, "tumor_seg": str | None}``
-(paths as strings so MONAI's ``LoadImaged`` and ``CacheDataset`` take it as is).
+A *subject* is :data:`monai_t1t2.io.Subject` (found by :func:`monai_t1t2.io.find_subjects` or
+read from a datalist by :func:`monai_t1t2.io.load_datalist`).
 Splits are always by subject, never by slice or patch, so no voxel of a held-out
 subject is ever seen in training.
 """
@@ -9,11 +9,9 @@ subject is ever seen in training.
 from __future__ import annotations
 
 import random
-from pathlib import Path
 from typing import Sequence
 
 import nibabel as nib
-import numpy as np
 import pytorch_lightning as pl
 import torch
 from monai import transforms as mt
@@ -21,90 +19,10 @@ from torch.utils.data import ConcatDataset
 from monai.data import CacheDataset, DataLoader, list_data_collate
 
 from monai_t1t2.errors import DatasetError, GridMismatchError, InvalidVolumeError
-from monai_t1t2.io import GRID_AFFINE_TOLERANCE_MM, VOLUME_SUFFIXES, volume_stem
+from monai_t1t2.geometry import same_grid
+from monai_t1t2.io import Subject, load_subjects
 from monai_t1t2.transforms import BrainMaskd, PercentileNormalised, RegionWeightsd, TumourMaskd
 
-Subject = dict
-
-CONTRASTS = ("t1", "t2")
-OPTIONAL_KEYS = ("tumor_seg",)
-
-
-def _find_contrast(case_dir: Path, key: str) -> Path | None:
-    """The one file ``<key>.<volume suffix>`` in ``case_dir``; error if several."""
-    matches = [p for p in sorted(case_dir.iterdir()) if p.is_file() and volume_stem(p) == key
-               and p.name.lower().endswith(VOLUME_SUFFIXES)]
-    if len(matches) > 1:
-        raise DatasetError(f"{case_dir}: several files for '{key}': {', '.join(p.name for p in matches)}")
-    return matches[0] if matches else None
-
-
-def find_subjects(root: str | Path, require_t2: bool = True) -> list[Subject]:
-    """Find subjects laid out as ``root/<case>/t1.nii.gz``, ``t2.nii.gz`` [, ``tumor_seg.nii.gz``].
-
-    Args:
-        root: the data folder (like ``../shared/data/paired``).
-        require_t2: skip nothing silently: a case folder with a T1 but no T2 is an error when True.
-
-    Returns:
-        Subjects sorted by case name.
-
-    Raises:
-        DatasetError: ``root`` is missing, or holds no subject, or a case lacks a contrast.
-    """
-    root = Path(root)
-    if not root.is_dir():
-        raise DatasetError(f"{root}: data folder does not exist")
-    subjects = []
-    for case_dir in sorted(p for p in root.iterdir() if p.is_dir()):
-        t1 = _find_contrast(case_dir, "t1")
-        if t1 is None:
-            continue
-        t2 = _find_contrast(case_dir, "t2")
-        if t2 is None and require_t2:
-            raise DatasetError(f"{case_dir}: has {t1.name} but no t2.nii.gz")
-        seg = _find_contrast(case_dir, "tumor_seg")
-        subjects.append({
-            "case": case_dir.name,
-            "t1": str(t1),
-            "t2": str(t2) if t2 else None,
-            "tumor_seg": str(seg) if seg else None,
-        })
-    if not subjects:
-        raise DatasetError(f"{root}: no subjects found (expected <case>/t1.nii.gz and <case>/t2.nii.gz)")
-    return subjects
-
-
-def load_datalist(path: str | Path, key: str = "training") -> list[Subject]:
-    """Read subjects from a MONAI datalist JSON (``load_decathlon_datalist`` format).
-
-    Each item needs ``t1`` and ``t2``; ``case`` and ``tumor_seg`` are optional (``case``
-    defaults to the T1 file's parent folder name). Relative paths are relative to the JSON.
-    """
-    from monai_t1t2.io import read_datalist
-
-    path = Path(path)
-    items = read_datalist(path, key)
-    subjects = []
-    for index, item in enumerate(items):
-        missing = [k for k in CONTRASTS if not item.get(k)]
-        if missing:
-            raise DatasetError(f"{path}: item {index} of '{key}' has no {', '.join(missing)}")
-        subjects.append({
-            "case": str(item.get("case") or Path(item["t1"]).parent.name),
-            "t1": str(item["t1"]),
-            "t2": str(item["t2"]),
-            "tumor_seg": str(item["tumor_seg"]) if item.get("tumor_seg") else None,
-        })
-    if not subjects:
-        raise DatasetError(f"{path}: the '{key}' list is empty")
-    return subjects
-
-
-def load_subjects(source: str | Path) -> list[Subject]:
-    """Subjects from a data folder or a datalist ``.json`` file."""
-    source = Path(source)
-    return load_datalist(source) if source.suffix.lower() == ".json" else find_subjects(source)
 
 
 def split_subjects(
@@ -168,8 +86,7 @@ def check_subject_grids(subjects: Sequence[Subject]) -> None:
             if not subject.get(key):
                 continue
             other = header(subject[key])
-            same_shape = reference.shape[:3] == other.shape[:3]
-            if not same_shape or not np.allclose(reference.affine, other.affine, atol=GRID_AFFINE_TOLERANCE_MM):
+            if not same_grid(reference.shape[:3], reference.affine, other.shape[:3], other.affine):
                 raise GridMismatchError(
                     f"case {subject['case']}: {subject[key]} is not on the grid of {subject['t1']} "
                     f"(shape {other.shape[:3]} vs {reference.shape[:3]}); register the pair first: "
@@ -198,7 +115,7 @@ class PairedDataModule(pl.LightningDataModule):
         parcellation_model: brainchop model name whose parcellation (cached per file hash in
             ``cache_dir``) drives the region weights; ``None`` disables them.
         shard_by_rank: under DDP, each rank caches and trains on its own share of subjects.
-        quality_control: drop training subjects whose T1 or T2 fails :func:`monai_t1t2.qc.quality_report`
+        quality_control: drop training subjects whose T1 or T2 fails :func:`monai_t1t2.quality.quality_report`
             (noise only, ghosting, no usable slice), logging a warning with the reasons.
         tumour_fraction: share of training patches centred in or at the edge of the tumour (the tumour
             dilated by ``tumour_margin`` voxels); the rest are centred on brain. 0 samples brain only.
@@ -243,7 +160,7 @@ class PairedDataModule(pl.LightningDataModule):
         check_subject_grids(subjects)
         self.train_subjects, self.val_subjects = split_subjects(subjects, val_cases, val_fraction, seed)
         if quality_control:
-            from monai_t1t2.qc import exclude_failing_subjects
+            from monai_t1t2.quality import exclude_failing_subjects
 
             self.train_subjects = exclude_failing_subjects(self.train_subjects)
 
@@ -268,7 +185,7 @@ class PairedDataModule(pl.LightningDataModule):
         steps.append(SamplingMaskd(keys="t1", mask_key="sampling_mask", brain_key="brain", **fraction, **tumour))
         steps.append(PercentileNormalised(image_keys, mask_key="brain"))
         if with_labels:
-            from monai_t1t2.parcellation import label_names
+            from monai_t1t2.nets.meshnet import label_names
 
             steps.append(RegionWeightsd(labels_key="labels", weights_key="weights", tumour_key="tumour",
                                         label_names=label_names(self.hparams.parcellation_model),
@@ -317,7 +234,7 @@ class PairedDataModule(pl.LightningDataModule):
     def _with_parcellations(self, subjects: Sequence[Subject]) -> list[Subject]:
         if not self.hparams.parcellation_model:
             return [dict(s) for s in subjects]
-        from monai_t1t2.parcellation import cached_parcellation
+        from monai_t1t2.nets.meshnet import cached_parcellation
 
         return [dict(s, labels=str(cached_parcellation(s["t1"], self.hparams.cache_dir, model=self.hparams.parcellation_model)))
                 for s in subjects]

@@ -13,6 +13,11 @@ from monai.networks.nets import UNet
 from torch import nn
 
 
+#: The generator a module or a checkpoint gets when no ``generator`` settings are given (the one
+#: place the default architecture is written; the shipped recipes name theirs in ``configs/``).
+DEFAULT_GENERATOR = {"name": "unet", "channels": [16, 32, 64, 128], "num_res_units": 2, "norm": "instance", "head": "sigmoid"}
+
+
 class Generator(nn.Module):
     """A MONAI backbone with an output head that keeps predictions in normalised T2 units.
 
@@ -49,15 +54,15 @@ class Generator(nn.Module):
 
 
 def build_generator(
-    name: str = "unet",
+    name: str = DEFAULT_GENERATOR["name"],
     spatial_dims: int = 3,
-    channels: Sequence[int] = (16, 32, 64, 128),
-    num_res_units: int = 2,
-    norm: str = "instance",
+    channels: Sequence[int] = tuple(DEFAULT_GENERATOR["channels"]),
+    num_res_units: int = DEFAULT_GENERATOR["num_res_units"],
+    norm: str = DEFAULT_GENERATOR["norm"],
     dropout: float = 0.0,
     feature_size: int = 24,
     img_size: Sequence[int] = (64, 64, 64),
-    head: str = "sigmoid",
+    head: str = DEFAULT_GENERATOR["head"],
 ) -> Generator:
     """Build a generator by name.
 
@@ -100,3 +105,14 @@ def build_discriminator(spatial_dims: int = 3, channels: int = 32, num_layers_d:
 
     return PatchDiscriminator(spatial_dims=spatial_dims, num_layers_d=num_layers_d, channels=channels,
                               in_channels=2, out_channels=1, norm="INSTANCE")
+
+
+class SliceWise(nn.Module):
+    """Apply a 2D network to ``(B, C, X, Y, 1)`` patches (the slice-wise baseline)."""
+
+    def __init__(self, network: nn.Module) -> None:
+        super().__init__()
+        self.network = network
+
+    def forward(self, patches: torch.Tensor) -> torch.Tensor:
+        return self.network(patches[..., 0])[..., None]
