@@ -541,8 +541,6 @@ def _sha256_of(path: str, size: int, mtime_ns: int) -> str:
 def write_sidecar(target: Path, source: Path, translator: Translator, mask_method: str, problems: Sequence[str]) -> Path:
     """The provenance sidecar of one synthetic T2 (written atomically)."""
     import datetime
-    import json
-
 
     record = {
         "Modality": "MR", "SyntheticImage": True,

@@ -1,0 +1,666 @@
+"""Translating a whole collection: ``monai-t1t2 predict`` over many volumes, on one or many devices.
+
+- **Inputs** are files, folders (searched recursively), glob patterns and MONAI datalist JSON files
+  (the ``test`` list, or the key the user names; items give the T1 as ``t1`` or ``image``).
+- **Failure isolation**: an input that cannot be read, fails validation or is rejected by QC is
+  recorded (path and a one-line reason) and skipped; the batch goes on. Exit status: 0 when every
+  input was translated (or was already), 1 when some failed and others did not, 2 when none could
+  be translated (so a single bad file still ends with exit 2 and one line, as every command does).
+- **Resumable**: outputs are atomic, and their provenance sidecar (written first) records the
+  input's and the model's SHA-256; a rerun skips an input whose output and sidecar exist and match
+  (``overwrite`` redoes it). An output this package did not write, or wrote from another input or
+  model, is refused before any work unless ``overwrite``.
+- **Manifest** (``manifest``: ``.json`` list or ``.csv``; default ``OUT/manifest.json``): one row per
+  input, rewritten atomically after every input, so a killed batch keeps what it did.
+- **QC gate** (``qc``): ``reject`` (default) does not translate an input that fails
+  :func:`monai_t1t2.inference.translation.input_problems`; ``flag`` translates it and records the reasons; ``off``
+  skips the checks.
+- **Many devices and nodes**: ``devices > 1`` or ``num_nodes > 1`` run Lightning's ``Trainer.predict``
+  (DDP; under SLURM ``srun`` and ``torchrun`` too): each rank translates the inputs ``rank::world``
+  (no input duplicated or lost, unlike a padded ``DistributedSampler``) and writes its own manifest
+  part; rank 0 merges them.
+- **Report** (``report``: ``.html``): one self-contained page: the manifest table with a three-plane
+  thumbnail of each input and its synthetic T2, QC rejects and failures first, with their reasons.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import functools
+import glob
+import html
+import io as _io
+import json
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+import monai_t1t2
+from monai_t1t2.errors import DatasetError, InvalidVolumeError, OutputExistsError, T1T2Error
+from monai_t1t2.inference.translation import (
+    StageClock,
+    Translator,
+    _as_mask,
+    check_memory,
+    input_problems,
+    load_translator,
+    memory_problem,
+    model_file,
+    save_translation_png,
+    translate,
+)
+from monai_t1t2.io import (
+    PathLike,
+    atomic_write_text,
+    check_output_dir,
+    check_output_path,
+    is_volume_file,
+    read_datalist,
+    read_volume,
+    spacing_of,
+    volume_stem,
+    write_volume,
+)
+from monai_t1t2.masks import MASK_METHODS, brain_mask, mask_volume_ml, resolve_mask_method
+
+QC_MODES = ("reject", "flag", "off")
+THUMBNAILS = ".thumbnails"
+PARTS = ".manifest-parts"
+MANIFEST_FIELDS = ("input", "input_sha256", "output", "status", "qc_passed", "qc_reasons", "brain_ml", "mask_method",
+                   "device", "seconds", "error")
+
+
+class InputRejected(T1T2Error):
+    """An input that QC or the plausibility checks reject (not translated in ``qc="reject"`` mode)."""
+
+
+# ----------------------------------------------------------------------------- inputs
+def _datalist_t1s(path: Path, key: str) -> list[Path]:
+
+    found = []
+    items = read_datalist(path, key)
+    for index, item in enumerate(items):
+        value = item.get("t1", item.get("image")) if isinstance(item, dict) else item
+        if not value:
+            raise DatasetError(f"{path}: item {index} of '{key}' has no 't1' (or 'image')")
+        found.append(Path(value))
+    return found
+
+
+def collect_inputs(items: Sequence[PathLike], datalist_key: str = "test", exclude_dir: Path | None = None) -> list[Path]:
+    """Expand files, folders, glob patterns and datalist JSON files into an ordered list without repeats.
+
+    A named file that does not exist is kept (the batch records it as failed); a glob that matches
+    nothing, an empty folder or a bad datalist is an error before any work.
+    Volumes inside ``exclude_dir`` ending in ``_synT2`` (earlier outputs) are left out of folder searches.
+    """
+
+    found: list[Path] = []
+    for item in map(str, items):
+        path = Path(item)
+        if path.suffix.lower() == ".json" and path.is_file():
+            found += _datalist_t1s(path, datalist_key)
+        elif path.is_dir():
+            in_folder = sorted(p for p in path.rglob("*") if is_volume_file(p) and not (
+                exclude_dir is not None and volume_stem(p).endswith(OUTPUT_SUFFIX)
+                and p.resolve().parent == exclude_dir.resolve()))
+            if not in_folder:
+                raise InvalidVolumeError(f"{path}: folder holds no volume (*.nii.gz, *.nii)")
+            found += in_folder
+        elif not path.exists() and any(c in item for c in "*?["):
+            matches = sorted(Path(p) for p in glob.glob(item, recursive=True) if Path(p).is_file())
+            if not matches:
+                raise InvalidVolumeError(f"{item}: the pattern matches no file")
+            found += matches
+        else:
+            found.append(path)
+    unique, seen = [], set()
+    for path in found:
+        key = str(path.resolve())
+        if key not in seen:
+            seen.add(key)
+            unique.append(path)
+    if not unique:
+        raise T1T2Error("no T1 volume to translate")
+    return unique
+
+
+# ----------------------------------------------------------------------------- one input
+@dataclass
+class Settings:
+    """What every input of a batch is translated with."""
+
+    output_dir: Path
+    model: Any = None
+    device: str | None = None
+    overlap: float = 0.5
+    sw_batch_size: int = 4
+    png: bool = False
+    overwrite: bool = False
+    mask_method: str = "auto"
+    mask: Path | None = None
+    qc: str = "reject"
+    thumbnails: bool = False
+    inputs: list[Path] = field(default_factory=list)
+
+
+def translate_one(path: Path, target: Path, translator, settings: Settings) -> dict[str, Any]:
+    """Translate one file into ``target`` with its sidecar (and PNG, thumbnail); return its manifest row.
+
+    Raises:
+        InputRejected: ``qc="reject"`` and the input fails the plausibility checks.
+        T1T2Error: the input cannot be read or is invalid.
+    """
+
+    started = time.time()
+    stages: dict[str, float] = {}
+    clock = StageClock(stages)
+    t1 = read_volume(path)
+    clock.lap("read")
+    if settings.mask is not None:
+        mask, method = _as_mask(settings.mask, t1), f"file {settings.mask}"
+    else:
+        method = resolve_mask_method(t1, settings.mask_method)
+        mask = brain_mask(t1, method, translator.device)
+    clock.lap("mask")
+    problems = input_problems(t1, mask) if settings.qc != "off" else []
+    clock.lap("qc")
+    row = {"input": str(path), "output": str(target), "mask_method": method, "device": str(translator.device),
+           "brain_ml": round(mask_volume_ml(mask, spacing_of(t1.affine)), 1),
+           "qc_passed": not problems if settings.qc != "off" else None, "qc_reasons": problems}
+    if problems and settings.qc == "reject":
+        if settings.thumbnails:
+            _thumbnail(t1, None, settings.output_dir, path)
+        rejected = InputRejected(f"{path}: refused, not a plausible brain T1: {'; '.join(problems)} "
+                                 "(pass --force or --qc flag to translate it anyway)")
+        rejected.row = row
+        raise rejected
+    if problems:
+        print(f"monai-t1t2: warning: {path}: translated although {'; '.join(problems)}", file=sys.stderr)
+    synthetic = translate(t1, translator, mask=mask, overlap=settings.overlap, sw_batch_size=settings.sw_batch_size,
+                          stages=stages)
+    clock.reset()
+    # The sidecar first: an output with a matching sidecar is complete; a sidecar alone is an interrupted one.
+    write_sidecar(target, path, translator, method, problems)
+    write_volume(synthetic, target, reference=path, overwrite=True,
+                 inputs=[*settings.inputs, *([settings.mask] if settings.mask else [])],
+                 descrip=f"synthetic T2w, monai-t1t2 {monai_t1t2.__version__}", intent_name="synthetic T2w")
+    if settings.png:
+        save_translation_png(t1, synthetic, target.with_name(f"{volume_stem(target)}.png"),
+                             title=f"{path.name} -> synthetic T2")
+    clock.lap("write")
+    if settings.thumbnails:
+        _thumbnail(t1, synthetic, settings.output_dir, path)
+        clock.lap("thumbnail")
+    row.update(status="translated", seconds=round(time.time() - started, 2), sidecar=str(sidecar_path(target)),
+               stage_seconds={name: round(value, 3) for name, value in stages.items()})
+    return row
+
+
+def _thumbnail_path(output_dir: Path, path: Path) -> Path:
+
+    return output_dir / THUMBNAILS / f"{volume_stem(output_path(path, output_dir))}.png"
+
+
+def _thumbnail(t1, synthetic, output_dir: Path, path: Path) -> None:
+
+    save_translation_png(t1, synthetic, _thumbnail_path(output_dir, path))
+
+
+# ----------------------------------------------------------------------------- resumable outputs
+def output_state(target: Path, input_hash: str | None, model_hash: str | None) -> str:
+    """``absent``, ``complete`` (ours, same input and model), ``interrupted`` (our sidecar, no volume),
+    ``other`` (ours, from another input or model) or ``foreign`` (a file this package did not write)."""
+
+    sidecar = sidecar_path(target)
+    record = None
+    if sidecar.is_file():
+        try:
+            record = json.loads(sidecar.read_text())
+        except (OSError, json.JSONDecodeError):
+            record = None
+    if not target.exists():
+        return "interrupted" if record is not None else "absent"
+    if record is None or not record.get("SyntheticImage"):
+        return "foreign"
+    if record.get("SourceSHA256") == input_hash and record.get("ModelSHA256") == model_hash:
+        return "complete"
+    return "other"
+
+
+# ----------------------------------------------------------------------------- manifest and report
+def write_manifest(rows: Sequence[dict], path: Path) -> Path:
+    """Rows as a JSON list or, for a ``.csv`` path, CSV (reasons joined by ``; ``); written atomically."""
+    if path.suffix.lower() == ".csv":
+        buffer = _io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=MANIFEST_FIELDS, extrasaction="ignore")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({**row, "qc_reasons": "; ".join(row.get("qc_reasons") or [])})
+        return atomic_write_text(buffer.getvalue(), path)
+    return atomic_write_text(json.dumps(list(rows), indent=2) + "\n", path)
+
+
+def read_manifest(path: Path) -> list[dict]:
+    if path.suffix.lower() == ".csv":
+        with path.open(newline="") as stream:
+            return list(csv.DictReader(stream))
+    return json.loads(path.read_text())
+
+
+def _status_order(row: dict) -> int:
+    return {"rejected": 0, "failed": 1, "translated": 2, "skipped": 3}.get(row.get("status"), 4)
+
+
+def write_report(rows: Sequence[dict], path: Path, output_dir: Path, title: str = "monai-t1t2 batch") -> Path:
+    """One self-contained HTML page: the manifest as a table with embedded thumbnails, rejects first."""
+    def image(row: dict) -> str:
+        thumbnail = _thumbnail_path(output_dir, Path(row["input"]))
+        if not thumbnail.is_file():
+            return "<span class='none'>no image</span>"
+        data = base64.b64encode(thumbnail.read_bytes()).decode("ascii")
+        return f"<img alt='{html.escape(Path(row['input']).name)}' src='data:image/png;base64,{data}'>"
+
+    counts = {status: sum(r.get("status") == status for r in rows) for status in ("translated", "skipped", "rejected", "failed")}
+    body = []
+    for row in sorted(rows, key=_status_order):
+        reasons = row.get("error") or "; ".join(row.get("qc_reasons") or []) or ""
+        body.append(
+            f"<tr class='{html.escape(str(row.get('status')))}'><td>{html.escape(str(row.get('status')))}</td>"
+            f"<td>{html.escape(str(row['input']))}</td><td>{html.escape(reasons)}</td>"
+            f"<td>{html.escape(str(row.get('brain_ml', '')))}</td><td>{html.escape(str(row.get('seconds', '')))}</td>"
+            f"<td>{html.escape(str(row.get('output', '')))}</td><td>{image(row)}</td></tr>")
+    page = f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<style>
+body {{ font-family: sans-serif; margin: 1.5em; }} table {{ border-collapse: collapse; }}
+td, th {{ border: 1px solid #ccc; padding: 4px 6px; vertical-align: top; font-size: 13px; }}
+tr.rejected td, tr.failed td {{ background: #fde8e8; }} img {{ width: 360px; }}
+</style></head>
+<body data-images="0" data-images-loaded="0">
+<h1>{html.escape(title)}</h1>
+<p id="summary">{len(rows)} inputs: {counts['translated']} translated, {counts['skipped']} already done,
+{counts['rejected']} rejected by QC, {counts['failed']} failed. Synthetic T2 images are not acquisitions.</p>
+<table id="manifest"><thead><tr><th>status</th><th>input</th><th>reason</th><th>brain ml</th><th>seconds</th>
+<th>output</th><th>T1 / synthetic T2</th></tr></thead><tbody>
+{chr(10).join(body)}
+</tbody></table>
+<script>
+window.addEventListener("load", function () {{
+  var images = document.images, loaded = 0;
+  for (var i = 0; i < images.length; i++) {{ if (images[i].complete && images[i].naturalWidth > 0) loaded++; }}
+  document.body.dataset.images = images.length;
+  document.body.dataset.imagesLoaded = loaded;
+}});
+</script>
+</body></html>
+"""
+    return atomic_write_text(page, path)
+
+
+# ----------------------------------------------------------------------------- the batch
+def _job_rows(jobs: Sequence[dict], settings: Settings, translator, on_row=None, progress: bool = False) -> list[dict]:
+    """Run ``jobs`` (``{"input", "output", "input_sha256"}``) one after the other, isolating failures;
+    ``on_row(rows)`` after each (the incremental manifest)."""
+    from tqdm.auto import tqdm
+
+    rows = []
+    for job in tqdm(jobs, desc="translating", unit="volume", disable=None if progress else True):
+        path, target = Path(job["input"]), Path(job["output"])
+        started = time.time()
+        try:
+            row = translate_one(path, target, translator, settings)
+        except InputRejected as err:
+            row = {"status": "rejected", "error": str(err), "qc_passed": False}
+            row.update(getattr(err, "row", {}))
+            print(f"monai-t1t2: error: {err}", file=sys.stderr)
+        except T1T2Error as err:
+            row = {"status": "failed", "error": str(err)}
+            print(f"monai-t1t2: error: {err}", file=sys.stderr)
+        row = {"input": str(path), "output": str(target), "device": str(translator.device),
+               "seconds": round(time.time() - started, 2), **row, "input_sha256": job.get("input_sha256")}
+        rows.append(row)
+        if on_row is not None:
+            on_row(rows)
+    return rows
+
+
+def run_batch(
+    inputs: Sequence[PathLike],
+    output_dir: PathLike,
+    model: PathLike | None = None,
+    device: str | None = None,
+    overlap: float = 0.5,
+    sw_batch_size: int = 4,
+    png: bool = False,
+    overwrite: bool = False,
+    mask: PathLike | None = None,
+    mask_method: str = "auto",
+    qc: str = "reject",
+    manifest: PathLike | None = None,
+    report: PathLike | None = None,
+    devices: int = 1,
+    num_nodes: int = 1,
+    datalist_key: str = "test",
+    progress: bool = True,
+) -> int:
+    """``monai-t1t2 predict``: translate a collection; exit status (module docstring)."""
+
+    if not 0 <= overlap < 1:
+        raise T1T2Error(f"--overlap {overlap}: must be in [0, 1)")
+    if sw_batch_size < 1:
+        raise T1T2Error(f"--sw-batch-size {sw_batch_size}: must be at least 1")
+    if qc not in QC_MODES:
+        raise T1T2Error(f"--qc {qc}: choose one of {', '.join(QC_MODES)}")
+    if mask_method not in MASK_METHODS:
+        raise T1T2Error(f"--mask-method {mask_method}: choose one of {', '.join(MASK_METHODS)}")
+    if devices < 1 or num_nodes < 1:
+        raise T1T2Error(f"--devices {devices} --num-nodes {num_nodes}: both must be at least 1")
+    output_dir = check_output_dir(output_dir)
+    paths = collect_inputs(inputs, datalist_key, exclude_dir=output_dir)
+    if mask is not None:
+        if len(paths) != 1:
+            raise T1T2Error(f"--mask {mask}: a mask belongs to one input; {len(paths)} were given")
+        if not Path(mask).is_file():
+            raise InvalidVolumeError(f"{mask}: mask file does not exist")
+    manifest = Path(manifest) if manifest is not None else output_dir / "manifest.json"
+    if manifest.suffix.lower() not in (".json", ".csv"):
+        raise T1T2Error(f"--manifest {manifest}: name a .json or .csv file")
+    protected = [*paths, *([Path(mask)] if mask is not None else [])]
+    check_output_path(manifest, inputs=protected, overwrite=True)
+    if report is not None:
+        if Path(report).suffix.lower() not in (".html", ".htm"):
+            raise T1T2Error(f"--report {report}: name an .html file")
+        check_output_path(report, inputs=protected, overwrite=True)
+
+
+    # The model file's hash decides whether an earlier output is complete; the network is loaded
+    # only after every input's header has been checked for memory.
+    model_hash = _sha256(model_file(model))
+    rows_before, jobs, seen_targets = [], [], {}
+    for path in paths:
+        target = output_path(path, output_dir)
+        if target in seen_targets:
+            raise OutputExistsError(f"{path} and {seen_targets[target]} would both write {target}; rename one or run them apart")
+        seen_targets[target] = path
+        candidates = [target, sidecar_path(target)] + ([target.with_name(f"{target.name[:-7]}.png")] if png else [])
+        for candidate in candidates:
+            check_output_path(candidate, inputs=protected, overwrite=True)  # never an input, location writable
+        if not path.is_file():
+            rows_before.append({"input": str(path), "output": str(target), "status": "failed",
+                                "error": f"{path}: no such file"})
+            print(f"monai-t1t2: error: {path}: no such file", file=sys.stderr)
+            continue
+        input_hash = _sha256(path)
+        state = output_state(target, input_hash, model_hash)
+        if state == "complete" and not overwrite:
+            rows_before.append({"input": str(path), "input_sha256": input_hash, "output": str(target),
+                                "status": "skipped", "error": None})
+            continue
+        if state in ("foreign", "other") and not overwrite:
+            raise OutputExistsError(f"{target}: exists{' (from another input or model)' if state == 'other' else ''}; "
+                                    "pass --overwrite to replace it")
+        problem = memory_problem(path)
+        if problem:
+            rows_before.append({"input": str(path), "input_sha256": input_hash, "output": str(target),
+                                "status": "failed", "error": problem})
+            print(f"monai-t1t2: error: {problem}", file=sys.stderr)
+            continue
+        jobs.append({"input": str(path), "output": str(target), "input_sha256": input_hash})
+    settings = Settings(output_dir=output_dir, model=model, device=device, overlap=overlap,
+                        sw_batch_size=sw_batch_size, png=png, overwrite=overwrite, mask_method=mask_method,
+                        mask=Path(mask) if mask is not None else None, qc=qc, thumbnails=report is not None,
+                        inputs=list(paths))
+    if devices == 1 and num_nodes == 1:
+        write_manifest(rows_before, manifest)
+        translator = load_translator(model, device) if jobs else None
+        rows = rows_before + _job_rows(jobs, settings, translator, progress=progress,
+                                       on_row=lambda done: write_manifest(rows_before + done, manifest))
+    else:
+        rows = _run_distributed(jobs, rows_before, settings, devices, num_nodes, manifest)
+        if rows is None:  # not rank 0
+            return 0
+    ordered = {str(p): i for i, p in enumerate(paths)}
+    rows.sort(key=lambda r: ordered.get(r["input"], len(ordered)))
+    write_manifest(rows, manifest)
+    if report is not None:
+        write_report(rows, Path(report), output_dir)
+    counts = {s: sum(r["status"] == s for r in rows) for s in ("translated", "skipped", "rejected", "failed")}
+    print(f"{output_dir}: {len(rows)} inputs: {counts['translated']} translated, {counts['skipped']} already done, "
+          f"{counts['rejected']} rejected by QC, {counts['failed']} failed; manifest: {manifest}"
+          + (f"; report: {report}" if report is not None else ""))
+    bad = counts["rejected"] + counts["failed"]
+    if not bad:
+        return 0
+    return 1 if counts["translated"] + counts["skipped"] else 2
+
+
+# ----------------------------------------------------------------------------- many devices
+def _run_distributed(jobs: list[dict], rows_before: list[dict], settings: Settings, devices: int, num_nodes: int,
+                     manifest: Path) -> list[dict] | None:
+    """Shard ``jobs`` over Lightning's DDP ranks; rank 0 returns every row, the other ranks None."""
+    import pytorch_lightning as pl
+    import torch
+
+
+    class Shard(torch.utils.data.Sampler):
+        """Indices ``rank::world``: every job exactly once over all ranks (no padding)."""
+
+        def __init__(self, size: int, rank: int, world: int) -> None:
+            self.indices = list(range(rank, size, world))
+
+        def __iter__(self):
+            return iter(self.indices)
+
+        def __len__(self) -> int:
+            return len(self.indices)
+
+    class Predictor(pl.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.rows: list[dict] = []
+
+        def setup(self, stage: str) -> None:
+            self.translator = load_translator(settings.model, self.trainer.strategy.root_device)
+            self.part = settings.output_dir / PARTS / f"rank{self.trainer.global_rank}.json"
+
+        def predict_dataloader(self):
+            rank, world = self.trainer.global_rank, self.trainer.world_size
+            return torch.utils.data.DataLoader(list(range(len(jobs))), batch_size=1,
+                                               sampler=Shard(len(jobs), rank, world), collate_fn=lambda b: b[0])
+
+        def predict_step(self, index: int, batch_idx: int = 0):
+            self.rows += [dict(row, rank=self.trainer.global_rank)
+                          for row in _job_rows([jobs[index]], settings, self.translator)]
+            write_manifest(self.rows, self.part)
+            return None
+
+        def on_predict_end(self) -> None:
+            write_manifest(self.rows, self.part)
+            self.trainer.strategy.barrier("monai_t1t2_batch_done")
+
+    accelerator = "gpu" if (settings.device or ("cuda" if torch.cuda.is_available() else "cpu")) == "cuda" else "cpu"
+    trainer = pl.Trainer(accelerator=accelerator, devices=devices, num_nodes=num_nodes,
+                         strategy="ddp" if devices * num_nodes > 1 else "auto", use_distributed_sampler=False,
+                         logger=False, enable_checkpointing=False, enable_model_summary=False, enable_progress_bar=False)
+    predictor = Predictor()
+    trainer.predict(predictor, return_predictions=False)
+    if trainer.global_rank != 0:
+        return None
+    rows = list(rows_before)
+    for rank in range(trainer.world_size):
+        part = settings.output_dir / PARTS / f"rank{rank}.json"
+        if part.is_file():
+            rows += read_manifest(part)
+            part.unlink()
+    return rows
+
+
+# ----------------------------------------------------------------------------- files: the Python API of predict
+
+
+OUTPUT_SUFFIX = "_synT2"
+
+
+def output_path(t1_path: PathLike, output_dir: PathLike) -> Path:
+    """``<output_dir>/<stem>_synT2.nii.gz`` for a T1 file."""
+    return Path(output_dir) / f"{volume_stem(t1_path)}{OUTPUT_SUFFIX}.nii.gz"
+
+
+def sidecar_path(target: Path) -> Path:
+    """``<stem>_synT2.json`` beside ``<stem>_synT2.nii.gz`` (BIDS-style sidecar)."""
+    return target.with_name(f"{volume_stem(target)}.json")
+
+
+def _sha256(path: PathLike) -> str | None:
+    """SHA-256 of a file (None if it is not one), computed once per file version (path, size, mtime)."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    status = path.stat()
+    return _sha256_of(str(path.resolve()), status.st_size, status.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=1024)
+def _sha256_of(path: str, size: int, mtime_ns: int) -> str:
+    import hashlib
+
+    path = Path(path)
+    digest = hashlib.sha256()
+    with path.open("rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_sidecar(target: Path, source: Path, translator: Translator, mask_method: str, problems: Sequence[str]) -> Path:
+    """The provenance sidecar of one synthetic T2 (written atomically)."""
+    import datetime
+
+    record = {
+        "Modality": "MR", "SyntheticImage": True,
+        "Description": "synthetic T2-weighted image translated from a T1-weighted image; not an acquisition",
+        "GeneratedBy": [{"Name": "monai-t1t2", "Version": monai_t1t2.__version__}],
+        "Sources": [str(source)], "SourceSHA256": _sha256(source),
+        "Model": translator.source, "ModelSHA256": _sha256(translator.source),
+        "SlidingWindowROI": list(translator.roi_size), "MaskMethod": mask_method,
+        "InputProblems": list(problems), "Forced": bool(problems),
+        "Units": "normalised T2 (0.5th-99.5th brain percentile range mapped to [0, 1])",
+        "DateCreated": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+    return atomic_write_text(json.dumps(record, indent=2) + "\n", sidecar_path(target), overwrite=True)
+
+
+def _planned_outputs(paths: Sequence[Path], output_dir: Path, png: bool, overwrite: bool,
+                     protected: Sequence[PathLike] = ()) -> list[Path]:
+    """Output paths of every input, all checked free (and distinct) before anything is translated."""
+
+    check_output_dir(output_dir)
+    targets = [output_path(path, output_dir) for path in paths]
+    seen: dict[Path, Path] = {}
+    for path, target in zip(paths, targets):
+        if target in seen:
+            raise OutputExistsError(f"{path} and {seen[target]} would both write {target}; rename one or run them apart")
+        seen[target] = path
+        for candidate in [target, sidecar_path(target)] + ([target.with_name(f"{volume_stem(target)}.png")] if png else []):
+            check_output_path(candidate, inputs=[*paths, *protected], overwrite=overwrite)
+    return targets
+
+
+def translate_files(
+    paths: Sequence[PathLike],
+    output_dir: PathLike,
+    model: PathLike | Translator | None = None,
+    device: str | torch.device | None = None,
+    overlap: float = 0.5,
+    sw_batch_size: int = 4,
+    png: bool = False,
+    overwrite: bool = False,
+    mask_method: str = "auto",
+    progress: bool = True,
+    mask: PathLike | None = None,
+    force: bool = False,
+) -> list[Path]:
+    """Translate each T1 file into ``<output_dir>/<stem>_synT2.nii.gz`` (and ``.png`` with ``png``).
+
+    Every output path is checked before the first volume is translated, and the memory each input
+    needs is estimated from its header before the network is loaded; inputs are never written over;
+    each output is written atomically with the input's affine and header, marked synthetic in its
+    header, with a JSON sidecar ``<stem>_synT2.json`` (provenance). An input that fails
+    :func:`input_problems` (QC reject, brain volume outside the adult range) is refused with the
+    reason unless ``force``, which translates it with a warning (recorded in the sidecar).
+    ``progress`` shows a tqdm bar over files on an interactive terminal.
+
+    Args:
+        mask: a brain-mask file on the grid of the (single) input; overrides ``mask_method``.
+
+    Returns:
+        The written volume paths, in input order.
+    """
+    from tqdm.auto import tqdm
+
+    from monai_t1t2.inference.batch import Settings, translate_one
+
+    paths = [Path(p) for p in paths]
+    if not paths:
+        raise T1T2Error("no T1 volume to translate (no *.nii.gz / *.nii among the inputs)")
+    if mask is not None and len(paths) != 1:
+        raise T1T2Error(f"--mask {mask}: a mask belongs to one input; {len(paths)} were given")
+    if mask_method not in MASK_METHODS:
+        raise T1T2Error(f"mask method {mask_method!r}: choose one of {', '.join(MASK_METHODS)}")
+    if mask is not None and not Path(mask).is_file():
+        raise InvalidVolumeError(f"{mask}: mask file does not exist")
+    output_dir = Path(output_dir)
+    targets = _planned_outputs(paths, output_dir, png, overwrite, protected=[mask] if mask is not None else [])
+    check_memory(paths)
+    translator = load_translator(model, device)
+    settings = Settings(output_dir=output_dir, overlap=overlap, sw_batch_size=sw_batch_size, png=png,
+                        overwrite=overwrite, mask_method=mask_method, mask=Path(mask) if mask is not None else None,
+                        qc="flag" if force else "reject", inputs=paths)
+    for path, target in zip(tqdm(paths, desc="translating", unit="volume", disable=None if progress else True), targets):
+        translate_one(path, target, translator, settings)
+    return targets
+
+
+def translate_folder(dataset_dir: PathLike, output_dir: PathLike, model: PathLike | Translator | None = None,
+                     device: str | torch.device | None = None, overlap: float = 0.5, sw_batch_size: int = 4,
+                     png: bool = False, overwrite: bool = False, mask_method: str = "auto", force: bool = False) -> list[Path]:
+    """The bundle's ``run``: translate every ``dataset_dir/*.nii.gz`` (and ``*.nii``) into ``output_dir``.
+
+    Errors a user can cause end the run with one line on stderr, in the bundle's terms (its
+    settings are ``--dataset_dir``, ``--overwrite true`` ...), and exit status 2, not a traceback.
+    """
+    import sys
+
+    try:
+        folder = Path(dataset_dir)
+        if not folder.is_dir():
+            raise T1T2Error(f"dataset_dir {folder}: no such folder (pass --dataset_dir FOLDER of T1 volumes)")
+        paths = sorted(p for p in folder.iterdir() if p.is_file() and p.name.lower().endswith((".nii.gz", ".nii")))
+        if not paths:
+            raise T1T2Error(f"dataset_dir {folder}: holds no *.nii.gz or *.nii file")
+        return translate_files(paths, output_dir, model=model, device=device, overlap=overlap,
+                               sw_batch_size=sw_batch_size, png=png, overwrite=overwrite, mask_method=mask_method,
+                               force=force)
+    except T1T2Error as err:
+        message = str(err).replace("pass --overwrite", "pass --overwrite true").replace("pass --force", "pass --force true")
+        print(f"monai-t1t2 bundle: error: {message}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def run_predict(inputs: Sequence[PathLike], output_dir: PathLike, model: PathLike | None = None, png: bool = False,
+                device: str | None = None, overlap: float = 0.5, sw_batch_size: int = 4, overwrite: bool = False,
+                mask: PathLike | None = None, mask_method: str = "auto", force: bool = False, qc: str = "reject",
+                manifest: PathLike | None = None, report: PathLike | None = None, devices: int = 1,
+                num_nodes: int = 1, datalist_key: str = "test") -> int:
+    """``monai-t1t2 predict``: translate a collection (:func:`monai_t1t2.inference.batch.run_batch`); exit status."""
+    from monai_t1t2.inference.batch import run_batch
+
+    return run_batch(inputs, output_dir, model=model, device=device, overlap=overlap, sw_batch_size=sw_batch_size,
+                     png=png, overwrite=overwrite, mask=mask, mask_method=mask_method, qc="flag" if force else qc,
+                     manifest=manifest, report=report, devices=devices, num_nodes=num_nodes, datalist_key=datalist_key)

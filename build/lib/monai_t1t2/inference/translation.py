@@ -1,0 +1,449 @@
+"""Sliding-window translation of whole T1 volumes into synthetic T2 volumes.
+
+Pipeline of :func:`translate`, for a T1 on any grid (orientation, voxel size, with or without skull):
+
+1. brain mask on the input grid (:func:`monai_t1t2.masks.brain_mask`);
+2. crop the T1 and the mask to the brain's bounding box plus a margin (on the input grid, so
+   a full-head or large-field volume is not resampled in full);
+3. reorient to RAS and resample to 1 mm (``Orientation`` + ``Spacing``; bilinear for the T1,
+   nearest for the mask): the network was trained at 1 mm;
+4. :class:`~monai_t1t2.transforms.PercentileNormalise` inside the mask (``EVALUATION.md`` units);
+5. MONAI ``sliding_window_inference`` (Gaussian blending), prediction multiplied by the mask;
+6. ``ResampleToMatch`` back onto the cropped input grid (bilinear), pasted into the full input
+   grid, multiplied by the input-grid mask so the background stays exactly 0.
+
+The brain mask and its rule are :mod:`monai_t1t2.masks`' (:func:`~monai_t1t2.masks.brain_mask`).
+
+Before translating a file, :func:`translate_files` (``monai-t1t2 predict``, the bundle) checks that
+the input is plausible: the package's QC (:func:`monai_t1t2.quality.quality_report`) passes and the brain
+mask holds an adult brain's volume (:data:`MIN_BRAIN_ML` to :data:`MAX_BRAIN_ML`); otherwise the file is
+refused with the reason (``force=True`` / ``--force`` translates it with a warning). The working set is
+estimated from the headers before the network is loaded, and inputs that would not fit in memory are
+refused. Every output says it is synthetic: NIfTI ``descrip`` and ``intent_name``, and a BIDS-style
+JSON sidecar (package version, model and input SHA-256, mask method, QC verdict, date).
+
+Output: float32 ``MetaTensor`` ``(1, X, Y, Z)`` on the input's grid with its affine, in normalised
+T2 units ``[0, 1]`` (the 0.5th-99.5th percentile range of a T2 inside the brain), 0 outside the brain.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from monai.data import MetaTensor
+from torch import nn
+
+from monai_t1t2.errors import InvalidVolumeError, T1T2Error
+from monai_t1t2.geometry import bounding_box, to_ras
+from monai_t1t2.io import PathLike, read_volume, spacing_of, validate_array
+from monai_t1t2.masks import MAX_BRAIN_ML, MIN_BRAIN_ML, brain_mask, mask_volume_ml
+from monai_t1t2.nets.generators import SliceWise
+
+# Package data (``importlib.resources``): present in a wheel as in a source checkout (``bundles/`` links here).
+DEFAULT_BUNDLE = Path(str(importlib.resources.files("monai_t1t2") / "bundles" / "t1t2_translation"))
+# Working-set factors of translate(): float32 copies of the input grid and of the 1 mm network grid.
+INPUT_GRID_COPIES, NETWORK_GRID_COPIES = 6, 12
+# Context kept around the brain before the sliding window; outside it everything is 0 anyway.
+CROP_MARGIN_MM = 8.0
+NETWORK_SPACING_MM = (1.0, 1.0, 1.0)
+
+
+# ----------------------------------------------------------------------------- the model
+
+
+@dataclass
+class Translator:
+    """A generator in eval mode with its sliding-window ROI.
+
+    Args:
+        network: maps ``(B, 1, X, Y, Z)`` normalised T1 patches to T2 patches (3D), or
+            ``(B, 1, X, Y)`` slices when ``spatial_dims == 2``.
+        roi_size: sliding-window ROI in voxels at 1 mm; ``(P, P, 1)`` for a 2D network.
+        spatial_dims: 3, or 2 for the slice-wise baseline.
+        device: where the network runs.
+        source: where it came from (for messages).
+    """
+
+    network: nn.Module
+    roi_size: tuple[int, int, int]
+    spatial_dims: int = 3
+    device: torch.device = torch.device("cpu")
+    source: str = ""
+
+    def __post_init__(self) -> None:
+        self.roi_size = tuple(int(v) for v in self.roi_size)
+        if len(self.roi_size) != 3:
+            raise T1T2Error(f"{self.source or 'model'}: roi_size {self.roi_size} must have 3 entries")
+        if self.spatial_dims == 2 and self.roi_size[2] != 1:
+            raise T1T2Error(f"{self.source or 'model'}: a 2D network needs a (P, P, 1) roi_size, got {self.roi_size}")
+        self.device = torch.device(self.device)
+        self.network = self.network.to(self.device).eval()
+        self._forward = SliceWise(self.network) if self.spatial_dims == 2 else self.network
+
+    def __call__(self, patches: torch.Tensor) -> torch.Tensor:
+        """``(B, 1, X, Y, Z)`` normalised T1 patches -> T2 patches of the same shape."""
+        return self._forward(patches)
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``None`` -> CUDA when available, else CPU; asking for CUDA without one is a user error."""
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise T1T2Error("--device cuda: no CUDA device is available here; use --device cpu")
+    return device
+
+
+def _load_state(network: nn.Module, weights: PathLike) -> nn.Module:
+    weights = Path(weights)
+    try:
+        state = torch.load(str(weights), map_location="cpu", weights_only=True)
+        if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+            state = state["state_dict"]
+        network.load_state_dict(state)
+    except (RuntimeError, OSError, KeyError, TypeError, AttributeError) as err:
+        raise T1T2Error(f"{weights}: weights do not fit the bundle's network_def ({type(err).__name__}: {err})") from None
+    return network
+
+
+def build_translator(network: nn.Module, weights: PathLike | None, roi_size: Sequence[int], spatial_dims: int = 3,
+                     device: str | torch.device | None = None) -> Translator:
+    """A :class:`Translator` from a built network and a state-dict file (None keeps its weights).
+
+    This is what a bundle's ``configs/inference.json`` instantiates (``network_def`` + ``models/model.pt``).
+    """
+    if weights is not None:
+        if not Path(weights).is_file():
+            raise T1T2Error(
+                f"{weights}: no trained weights; train a model (monai-t1t2 train fit ...), export its generator "
+                "(monai_t1t2.training.module.export_generator) to this path, or pass --model BUNDLE_DIR / CHECKPOINT.ckpt"
+            )
+        network = _load_state(network, weights)
+    return Translator(network, tuple(roi_size), spatial_dims, resolve_device(device), str(weights or "random weights"))
+
+
+def _bundle_translator(bundle_dir: Path, device: str | torch.device | None, weights: Path | None = None) -> Translator:
+    """Network and ROI from the bundle's ``configs/inference.json``, weights from ``models/model.pt``."""
+    from monai.bundle import ConfigParser
+
+    config_file = bundle_dir / "configs" / "inference.json"
+    parser = ConfigParser()
+    parser.read_config(str(config_file))
+    parser["bundle_root"] = str(bundle_dir)
+    try:
+        network = parser.get_parsed_content("network_def")
+        roi_size = parser.get_parsed_content("roi_size")
+        spatial_dims = int(parser.get_parsed_content("spatial_dims")) if "spatial_dims" in parser else 3
+    except (KeyError, ValueError, TypeError, RuntimeError) as err:
+        raise T1T2Error(f"{config_file}: needs network_def, roi_size and spatial_dims ({type(err).__name__}: {err})") from None
+    return build_translator(network, weights or bundle_dir / "models" / "model.pt", roi_size, spatial_dims, device)
+
+
+def _checkpoint_translator(checkpoint: Path, device: str | torch.device | None) -> Translator:
+    """Generator of a ``monai-t1t2 train`` checkpoint, read without building the losses it was trained with."""
+    from monai_t1t2.nets.generators import DEFAULT_GENERATOR
+    from monai_t1t2.nets.generators import build_generator
+
+    try:
+        state = torch.load(str(checkpoint), map_location="cpu", weights_only=False)
+        hparams, weights = state["hyper_parameters"], state["state_dict"]
+    except (RuntimeError, OSError, KeyError, TypeError, EOFError) as err:
+        raise T1T2Error(f"{checkpoint}: not a Lightning checkpoint of monai-t1t2 train ({type(err).__name__}: {err})") from None
+    spatial_dims = int(hparams.get("spatial_dims", 3))
+    network = build_generator(spatial_dims=spatial_dims, **dict(hparams.get("generator") or DEFAULT_GENERATOR))
+    generator_state = {key[len("generator."):]: value for key, value in weights.items() if key.startswith("generator.")}
+    try:
+        network.load_state_dict(generator_state)
+    except RuntimeError as err:
+        raise T1T2Error(f"{checkpoint}: generator weights do not match its hyper-parameters ({err})") from None
+    return Translator(network, tuple(hparams.get("patch_size", (64, 64, 64))), spatial_dims, resolve_device(device),
+                      str(checkpoint))
+
+
+def load_translator(model: PathLike | Translator | None = None, device: str | torch.device | None = None) -> Translator:
+    """Load a translation model.
+
+    Args:
+        model: ``None`` (the repository's ``bundles/t1t2_translation``), a bundle folder, the
+            ``models/model.pt`` inside one, a Lightning ``.ckpt`` from ``monai-t1t2 train``, or a
+            :class:`Translator` (returned as is).
+        device: ``"cpu"``, ``"cuda"``; None = CUDA when available.
+
+    Raises:
+        T1T2Error: the model is missing, lacks weights, or is not one of the forms above.
+    """
+    if isinstance(model, Translator):
+        return model
+    path = Path(model) if model is not None else DEFAULT_BUNDLE
+    if not path.exists():
+        raise T1T2Error(f"model {path}: no such file or folder")
+    if path.is_dir():
+        if not (path / "configs" / "inference.json").is_file():
+            raise T1T2Error(f"{path}: not a translation bundle (no configs/inference.json)")
+        return _bundle_translator(path, device)
+    if path.suffix == ".ckpt":
+        return _checkpoint_translator(path, device)
+    bundle_dir = path.parent.parent
+    if path.parent.name == "models" and (bundle_dir / "configs" / "inference.json").is_file():
+        return _bundle_translator(bundle_dir, device, weights=path)
+    raise T1T2Error(f"{path}: a bare weight file has no architecture; pass its bundle folder "
+                    "(configs/inference.json + models/model.pt) or a Lightning .ckpt from monai-t1t2 train")
+
+
+# ----------------------------------------------------------------------------- brain masks
+
+
+def input_problems(t1: MetaTensor, mask: torch.Tensor) -> list[str]:
+    """Why a T1 is not a plausible brain to translate (empty list: plausible).
+
+    The package's QC verdict (noise only, ghosting, no usable slice) and the brain volume inside
+    ``mask`` against the adult range :data:`MIN_BRAIN_ML`-:data:`MAX_BRAIN_ML`.
+    """
+    from monai_t1t2.quality import quality_report
+
+    problems = []
+    volume = mask_volume_ml(mask, spacing_of(t1.affine))
+    if not MIN_BRAIN_ML <= volume <= MAX_BRAIN_ML:
+        problems.append(f"the brain mask holds {volume:.0f} ml, outside an adult brain's "
+                        f"{MIN_BRAIN_ML:.0f}-{MAX_BRAIN_ML:.0f} ml (not a brain, a partial brain, or a wrong mask)")
+    report = quality_report(t1)
+    if not report["passed"]:
+        problems += [f"QC: {reason}" for reason in report["reasons"]]
+    return problems
+
+
+def available_memory_bytes() -> int | None:
+    """``MemAvailable`` of ``/proc/meminfo`` (None where it cannot be read)."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def estimated_working_set_bytes(shape: Sequence[int], spacing: Sequence[float]) -> int:
+    """Upper estimate of :func:`translate`'s memory for a volume: copies of the input grid and of
+    its whole field of view at 1 mm (the brain crop is smaller; this is the worst case)."""
+    voxels = int(np.prod([int(n) for n in shape[:3]]))
+    network_voxels = int(np.prod([math.ceil(n * s) for n, s in zip(shape[:3], spacing)]))
+    return 4 * (INPUT_GRID_COPIES * voxels + NETWORK_GRID_COPIES * network_voxels)
+
+
+def memory_problem(path: PathLike) -> str | None:
+    """Why, from its header alone, a volume would not fit in memory to translate (None: it fits or cannot be told)."""
+    import nibabel as nib
+
+    available = available_memory_bytes()
+    if available is None:
+        return None
+    try:
+        header = nib.load(str(path)).header
+        shape, spacing = header.get_data_shape(), header.get_zooms()[:3]
+    except Exception:  # unreadable: read_volume names the problem when the file's turn comes
+        return None
+    if len(shape) < 3:
+        return None
+    needed = estimated_working_set_bytes(shape, spacing)
+    if needed > 0.8 * available:
+        return (f"{path}: {'x'.join(map(str, shape[:3]))} voxels need about {needed / 2**30:.1f} GiB to translate, "
+                f"more than the {available / 2**30:.1f} GiB available; crop or downsample it first")
+    return None
+
+
+def check_memory(paths: Sequence[Path]) -> None:
+    """Refuse, from the headers alone and before the network is loaded, inputs that would not fit in memory."""
+    for path in paths:
+        problem = memory_problem(path)
+        if problem:
+            raise T1T2Error(problem)
+
+
+def model_file(model: PathLike | None) -> Path:
+    """The weights file a ``model`` argument stands for (a bundle's ``models/model.pt``, or the file itself)."""
+    path = Path(model) if model is not None else DEFAULT_BUNDLE
+    return path / "models" / "model.pt" if path.is_dir() else path
+
+
+def _as_mask(mask: PathLike | np.ndarray | torch.Tensor, t1: MetaTensor) -> torch.Tensor:
+    """A caller's mask (file, array or tensor on the T1's grid) as bool ``(1, X, Y, Z)``."""
+    if isinstance(mask, (str, os.PathLike)):
+        from monai_t1t2.io import check_same_grid
+
+        volume = read_volume(mask)
+        check_same_grid(t1, volume)
+        mask = volume
+    mask = torch.as_tensor(np.asarray(mask.detach().cpu() if isinstance(mask, torch.Tensor) else mask)) > 0
+    if mask.ndim == 3:
+        mask = mask[None]
+    if tuple(mask.shape[1:]) != tuple(t1.shape[1:]):
+        raise InvalidVolumeError(f"mask of shape {tuple(mask.shape)} is not on the T1's grid {tuple(t1.shape)}")
+    return mask
+
+
+# ----------------------------------------------------------------------------- translation
+
+
+def _as_volume(image: PathLike | np.ndarray | torch.Tensor, affine: np.ndarray | None) -> MetaTensor:
+    """Path, array + affine, or MetaTensor -> validated float32 ``MetaTensor`` ``(1, X, Y, Z)``."""
+    if isinstance(image, (str, os.PathLike)):
+        return read_volume(image)
+    if isinstance(image, MetaTensor) and affine is None:
+        name = image.meta.get("filename_or_obj", "MetaTensor")
+        array = validate_array(image.detach().cpu().numpy().squeeze(0) if image.ndim == 4 else image.detach().cpu().numpy(), name)
+        from monai_t1t2.io import validate_affine
+
+        affine = torch.as_tensor(validate_affine(image.affine, str(name)))
+        return MetaTensor(torch.as_tensor(array, dtype=torch.float32)[None], affine=affine,
+                          meta={"filename_or_obj": name})
+    if affine is None:
+        raise InvalidVolumeError("array input: pass its 4x4 voxel-to-RAS affine (translate(array, affine=...))")
+    array = image.detach().cpu().numpy() if isinstance(image, torch.Tensor) else np.asarray(image)
+    array = validate_array(array[0] if array.ndim == 4 and array.shape[0] == 1 else array, "array")
+    from monai_t1t2.io import validate_affine
+
+    affine = validate_affine(affine, "array input")
+    return MetaTensor(torch.as_tensor(array, dtype=torch.float32)[None], affine=torch.as_tensor(affine),
+                      meta={"filename_or_obj": "array"})
+
+
+def _crop_to_mask(t1: MetaTensor, mask: torch.Tensor, margin_mm: float) -> tuple[MetaTensor, MetaTensor, tuple[slice, ...]]:
+    """Crop the T1 and its mask to the mask's box grown by ``margin_mm`` (affine updated); also the box."""
+    from monai.transforms import SpatialCrop
+
+    box = bounding_box(mask[0], margin=[int(math.ceil(margin_mm / s)) for s in spacing_of(t1.affine)])
+    crop = SpatialCrop(roi_slices=box)
+    return crop(t1), crop(MetaTensor(mask.float(), affine=t1.affine.clone())), box
+
+
+def _to_network_grid(t1: MetaTensor, mask: MetaTensor) -> tuple[MetaTensor, torch.Tensor]:
+    """RAS at 1 mm: bilinear for the T1, nearest for the mask."""
+    from monai.transforms import Spacing
+
+    t1 = Spacing(pixdim=NETWORK_SPACING_MM, mode="bilinear", padding_mode="zeros")(to_ras(t1))
+    mask = Spacing(pixdim=NETWORK_SPACING_MM, mode="nearest", padding_mode="zeros")(to_ras(mask))
+    return t1, mask.as_tensor() > 0.5
+
+
+def translate(
+    image: PathLike | np.ndarray | torch.Tensor,
+    model: PathLike | Translator | None = None,
+    device: str | torch.device | None = None,
+    affine: np.ndarray | None = None,
+    mask: PathLike | np.ndarray | torch.Tensor | None = None,
+    mask_method: str = "auto",
+    overlap: float = 0.5,
+    sw_batch_size: int = 4,
+    stages: dict[str, float] | None = None,
+) -> MetaTensor:
+    """Translate a T1-weighted volume into a synthetic T2-weighted volume on the same grid.
+
+    Args:
+        image: a volume file, a ``MetaTensor`` ``(1, X, Y, Z)`` (or ``(X, Y, Z)``) with its RAS
+            affine, or a NumPy array / tensor ``(X, Y, Z)`` together with ``affine``.
+        model: see :func:`load_translator` (default: the repository's ``t1t2_translation`` bundle);
+            pass a loaded :class:`Translator` to translate many volumes without reloading.
+        device: ``"cpu"`` / ``"cuda"``; None = CUDA when available.
+        affine: 4x4 voxel-to-RAS (mm) affine of an array ``image``.
+        mask: optional brain mask on the image's grid (file, array or tensor, > 0 inside);
+            overrides ``mask_method``.
+        mask_method: ``"auto"`` (:mod:`monai_t1t2.masks`), ``"nonzero"``, ``"network"`` or ``"head"``.
+        overlap: sliding-window overlap in ``[0, 1)``.
+        sw_batch_size: patches per network call.
+
+        stages: optional dict; the seconds spent resampling and in the network are added to its
+            ``"resample"`` and ``"network"`` entries (the batch's per-stage timing).
+
+    Returns:
+        float32 ``MetaTensor`` ``(1, X, Y, Z)`` with the input's affine; normalised T2 units in
+        ``[0, 1]`` inside the brain, exactly 0 outside it.
+
+    Raises:
+        InvalidVolumeError: unreadable or invalid input, or a mask on another grid.
+        T1T2Error: a missing model, or an empty brain mask.
+
+    Example:
+        >>> t2 = translate("../shared/data/paired/TCGA-DU-7294/t1.nii.gz")  # doctest: +SKIP
+        >>> t2.shape, t2.affine.shape  # doctest: +SKIP
+        (torch.Size([1, 240, 240, 155]), torch.Size([4, 4]))
+    """
+    from monai.inferers import sliding_window_inference
+    from monai.transforms import ResampleToMatch
+
+    from monai_t1t2.transforms import PercentileNormalise
+
+    if not 0 <= overlap < 1:
+        raise T1T2Error(f"overlap {overlap}: must be in [0, 1)")
+    if sw_batch_size < 1:
+        raise T1T2Error(f"sw_batch_size {sw_batch_size}: must be at least 1")
+    t1 = _as_volume(image, affine)
+    name = t1.meta.get("filename_or_obj", "T1")
+    translator = load_translator(model, device)
+    input_mask = _as_mask(mask, t1) if mask is not None else brain_mask(t1, mask_method, translator.device)
+    if not input_mask.any():
+        raise T1T2Error(f"{name}: the brain mask is empty; nothing to translate (pass a mask or another mask_method)")
+    clock = StageClock(stages)
+    t1_crop, mask_crop, box = _crop_to_mask(t1, input_mask, CROP_MARGIN_MM)
+    t1_net, mask_net = _to_network_grid(t1_crop, mask_crop)
+    normalised = PercentileNormalise()(t1_net.as_tensor(), mask_net)
+    clock.lap("resample")
+    with torch.inference_mode():
+        prediction = sliding_window_inference(
+            normalised[None].to(translator.device), translator.roi_size, sw_batch_size, translator, overlap,
+            mode="gaussian", padding_mode="constant", cval=0.0)[0].float().cpu()
+    clock.lap("network")
+    prediction = MetaTensor(prediction * mask_net, affine=t1_net.affine)
+    # Resample onto the cropped input grid only, then paste: the rest of the input grid is background.
+    on_crop = ResampleToMatch(mode="bilinear", padding_mode="zeros")(prediction, img_dst=t1_crop)
+    synthetic = torch.zeros(t1.shape, dtype=torch.float32)
+    synthetic[(slice(None), *box)] = on_crop.as_tensor().float()
+    synthetic = (synthetic * input_mask).clamp(0, 1)
+    clock.lap("resample")
+    return MetaTensor(synthetic, affine=t1.affine.clone(), meta={"filename_or_obj": name})
+
+
+class StageClock:
+    """Adds the seconds since the last lap to ``stages[name]`` (no-op without a dict)."""
+
+    def __init__(self, stages: dict[str, float] | None) -> None:
+        import time
+
+        self.stages, self.time = stages, time.perf_counter
+        self.last = self.time()
+
+    def reset(self) -> None:
+        self.last = self.time()
+
+    def lap(self, name: str) -> None:
+        now = self.time()
+        if self.stages is not None:
+            self.stages[name] = self.stages.get(name, 0.0) + now - self.last
+        self.last = now
+
+
+# ----------------------------------------------------------------------------- files and CLI
+
+
+def save_translation_png(t1: MetaTensor, synthetic: MetaTensor | None, path: PathLike, title: str = "") -> Path:
+    """Three-plane PNG: T1 above synthetic T2 (T1 alone when ``synthetic`` is None), reoriented to RAS."""
+    from monai_t1t2.viz import save_three_plane_png
+
+    volumes = [to_ras(MetaTensor(v.as_tensor(), affine=v.affine.clone())) for v in (t1, synthetic) if v is not None]
+    return save_three_plane_png(path, volumes, ["T1", "synthetic T2"][:len(volumes)], title=title,
+                                spacing=spacing_of(volumes[0].affine))
+
+
+def describe(translator: Translator) -> dict[str, Any]:
+    """Plain summary of a loaded model (for logs and benchmarks)."""
+    parameters = sum(p.numel() for p in translator.network.parameters())
+    return {"source": translator.source, "roi_size": list(translator.roi_size), "spatial_dims": translator.spatial_dims,
+            "parameters": parameters, "device": str(translator.device)}

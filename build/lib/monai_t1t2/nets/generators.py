@@ -1,0 +1,118 @@
+"""Generator (and discriminator) construction from plain config values.
+
+Generators map a normalised T1 patch ``(B, 1, X, Y, Z)`` (or ``(B, 1, X, Y)`` for the 2D
+baseline) to a T2 patch of the same shape in ``[0, 1]``-ish units (sigmoid output).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from monai.networks.nets import UNet
+from torch import nn
+
+
+#: The generator a module or a checkpoint gets when no ``generator`` settings are given (the one
+#: place the default architecture is written; the shipped recipes name theirs in ``configs/``).
+DEFAULT_GENERATOR = {"name": "unet", "channels": [16, 32, 64, 128], "num_res_units": 2, "norm": "instance", "head": "sigmoid"}
+
+
+class Generator(nn.Module):
+    """A MONAI backbone with an output head that keeps predictions in normalised T2 units.
+
+    Two heads:
+
+    - ``"sigmoid"``: ``sigmoid(backbone(t1))``.
+    - ``"residual"``: ``prior(t1) + gate * backbone(t1)``, where ``prior`` is the inverted T1
+      inside the brain (``1 - t1`` where ``t1 > 0``, else 0: the protocol's floor, EVALUATION.md)
+      and ``gate`` a learnable scalar that starts at 0 (ReZero, Bachlechner et al. 2020). Training
+      starts exactly at the floor and learns the correction, so the network keeps the T1's
+      anatomy sharp from the first step and spends its few CPU steps on the contrast.
+      In eval mode the output is clamped to ``[0, 1]``.
+
+    Args:
+        backbone: any MONAI network with one input and one output channel.
+        head: ``"sigmoid"`` or ``"residual"``.
+    """
+
+    def __init__(self, backbone: nn.Module, head: str = "sigmoid") -> None:
+        super().__init__()
+        if head not in ("sigmoid", "residual"):
+            raise ValueError(f"unknown generator head '{head}': choose sigmoid or residual")
+        self.backbone, self.head = backbone, head
+        if head == "residual":
+            self.gate = nn.Parameter(torch.zeros(()))
+
+    def forward(self, t1: torch.Tensor) -> torch.Tensor:
+        """``(B, 1, *spatial)`` normalised T1 in ``[0, 1]`` -> synthetic T2 of the same shape."""
+        if self.head == "sigmoid":
+            return torch.sigmoid(self.backbone(t1))
+        prior = torch.where(t1 > 0, 1.0 - t1, torch.zeros_like(t1))
+        output = prior + self.gate * self.backbone(t1)
+        return output if self.training else output.clamp(0.0, 1.0)
+
+
+def build_generator(
+    name: str = DEFAULT_GENERATOR["name"],
+    spatial_dims: int = 3,
+    channels: Sequence[int] = tuple(DEFAULT_GENERATOR["channels"]),
+    num_res_units: int = DEFAULT_GENERATOR["num_res_units"],
+    norm: str = DEFAULT_GENERATOR["norm"],
+    dropout: float = 0.0,
+    feature_size: int = 24,
+    img_size: Sequence[int] = (64, 64, 64),
+    head: str = DEFAULT_GENERATOR["head"],
+) -> Generator:
+    """Build a generator by name.
+
+    Args:
+        name: ``"unet"`` (MONAI ``UNet``, residual units), ``"dynunet"`` (MONAI ``DynUNet``,
+            nnU-Net-style) or ``"swinunetr"`` (MONAI ``SwinUNETR``, 3D only).
+        spatial_dims: 3 for the 3D model, 2 for the slice-wise baseline (same family, same loss).
+        channels: feature channels per resolution level (UNet / DynUNet).
+        num_res_units: residual units per level (UNet).
+        norm: normalisation layer (``"instance"``, ``"batch"``); batch norm becomes SyncBatchNorm under DDP.
+        dropout: dropout probability.
+        feature_size, img_size: SwinUNETR only.
+        head: output head of :class:`Generator` (``"sigmoid"`` or ``"residual"``).
+    """
+    name = name.lower()
+    if name == "unet":
+        backbone = UNet(spatial_dims=spatial_dims, in_channels=1, out_channels=1, channels=tuple(channels),
+                        strides=(2,) * (len(channels) - 1), num_res_units=num_res_units, norm=norm, dropout=dropout)
+    elif name == "dynunet":
+        from monai.networks.nets import DynUNet
+
+        levels = len(channels)
+        backbone = DynUNet(spatial_dims=spatial_dims, in_channels=1, out_channels=1, kernel_size=[3] * levels,
+                           strides=[1] + [2] * (levels - 1), upsample_kernel_size=[2] * (levels - 1),
+                           filters=list(channels), norm_name=norm, dropout=dropout or None, res_block=True)
+    elif name == "swinunetr":
+        from monai.networks.nets import SwinUNETR
+
+        if spatial_dims != 3:
+            raise ValueError("swinunetr is built in 3D only")
+        backbone = SwinUNETR(in_channels=1, out_channels=1, feature_size=feature_size, spatial_dims=3)
+    else:
+        raise ValueError(f"unknown generator '{name}': choose unet, dynunet or swinunetr")
+    return Generator(backbone, head=head)
+
+
+def build_discriminator(spatial_dims: int = 3, channels: int = 32, num_layers_d: int = 3) -> nn.Module:
+    """pix2pix-style conditional PatchGAN (MONAI ``PatchDiscriminator``) on ``cat(T1, T2)``."""
+    from monai.networks.nets import PatchDiscriminator
+
+    return PatchDiscriminator(spatial_dims=spatial_dims, num_layers_d=num_layers_d, channels=channels,
+                              in_channels=2, out_channels=1, norm="INSTANCE")
+
+
+class SliceWise(nn.Module):
+    """Apply a 2D network to ``(B, C, X, Y, 1)`` patches (the slice-wise baseline)."""
+
+    def __init__(self, network: nn.Module) -> None:
+        super().__init__()
+        self.network = network
+
+    def forward(self, patches: torch.Tensor) -> torch.Tensor:
+        return self.network(patches[..., 0])[..., None]

@@ -1,0 +1,74 @@
+"""The parcellation stage: ``monai-t1t2 parcellate`` and ``import-brainchop``, and the brain_parcellation bundle's run step.
+
+The networks and their preprocessing are :mod:`monai_t1t2.nets.meshnet`'s.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+from monai.data import MetaTensor
+
+from monai_t1t2.errors import T1T2Error
+from monai_t1t2.geometry import to_ras
+from monai_t1t2.io import PathLike, read_volume, volume_stem, write_volume
+from monai_t1t2.nets.meshnet import DEFAULT_MODEL, import_brainchop, load_parcellator, parcellate, save_meshnet
+
+
+def parcellate_files(paths: Sequence[PathLike], output_dir: PathLike, parcellator: Callable | None = None,
+                     overwrite: bool = True) -> list[Path]:
+    """Parcellate each T1 file into ``<output_dir>/<stem>_labels.nii.gz`` (the bundle's run step)."""
+    if not paths:
+        raise T1T2Error("no T1 volume to parcellate (dataset_dir holds no *.nii.gz?)")
+    parcellator = parcellator or load_parcellator()
+    written = []
+    for path in paths:
+        labels = parcellator(path)
+        target = Path(output_dir) / f"{volume_stem(path)}_labels.nii.gz"
+        written.append(write_volume(labels, target, reference=path, overwrite=overwrite, inputs=[path], dtype=np.int16))
+    return written
+
+
+def save_label_overlay_png(t1: MetaTensor, labels: MetaTensor, path: PathLike, title: str = "") -> Path:
+    """Three-plane PNG of the T1 with the labels on top, both reoriented to RAS for display."""
+    from monai_t1t2.io import spacing_of
+    from monai_t1t2.viz import save_three_plane_png
+
+    t1_ras, labels_ras = to_ras(t1.clone()), to_ras(MetaTensor(labels.float(), affine=labels.affine))
+    return save_three_plane_png(path, [t1_ras], ["T1 + labels"], title=title, overlays=[labels_ras],
+                                spacing=spacing_of(t1_ras.affine))
+
+
+def run_parcellate(t1: PathLike, output: PathLike, model: PathLike = DEFAULT_MODEL, png: bool = False,
+                   overwrite: bool = False) -> int:
+    """``monai-t1t2 parcellate``: labels (and optionally a PNG beside them) for one T1; exit code."""
+    from monai_t1t2.io import check_output_path
+
+    output = check_output_path(output, inputs=[t1], overwrite=overwrite)
+    if png:
+        check_output_path(output.with_name(f"{volume_stem(output)}.png"), inputs=[t1], overwrite=overwrite)
+    volume = read_volume(t1)
+    labels = parcellate(volume, model=model)
+    write_volume(labels, output, reference=t1, overwrite=overwrite, inputs=[t1], dtype=np.int16)
+    present = int(np.unique(labels.numpy()).size)
+    print(f"{output}: {present} labels present")
+    if png:
+        png_path = output.with_name(f"{volume_stem(output)}.png")
+        save_label_overlay_png(volume, labels, png_path, title=f"{Path(t1).name} - {Path(str(model)).name}")
+        print(png_path)
+    return 0
+
+
+def run_import_brainchop(source: PathLike, output: PathLike, overwrite: bool = False) -> int:
+    """``monai-t1t2 import-brainchop``: brainchop folder -> ``.pt``; exit code."""
+    from monai_t1t2.io import check_output_path
+
+    source_files = [p for p in Path(source).iterdir()] if Path(source).is_dir() else [source]
+    check_output_path(output, inputs=[source, *source_files], overwrite=overwrite)
+    network = import_brainchop(source)
+    path = save_meshnet(network, output, overwrite=overwrite)
+    parameters = sum(p.numel() for p in network.parameters())
+    print(f"{path}: {network.name}, {len(network.label_names)} classes, {parameters} parameters")
+    return 0

@@ -1,0 +1,505 @@
+"""Image-quality control: MRIQC-style metrics and keep / reject decisions with reasons.
+
+The metrics follow the no-reference image-quality metrics (IQMs) of MRIQC
+(Esteban et al., *MRIQC: Advancing the automatic prediction of image quality in MRI from
+unseen sites*, PLOS ONE 12(9):e0184661, 2017; ``mriqc.qc.anatomical`` and
+``mriqc.qc.functional``), computed with numpy / scipy only:
+
+==========================  ================================================================
+metric                      definition
+==========================  ================================================================
+``snr``                     ``mu_WM / (sigma_WM * sqrt(n / (n - 1)))`` inside the largest
+                            tissue class (MRIQC ``snr``)
+``snr_dietrich``            ``mu_head / (sqrt(2 / (4 - pi)) * sigma_air)`` (MRIQC
+                            ``snr_dietrich``, Dietrich 2007 eq. A.12); capped, see below
+``cnr``                     ``|mu_WM - mu_GM| / sqrt(sigma_air^2 + sigma_WM^2 + sigma_GM^2)``
+                            (MRIQC ``cnr``, Magnotta & Friedman 2006)
+``efc``                     entropy focus criterion of Atkinson 1997, normalised by its
+                            maximum (MRIQC ``efc``): ghosting / blurring raise it
+``fber``                    ``E[|head|^2] / E[|background|^2]`` (MRIQC ``fber``, QAP); capped
+``gsr_<axis>``              ghost-to-signal ratio along each in-plane axis (MRIQC ``gsr``):
+                            ``(median(ghost band) - median(air)) / median(head)``, the ghost band
+                            being the head mask shifted by N/2 along that axis, outside the head
+``background_noise``        ``sigma_air / median(head)``: background noise relative to the signal
+``spatial_correlation``     mean correlation of neighbouring voxels along the three axes (not
+                            an MRIQC IQM): ~0 for pure noise, > 0.9 for anatomy
+``usable_slice_fraction``   share of slices whose brain fraction reaches ``MIN_BRAIN_FRACTION``
+==========================  ================================================================
+
+Skull-stripped data has an exactly-zero background: there ``sigma_air`` and the background
+energy are 0, so ``fber`` and ``snr_dietrich`` would be infinite. They are capped at
+``METRIC_CAP`` (JSON has no infinity; in practice a few brain-edge voxels outside the head mask
+give ``fber`` 10^3-10^4 on the shared pairs), ``cnr`` then uses only the tissue spreads, and the
+ghost and noise metrics are 0 (nothing outside the brain). On a raw head, the "brain" fraction
+per slice is the head fraction unless a brain mask is passed (the parcellation module's
+``predict_brain_mask`` gives one, at ~20 s a volume). Tissue classes come from a 3-class 1D k-means
+of the head intensities (middle class = grey matter, the larger outer class = white matter,
+right for both T1 and T2 contrast), or from a parcellation when one is given.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+from typing import Hashable, Mapping, Sequence
+
+import numpy as np
+import torch
+from monai.config import KeysCollection
+from monai.transforms import MapTransform, Transform
+from scipy import ndimage
+
+from monai_t1t2.errors import DatasetError
+from monai_t1t2.geometry import dilate, largest_component
+from monai_t1t2.io import PathLike, read_volume, spacing_of
+from monai_t1t2.masks import MIN_BRAIN_FRACTION, SKULL_STRIPPED_ZERO_FRACTION, head_mask, slice_axis_of, unusable_slices
+
+logger = logging.getLogger(__name__)
+
+
+# Pure noise has no spatial structure: neighbouring voxels are uncorrelated (measured: 0.0001 on
+# Rician noise), while every shared volume scores 0.89 (raw clinical T1) to 0.99
+# (benchmarks/qc_metrics.py). 0.5 sits far from both.
+MIN_SPATIAL_CORRELATION = 0.5
+
+# Ghost band brighter than the rest of the air by this share of the head's median signal.
+# Clean shared volumes score 0 (skull-stripped) and at most 0.004 / 0.010 (raw clinical T1 / T2);
+# a copy of the head at amplitude a shifted by half the field of view scores ~a (0.029-0.030 at
+# 3 %). 0.02 catches ghosts from ~2 % amplitude and sits 2x above the raw T2's value.
+MAX_GHOST_TO_SIGNAL = 0.02
+
+# Air noise (Gaussian sigma) above this share of the head's median signal is reported as a
+# noisy background. The raw clinical scans measure 0.027 (T1) and 0.017 (T2), skull-stripped
+# volumes <= 0.003, noise of sigma 10 % of the signal 0.097-0.100. 0.05 leaves ~2x above the raw T1.
+MAX_BACKGROUND_NOISE = 0.05
+
+# A volume with fewer usable slices than this share is reported (kept: its usable slices can
+# still be sampled). The shared brains use 57-79 % of their axial slices; a 20-slice slab 13 %.
+MIN_USABLE_SLICE_SHARE = 0.25
+
+# fber and snr_dietrich are infinite on an exactly-zero background; JSON has no infinity.
+METRIC_CAP = 1.0e6
+
+# Rayleigh correction of the air standard deviation (Dietrich 2007, eq. A.12; MRIQC).
+RAYLEIGH_FACTOR = math.sqrt(2.0 / (4.0 - math.pi))
+
+
+# --------------------------------------------------------------------------------------
+# Masks
+# --------------------------------------------------------------------------------------
+
+
+# --------------------------------------------------------------------------------------
+# Metrics (MRIQC definitions; see the module docstring)
+# --------------------------------------------------------------------------------------
+
+def efc(image: np.ndarray) -> float:
+    """Entropy focus criterion (Atkinson 1997), normalised by its maximum as in MRIQC's ``efc``.
+
+    ``E = -sum(x_j / x_max * ln(x_j / x_max))`` with ``x_max = sqrt(sum x_j^2)``, divided by the
+    value of a constant image of ``N`` voxels. Lower is better (energy concentrated in the head);
+    ghosts and noise spread the energy and raise it.
+    """
+    values = np.abs(np.asarray(image, dtype=np.float32).ravel())
+    count = values.size
+    values = values[values > 0]  # zero voxels add exactly 0 to the sum
+    energy = math.sqrt(float(np.sum(np.square(values, dtype=np.float64))))
+    if energy == 0:
+        return 0.0
+    efc_max = count * (1.0 / math.sqrt(count)) * math.log(1.0 / math.sqrt(count))
+    ratio = values / np.float32(energy)
+    return float(np.sum(ratio * np.log(ratio), dtype=np.float64) / efc_max)
+
+
+def fber(image: np.ndarray, head: np.ndarray) -> float:
+    """Foreground-background energy ratio ``E[|head|^2] / E[|background|^2]`` (MRIQC ``fber``).
+
+    Higher is better. An exactly-zero background (skull-stripped) gives ``METRIC_CAP``.
+    """
+    image = np.asarray(image, dtype=np.float64)
+    foreground = float(np.mean(image[head] ** 2)) if head.any() else 0.0
+    background = float(np.mean(image[~head] ** 2)) if (~head).any() else 0.0
+    if background <= foreground / METRIC_CAP:
+        return METRIC_CAP
+    return float(foreground / background)
+
+
+def ghost_bands(head: np.ndarray, axis: int, margin: np.ndarray) -> np.ndarray:
+    """Where an N/2 ghost of ``head`` lands along ``axis``: the shifted head outside ``margin`` (dilated head)."""
+    shifted = np.roll(head, head.shape[axis] // 2, axis=axis)
+    return shifted & ~margin
+
+
+def ghost_to_signal_ratio(image: np.ndarray, ghost: np.ndarray, air: np.ndarray, signal: float) -> float:
+    """Ghost-to-signal ratio after MRIQC's ``gsr``: ``(median(ghost band) - median(air)) / signal``.
+
+    MRIQC takes means; medians are used here so that a small separate bright object in the band
+    (measured: a wrapped-around structure at the edge of the raw clinical T1's field of view) is not
+    read as a ghost, while a ghost of the head fills the whole band and moves its median.
+    Returns 0 where the band is empty.
+    """
+    if not ghost.any() or signal <= 0:
+        return 0.0
+    reference = float(np.median(image[air])) if air.any() else 0.0
+    return float((float(np.median(image[ghost])) - reference) / signal)
+
+
+# Replicated-object ghosts on skull-stripped volumes (no air to read a ghost band from): the brain is
+# the largest component above this share of the median non-zero intensity (filled, then dilated);
+# what is non-zero outside it is compared with the image shifted by N/2.
+GHOST_BRAIN_THRESHOLD = 0.5
+GHOST_MIN_OUTSIDE_SHARE = 0.01   # non-zero voxels outside the brain, as a share of the brain
+GHOST_MIN_CORRELATION = 0.7      # correlation of those voxels with the N/2-shifted image
+
+
+def replicated_object_amplitude(image: np.ndarray, axis: int) -> dict[str, float]:
+    """An N/2 ghost on a skull-stripped volume (background exactly 0) along voxel ``axis``.
+
+    Outside the brain, a ghost is ``a * image`` shifted by half the field of view. Returns the
+    share of non-zero voxels outside the brain (relative to the brain), their correlation with the
+    N/2-shifted image, and the ghost amplitude ``a`` (median ratio of the two where the shifted image
+    is brain); the amplitude is 0 when the share or the correlation is below its threshold.
+    """
+    nonzero = image != 0
+    result = {"share": 0.0, "correlation": 0.0, "amplitude": 0.0}
+    if not nonzero.any():
+        return result
+    brain = largest_component(image > GHOST_BRAIN_THRESHOLD * float(np.median(image[nonzero])))
+    if not brain.any():
+        return result
+    brain = dilate(ndimage.binary_fill_holes(brain), 3)
+    outside = nonzero & ~brain
+    result["share"] = float(outside.sum() / brain.sum())
+    if result["share"] < GHOST_MIN_OUTSIDE_SHARE or outside.sum() < 10:
+        return result
+    shifted = np.roll(image, image.shape[axis] // 2, axis=axis)
+    values, reference = image[outside].astype(np.float64), shifted[outside].astype(np.float64)
+    if values.std() == 0 or reference.std() == 0:
+        return result
+    result["correlation"] = float(np.corrcoef(values, reference)[0, 1])
+    source = np.roll(brain, image.shape[axis] // 2, axis=axis)[outside] & (reference > 0)
+    if result["correlation"] >= GHOST_MIN_CORRELATION and source.any():
+        result["amplitude"] = float(np.median(values[source] / reference[source]))
+    return result
+
+
+def spatial_correlation(image: np.ndarray, step: int = 2) -> float:
+    """Mean Pearson correlation of each voxel with its neighbour along each axis.
+
+    Every ``step``-th voxel is used (speed). Pure noise scores ~0, anatomy close to 1.
+    """
+    image = np.asarray(image, dtype=np.float32)
+    values = []
+    for axis in range(image.ndim):
+        head = [slice(None, None, step)] * image.ndim
+        tail = [slice(None, None, step)] * image.ndim
+        head[axis], tail[axis] = slice(0, -1, step), slice(1, None, step)
+        first, second = image[tuple(head)].ravel(), image[tuple(tail)].ravel()
+        if first.std() == 0 or second.std() == 0:
+            values.append(0.0)
+            continue
+        values.append(float(np.corrcoef(first, second)[0, 1]))
+    return float(np.mean(values))
+
+
+def tissue_classes(values: np.ndarray, classes: int = 3, iterations: int = 25) -> np.ndarray:
+    """1D k-means of intensities into ``classes`` ordered dark to bright (an intensity mixture).
+
+    Returns:
+        integer class index ``0..classes-1`` per value.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    sample = values[:: max(1, values.size // 200_000)]  # the class centres need no more voxels
+    centers = np.percentile(sample, np.linspace(100 / (2 * classes), 100 - 100 / (2 * classes), classes))
+    for _ in range(iterations):
+        assignment = np.digitize(sample, (centers[:-1] + centers[1:]) / 2)
+        updated = np.array([sample[assignment == k].mean() if np.any(assignment == k) else centers[k]
+                            for k in range(classes)])
+        if np.allclose(updated, centers):
+            break
+        centers = np.sort(updated)
+    return np.digitize(values, (centers[:-1] + centers[1:]) / 2)
+
+
+def _grey_white_from_mixture(image: np.ndarray, brain: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Grey (middle class) and white matter (larger outer class) samples of a 3-class mixture."""
+    values = image[brain]
+    classes = tissue_classes(values)
+    counts = np.bincount(classes, minlength=3)
+    white = 0 if counts[0] > counts[2] else 2
+    return values[classes == 1], values[classes == white]
+
+
+def _grey_white_from_labels(image: np.ndarray, labels: np.ndarray, label_names: Sequence[str]):
+    from monai_t1t2.regions import labels_to_groups
+
+    groups = labels_to_groups(labels, label_names)
+    return image[groups == 2], image[groups == 1]
+
+
+def _spread(values: np.ndarray) -> float:
+    return float(values.std(ddof=1)) if values.size > 1 else 0.0
+
+
+def compute_metrics(
+    image: np.ndarray,
+    spacing: Sequence[float] = (1.0, 1.0, 1.0),
+    brain: np.ndarray | None = None,
+    labels: np.ndarray | None = None,
+    label_names: Sequence[str] = (),
+) -> tuple[dict[str, float], list[int]]:
+    """All metrics of one volume and its unusable slices.
+
+    Args:
+        image: ``(X, Y, Z)`` intensities.
+        spacing: voxel size in mm (finds the slice axis: the thickest side).
+        brain: optional brain mask ``(X, Y, Z)`` for the slice brain fractions and tissue classes;
+            default: the head mask (the brain itself on skull-stripped data).
+        labels, label_names: optional parcellation on the same grid; its white matter and
+            cortical grey replace the intensity mixture for SNR / CNR.
+
+    Returns:
+        ``(metrics, unusable_slices)``: metric name -> float, and slice indices along the slice axis.
+    """
+    image = np.asarray(image, dtype=np.float32)
+    axis = slice_axis_of(spacing)
+    head = head_mask(image, axis)
+    brain = head if brain is None else np.asarray(brain) > 0
+    bad = unusable_slices(brain, axis=axis)
+    metrics: dict[str, float] = {
+        "spatial_correlation": spatial_correlation(image),
+        "efc": efc(image),
+        "head_fraction": float(head.mean()),
+        "slice_axis": float(axis),
+        "usable_slice_fraction": 1.0 - len(bad) / image.shape[axis],
+    }
+    if not head.any() or not brain.any():
+        return metrics, bad
+    signal = float(np.median(image[head]))
+    margin = dilate(head, 3)
+    in_plane = [a for a in range(3) if a != axis]
+    bands = {a: ghost_bands(head, a, margin) for a in in_plane}
+    air = ~margin
+    for band in bands.values():
+        air &= ~band
+    sigma_air = RAYLEIGH_FACTOR * float(image[air].std()) if air.sum() > 1 else 0.0
+    for a, band in bands.items():
+        metrics[f"gsr_{'xyz'[a]}"] = ghost_to_signal_ratio(image, band, air, signal)
+    # A zero background: the first half of masks.is_skull_stripped only, since a ghost copy of the
+    # brain doubles the non-zero volume, which the rule's brain-volume half would then refuse.
+    if float((image == 0).mean()) >= SKULL_STRIPPED_ZERO_FRACTION:
+        # Skull-stripped: no air, so the band above reads nothing; look for a copy of the brain outside it.
+        for a in in_plane:
+            found = replicated_object_amplitude(image, a)
+            metrics[f"ghost_copy_{'xyz'[a]}"] = found["amplitude"]
+            metrics[f"ghost_copy_correlation_{'xyz'[a]}"] = found["correlation"]
+    if labels is not None:
+        grey, white = _grey_white_from_labels(image, np.asarray(labels), label_names)
+    else:
+        grey, white = _grey_white_from_mixture(image, brain)
+    tissue_spread = math.sqrt(sigma_air**2 + _spread(grey) ** 2 + _spread(white) ** 2)
+    n = white.size
+    metrics.update({
+        "background_noise": sigma_air / signal if signal > 0 else 0.0,
+        "snr": float(white.mean() / (_spread(white) * math.sqrt(n / (n - 1)))) if n > 1 and _spread(white) > 0 else METRIC_CAP,
+        "snr_dietrich": min(float(image[head].mean()) / sigma_air, METRIC_CAP) if sigma_air > 0 else METRIC_CAP,
+        "cnr": float(abs(white.mean() - grey.mean()) / tissue_spread) if grey.size and n and tissue_spread > 0 else 0.0,
+        "fber": fber(image, head),
+    })
+    return metrics, bad
+
+
+def decide(metrics: Mapping[str, float], unusable: Sequence[int]) -> tuple[bool, list[str]]:
+    """Keep / reject with reasons a person can check against the metrics.
+
+    Rejected (``passed`` False): noise only (no spatial structure, or no head found), ghosting
+    (a ghost band above ``MAX_GHOST_TO_SIGNAL``: the artefact would be learnt as anatomy), or no
+    usable slice. Reported but kept: a noisy background, few usable slices (the rest is still
+    sampled; the slice indices are in the report).
+    """
+    reasons, passed = [], True
+    correlation = metrics["spatial_correlation"]
+    if correlation < MIN_SPATIAL_CORRELATION:
+        return False, [f"noise only (rule spatial_correlation): neighbouring voxels correlate {correlation:.2f} "
+                       f"(< {MIN_SPATIAL_CORRELATION}); no anatomy found"]
+    if metrics["head_fraction"] == 0:
+        return False, ["noise only (rule head_fraction): no head found above the background "
+                       f"(head_fraction {metrics['head_fraction']:.3f}); no anatomy found"]
+    for name in ("gsr_x", "gsr_y", "gsr_z"):
+        if metrics.get(name, 0.0) > MAX_GHOST_TO_SIGNAL:
+            passed = False
+            reasons.append(f"ghosting: ghost-to-signal ratio {name} = {metrics[name]:.3f} "
+                           f"(> {MAX_GHOST_TO_SIGNAL}) in the band shifted by N/2 along voxel axis {name[-1]}")
+    for name in ("ghost_copy_x", "ghost_copy_y", "ghost_copy_z"):
+        if metrics.get(name, 0.0) > MAX_GHOST_TO_SIGNAL:
+            passed = False
+            reasons.append(f"ghosting (rule {name}): a copy of the brain at {metrics[name]:.3f} of its intensity, "
+                           f"shifted by N/2 along voxel axis {name[-1]}, outside the brain (correlation "
+                           f"{metrics['ghost_copy_correlation_' + name[-1]]:.2f} >= {GHOST_MIN_CORRELATION})")
+    if metrics.get("background_noise", 0.0) > MAX_BACKGROUND_NOISE:
+        reasons.append(f"noisy background (kept): air noise {metrics['background_noise']:.3f} of the median "
+                       f"signal (> {MAX_BACKGROUND_NOISE}), SNR_dietrich {metrics['snr_dietrich']:.1f}")
+    share = metrics["usable_slice_fraction"]
+    if share == 0:
+        passed = False
+        reasons.append("no usable slice: no slice holds enough brain")
+    elif share < MIN_USABLE_SLICE_SHARE:
+        reasons.append(f"little brain (kept): only {share:.0%} of the slices hold >= {MIN_BRAIN_FRACTION:.0%} "
+                       f"of the largest slice's brain area; {len(unusable)} slices are unusable")
+    return passed, reasons
+
+
+# --------------------------------------------------------------------------------------
+# Public API, MONAI transforms, command line
+# --------------------------------------------------------------------------------------
+
+def _image_and_spacing(volume) -> tuple[np.ndarray, tuple[float, float, float], str]:
+    if isinstance(volume, (str, Path)):
+        volume = read_volume(volume)
+    name = ""
+    spacing = (1.0, 1.0, 1.0)
+    if hasattr(volume, "affine"):
+        spacing = spacing_of(volume.affine)
+        name = str(getattr(volume, "meta", {}).get("filename_or_obj", ""))
+    array = volume.detach().cpu().numpy() if isinstance(volume, torch.Tensor) else np.asarray(volume)
+    while array.ndim > 3:
+        array = array[0]
+    return array.astype(np.float32, copy=False), spacing, name
+
+
+def quality_report(
+    path_or_volume: PathLike | np.ndarray | torch.Tensor,
+    brain: np.ndarray | None = None,
+    labels: np.ndarray | None = None,
+    label_names: Sequence[str] = (),
+) -> dict:
+    """Quality-control report of one volume: MRIQC-style metrics and a keep / reject decision.
+
+    Args:
+        path_or_volume: a volume file, a ``MetaTensor`` ``(1, X, Y, Z)`` (its affine gives the
+            voxel size), or an array ``(X, Y, Z)`` taken as 1 mm isotropic.
+        brain, labels, label_names: optional brain mask / parcellation (see :func:`compute_metrics`).
+
+    Returns:
+        ``{"path": str, "passed": bool, "reasons": [str], "metrics": {name: float},
+        "unusable_slices": [int]}`` (slice indices along ``metrics["slice_axis"]``).
+
+    Raises:
+        InvalidVolumeError: the file is missing or not a valid volume.
+
+    Example:
+        >>> report = quality_report("tests/data/sample_t1.nii.gz")
+        >>> sorted(report)
+        ['metrics', 'passed', 'path', 'reasons', 'unusable_slices']
+    """
+    image, spacing, name = _image_and_spacing(path_or_volume)
+    metrics, bad = compute_metrics(image, spacing, brain, labels, label_names)
+    passed, reasons = decide(metrics, bad)
+    path = str(path_or_volume) if isinstance(path_or_volume, (str, Path)) else name
+    return {"path": path, "passed": passed, "reasons": reasons,
+            "metrics": {k: round(float(v), 6) for k, v in metrics.items()}, "unusable_slices": bad}
+
+
+class QualityControl(Transform):
+    """Array transform: ``(1, X, Y, Z)`` image -> its :func:`quality_report` dict (the image is not changed)."""
+
+    def __call__(self, image, brain=None) -> dict:
+        mask = None if brain is None else _image_and_spacing(brain)[0] > 0
+        return quality_report(image, brain=mask)
+
+
+class QualityControld(MapTransform):
+    """Add the QC result of each of ``keys`` as ``d[f"{key}{qc_suffix}"]`` (a :func:`quality_report` dict).
+
+    Args:
+        keys: images ``(1, X, Y, Z)`` to check (a ``MetaTensor``'s affine gives the voxel size).
+        qc_suffix: suffix of the written keys (``"t1"`` -> ``"t1_qc"``).
+        brain_key: optional key of a brain mask used for the slice brain fractions.
+        raise_on_fail: raise ``ValueError`` naming the reasons when an image fails, so a
+            pipeline can stop on bad data instead of carrying the flag along.
+    """
+
+    def __init__(self, keys: KeysCollection, qc_suffix: str = "_qc", brain_key: str | None = None,
+                 raise_on_fail: bool = False, allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.qc_suffix, self.brain_key, self.raise_on_fail = qc_suffix, brain_key, raise_on_fail
+        self.check = QualityControl()
+
+    def __call__(self, data: Mapping[Hashable, object]) -> dict:
+        d = dict(data)
+        brain = d[self.brain_key] if self.brain_key else None
+        for key in self.key_iterator(d):
+            report = self.check(d[key], brain)
+            if self.raise_on_fail and not report["passed"]:
+                raise ValueError(f"{report['path'] or key}: failed quality control: {'; '.join(report['reasons'])}")
+            d[f"{key}{self.qc_suffix}"] = report
+        return d
+
+
+def exclude_failing_subjects(subjects: Sequence[dict], keys: Sequence[str] = ("t1", "t2")) -> list[dict]:
+    """Subjects whose every image in ``keys`` passes QC; each excluded one is logged with its reasons.
+
+    Raises:
+        DatasetError: no subject is left.
+    """
+    kept = []
+    for subject in subjects:
+        failures = []
+        for key in keys:
+            if subject.get(key):
+                report = quality_report(subject[key])
+                if not report["passed"]:
+                    failures.append(f"{subject[key]}: {'; '.join(report['reasons'])}")
+        if failures:
+            logger.warning("excluding case %s from training (quality control): %s",
+                           subject.get("case", "?"), " | ".join(failures))
+        else:
+            kept.append(subject)
+    if not kept:
+        raise DatasetError(f"no training subject passes quality control ({len(subjects)} checked; "
+                           "see the warnings, or run monai-t1t2 qc on the data)")
+    return kept
+
+
+# --------------------------------------------------------------------------------------
+# Simulated corruptions: how the tests and benchmarks/qc_metrics.py check the decisions
+# --------------------------------------------------------------------------------------
+
+def simulate_noise_only(shape: Sequence[int], sigma: float, seed: int = 0) -> np.ndarray:
+    """Rician noise without anatomy: the magnitude of complex Gaussian noise (Rayleigh), ``(X, Y, Z)``."""
+    rng = np.random.default_rng(seed)
+    real, imaginary = rng.standard_normal((2, *shape), dtype=np.float32) * np.float32(sigma)
+    return np.hypot(real, imaginary)
+
+
+def simulate_rician_noise(image: np.ndarray, sigma: float, seed: int = 0) -> np.ndarray:
+    """Magnitude of ``image`` plus complex Gaussian noise: Rician in the head, Rayleigh in the air."""
+    rng = np.random.default_rng(seed)
+    real, imaginary = rng.standard_normal((2, *np.shape(image)), dtype=np.float32) * np.float32(sigma)
+    return np.hypot(np.asarray(image, dtype=np.float32) + real, imaginary)
+
+
+def simulate_ghost(image: np.ndarray, axis: int, amplitude: float) -> np.ndarray:
+    """Add an N/2 ghost: a copy of ``image`` scaled by ``amplitude``, shifted by half the field of view along ``axis``."""
+    image = np.asarray(image, dtype=np.float32)
+    return image + amplitude * np.roll(image, image.shape[axis] // 2, axis=axis)
+
+
+def simulate_slab(image: np.ndarray, start: int, stop: int, cap_slices: int = 3, cap_width: int = 10) -> np.ndarray:
+    """Keep the axial (last-axis) slices ``start:stop``, plus ``cap_slices`` after them holding only a
+    ``cap_width``-voxel square of brain around the slab's centre line; everything else becomes 0.
+
+    The slab's slices are usable, the caps and the empty slices are not (a thin slab acquisition, or
+    a volume cut by a bad field of view).
+    """
+    image = np.asarray(image, dtype=np.float32)
+    slab = np.zeros_like(image)
+    slab[..., start:stop] = image[..., start:stop]
+    brain = np.argwhere(image[..., start:stop] > 0)
+    if cap_slices and len(brain):
+        cx, cy = brain[:, 0].mean().astype(int), brain[:, 1].mean().astype(int)
+        half = cap_width // 2
+        square = (slice(cx - half, cx + half), slice(cy - half, cy + half), slice(stop, stop + cap_slices))
+        slab[square] = image[square]
+    return slab

@@ -1,0 +1,327 @@
+"""The LightningModule: 3D (or, as a baseline, 2D slice-wise) T1 -> T2 translation.
+
+Training runs on brain-only patches from :class:`~monai_t1t2.training.data.PairedDataModule`;
+validation translates whole held-out volumes with MONAI's ``sliding_window_inference``
+(Gaussian blending) and logs the brain-masked PSNR / SSIM / MAE of ``EVALUATION.md``.
+The 2D baseline is the same code with ``spatial_dims: 2`` and a ``(P, P, 1)`` patch: the
+generator then sees one axial slice at a time, in training and in the sliding window.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Sequence
+
+import pytorch_lightning as pl
+import torch
+from monai.inferers import sliding_window_inference
+
+from monai_t1t2.losses import MaskedL1SSIMLoss
+from monai_t1t2.nets.generators import DEFAULT_GENERATOR, SliceWise, build_discriminator, build_generator
+
+
+
+class TranslationModule(pl.LightningModule):
+    """T1 -> T2 generator with L1 + SSIM and optional anatomy and adversarial terms.
+
+    Args:
+        generator: keyword arguments of :func:`monai_t1t2.nets.generators.build_generator`
+            (``spatial_dims`` is taken from this module's argument).
+        spatial_dims: 3 for the 3D model; 2 for the slice-wise baseline.
+        patch_size: training patch and sliding-window ROI, ``(P, P, 1)`` when ``spatial_dims == 2``.
+        learning_rate, weight_decay: AdamW settings; the rate decays on a cosine over all training steps,
+            or over the wall-clock budget when the trainer has ``max_time`` and no step or epoch limit.
+        l1_weight, ssim_weight: base loss ``l1_weight * L1 + ssim_weight * (1 - SSIM)``.
+        brain_masked_loss: compute the base loss (:class:`~monai_t1t2.losses.MaskedL1SSIMLoss`,
+            the protocol's SSIM window) inside the brain only; otherwise over the whole patch.
+        perceptual_weight: weight of :class:`~monai_t1t2.losses.RegionWeightedPerceptualLoss`
+            (needs region weights from the data module's ``parcellation_model``); 0 disables it.
+        perceptual_model: brainchop model whose first layers are the frozen feature extractor.
+        tumour_weight: weight of :class:`~monai_t1t2.losses.TumourPreservationLoss`; 0 disables it.
+        adversarial_weight: weight of the pix2pix-style PatchGAN term; 0 (default) disables it.
+        sw_overlap, sw_batch_size: sliding-window settings of validation.
+        png_every_n_epochs: write a three-plane PNG (T1 / prediction / T2) every N epochs.
+    """
+
+    def __init__(
+        self,
+        generator: dict[str, Any] | None = None,
+        spatial_dims: int = 3,
+        patch_size: Sequence[int] = (64, 64, 64),
+        learning_rate: float = 2e-3,
+        weight_decay: float = 1e-5,
+        l1_weight: float = 1.0,
+        ssim_weight: float = 0.5,
+        brain_masked_loss: bool = False,
+        perceptual_weight: float = 0.0,
+        perceptual_model: str = "model30chan18cls",
+        tumour_weight: float = 0.0,
+        adversarial_weight: float = 0.0,
+        sw_overlap: float = 0.5,
+        sw_batch_size: int = 4,
+        png_every_n_epochs: int = 5,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.automatic_optimization = False  # generator and (optional) discriminator steps
+        generator = dict(DEFAULT_GENERATOR if generator is None else generator)
+        self.hparams.generator = generator
+        self.generator = build_generator(spatial_dims=spatial_dims, **generator)
+        self.base_loss = MaskedL1SSIMLoss(l1_weight, ssim_weight)
+        self.perceptual_loss = None
+        if perceptual_weight > 0:
+            from monai_t1t2.losses import RegionWeightedPerceptualLoss, meshnet_feature_extractor
+
+            if spatial_dims != 3:
+                raise ValueError("the region-weighted perceptual loss uses a 3D feature extractor: spatial_dims must be 3")
+            self.perceptual_loss = RegionWeightedPerceptualLoss(meshnet_feature_extractor(perceptual_model))
+        self.tumour_loss = None
+        if tumour_weight > 0:
+            from monai_t1t2.losses import TumourPreservationLoss
+
+            self.tumour_loss = TumourPreservationLoss()
+        self.discriminator = None
+        if adversarial_weight > 0:
+            from monai.losses import PatchAdversarialLoss
+
+            self.discriminator = build_discriminator(spatial_dims=spatial_dims)
+            self.adversarial_loss = PatchAdversarialLoss(criterion="least_squares")
+
+    # ----- the network on patches of shape (B, 1, X, Y, Z) --------------------------------
+    def forward(self, t1: torch.Tensor) -> torch.Tensor:
+        """Translate ``(B, 1, X, Y, Z)`` patches; the 2D baseline sees them as ``Z == 1`` slices."""
+        return SliceWise(self.generator)(t1) if self.hparams.spatial_dims == 2 else self.generator(t1)
+
+    def _as_network_dims(self, tensor: torch.Tensor) -> torch.Tensor:
+        return tensor[..., 0] if self.hparams.spatial_dims == 2 else tensor
+
+    def generator_loss(self, batch: dict[str, torch.Tensor], prediction: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Loss terms for ``prediction`` of ``batch["t2"]``; ``"total"`` is their weighted sum."""
+        target = batch["t2"]
+        hp = self.hparams
+        where = batch["brain"] if hp.brain_masked_loss else torch.ones_like(target)
+        terms = self.base_loss.terms(self._as_network_dims(prediction), self._as_network_dims(target),
+                                     self._as_network_dims(where))
+        total = hp.l1_weight * terms["l1"] + hp.ssim_weight * terms["ssim"]
+        if self.perceptual_loss is not None:
+            terms["perceptual"] = self.perceptual_loss(prediction, target, batch.get("weights"))
+            total = total + hp.perceptual_weight * terms["perceptual"]
+        if self.tumour_loss is not None:
+            terms["tumour"] = self.tumour_loss(prediction, target, batch["tumour"])
+            total = total + hp.tumour_weight * terms["tumour"]
+        if self.discriminator is not None:
+            fake = self.discriminator(self._as_network_dims(torch.cat([batch["t1"], prediction], 1)))[-1]
+            terms["adversarial"] = self.adversarial_loss(fake, target_is_real=True, for_discriminator=False)
+            total = total + hp.adversarial_weight * terms["adversarial"]
+        terms["total"] = total
+        return terms
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        optimizers = self.optimizers()
+        generator_optimizer = optimizers[0] if isinstance(optimizers, list) else optimizers
+        prediction = self(batch["t1"])
+        terms = self.generator_loss(batch, prediction)
+        generator_optimizer.zero_grad()
+        self.manual_backward(terms["total"])
+        generator_optimizer.step()
+        self.lr_schedulers().step()
+        if self.discriminator is not None:
+            terms["discriminator"] = self._discriminator_step(optimizers[1], batch, prediction.detach())
+        batch_size = batch["t1"].shape[0]
+        self.log_dict({f"train/{name}": value.detach() for name, value in terms.items()},
+                      prog_bar=False, batch_size=batch_size, sync_dist=False)
+        self.log("train_loss", terms["total"].detach(), prog_bar=True, batch_size=batch_size)
+        return terms["total"]
+
+    def _discriminator_step(self, optimizer, batch, prediction: torch.Tensor) -> torch.Tensor:
+        real = self.discriminator(self._as_network_dims(torch.cat([batch["t1"], batch["t2"]], 1)))[-1]
+        fake = self.discriminator(self._as_network_dims(torch.cat([batch["t1"], prediction], 1)))[-1]
+        loss = 0.5 * (self.adversarial_loss(real, target_is_real=True, for_discriminator=True)
+                      + self.adversarial_loss(fake, target_is_real=False, for_discriminator=True))
+        optimizer.zero_grad()
+        self.manual_backward(loss)
+        optimizer.step()
+        return loss.detach()
+
+    # ----- whole-volume validation ---------------------------------------------------------
+    def predict_volume(self, t1: torch.Tensor, brain: torch.Tensor | None = None) -> torch.Tensor:
+        """Sliding-window translation of a whole normalised volume ``(1, 1, X, Y, Z)``."""
+        roi = tuple(self.hparams.patch_size)
+        prediction = sliding_window_inference(t1, roi, self.hparams.sw_batch_size, self, self.hparams.sw_overlap,
+                                              mode="gaussian", padding_mode="constant")
+        return prediction if brain is None else prediction * (brain > 0)
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        from monai_t1t2.metrics import evaluate
+
+        prediction = self.predict_volume(batch["t1"], batch["brain"])
+        as_numpy = lambda tensor: tensor[0, 0].detach().float().cpu().numpy()  # noqa: E731
+        scores = evaluate(as_numpy(prediction), as_numpy(batch["t2"]), mask=as_numpy(batch["brain"]) > 0)
+        for name in ("psnr", "ssim", "mae"):
+            self.log(f"val/{name}", float(scores[name]), batch_size=1, sync_dist=True, prog_bar=name == "ssim")
+        if batch_idx == 0 and self._png_due():
+            # Trainer.log_dir broadcasts under DDP: every rank must ask, or rank 0 waits forever.
+            folder = Path(self.trainer.log_dir or self.trainer.default_root_dir) / "validation_png"
+            if self.trainer.is_global_zero:
+                self._save_png(folder, batch, prediction)
+
+    def _png_due(self) -> bool:
+        every = self.hparams.png_every_n_epochs
+        return bool(every) and (self.current_epoch + 1) % every == 0 or self.current_epoch + 1 == self.trainer.max_epochs
+
+    def _save_png(self, folder: Path, batch: dict[str, torch.Tensor], prediction: torch.Tensor) -> None:
+        from monai_t1t2.viz import save_three_plane_png
+
+        save_three_plane_png(folder / f"epoch{self.current_epoch + 1:04d}.png",
+                             [batch["t1"][0], prediction[0], batch["t2"][0]], ["T1", "synthetic T2", "T2"],
+                             title=f"validation, epoch {self.current_epoch + 1}")
+
+    # Settings that change what is trained; the sliding-window and PNG settings may differ on resume.
+    _RESUME_FREE = ("sw_overlap", "sw_batch_size", "png_every_n_epochs")
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Refuse to resume a checkpoint whose model settings differ from this module's (the user's config)."""
+        from monai_t1t2.errors import T1T2Error
+
+        saved = checkpoint.get("hyper_parameters") or {}
+        differ = []
+        for key, value in self.hparams.items():
+            if key in self._RESUME_FREE or key not in saved:
+                continue
+            if _comparable(saved[key]) != _comparable(value):
+                differ.append(f"{key}: checkpoint {_comparable(saved[key])} vs config {_comparable(value)}")
+        if differ:
+            source = getattr(self._trainer, "ckpt_path", None) if self._trainer is not None else None
+            raise T1T2Error(f"{source or 'checkpoint'}: trained with other model settings than the config gives "
+                            f"({'; '.join(differ)}); resume with the config it was trained with (its "
+                            "lightning_logs/version_*/config.yaml) or start a new run without --ckpt_path")
+
+    def configure_optimizers(self):
+        hp = self.hparams
+        generator_optimizer = torch.optim.AdamW(self.generator.parameters(), lr=hp.learning_rate,
+                                                weight_decay=hp.weight_decay)
+        # Cosine decay over the whole run, stepped per optimisation step (manual optimisation).
+        total_steps = self.trainer.estimated_stepping_batches if self._trainer is not None else 1
+        total_steps = max(int(total_steps), 1) if math.isfinite(total_steps) else None  # None: no step limit
+        optimizers = [generator_optimizer]
+        if self.discriminator is not None:
+            optimizers.append(torch.optim.AdamW(self.discriminator.parameters(), lr=hp.learning_rate, betas=(0.5, 0.999)))
+        schedulers = [torch.optim.lr_scheduler.LambdaLR(generator_optimizer, lambda step: _cosine(self._progress(step, total_steps)))]
+        return optimizers, schedulers
+
+    def _progress(self, step: int, total_steps: int | None) -> float:
+        """Share of training done, in ``[0, 1]``, for the cosine learning-rate decay.
+
+        By optimiser steps; under a wall-clock budget (``Trainer(max_time=...)`` with no
+        ``max_steps``) by the share of that budget spent, so a run that is stopped by its clock
+        has decayed its rate to 0, whatever the hardware's speed. Under DDP rank 0's clock is
+        broadcast, so every replica takes the same rate.
+        """
+        trainer = self._trainer
+        timer = _wall_clock_timer(trainer)
+        if timer is None:
+            return 0.0 if total_steps is None else step / total_steps
+        elapsed, remaining = timer.time_elapsed("train"), timer.time_remaining("train")
+        progress = elapsed / max(elapsed + remaining, 1e-9)
+        if trainer.world_size > 1:
+            progress = float(trainer.strategy.broadcast(progress, src=0))
+        return progress
+
+
+def _comparable(value: Any) -> Any:
+    """Tuples as lists and dicts sorted, so a YAML config and a checkpoint's hparams compare equal."""
+    if isinstance(value, (list, tuple)):
+        return [_comparable(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _comparable(value[k]) for k in sorted(value)}
+    return value
+
+
+def check_checkpoint_argument(args: Sequence[str]) -> None:
+    """``--ckpt_path FILE`` of ``monai-t1t2 train``: the file exists and is a Lightning checkpoint (else T1T2Error)."""
+    from monai_t1t2.errors import T1T2Error
+
+    args = list(args)
+    paths = [args[i + 1] for i, a in enumerate(args[:-1]) if a == "--ckpt_path"]
+    paths += [a.split("=", 1)[1] for a in args if a.startswith("--ckpt_path=")]
+    for path in paths:
+        if path in ("last", "best", "hpc", "registry", "null", "None"):
+            continue
+        if not Path(path).is_file():
+            raise T1T2Error(f"--ckpt_path {path}: no such file")
+        try:
+            checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+        except Exception as err:  # the unpickler raises many kinds on a file that is not a checkpoint
+            raise T1T2Error(f"--ckpt_path {path}: not a readable PyTorch checkpoint ({type(err).__name__})") from None
+        if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+            raise T1T2Error(f"--ckpt_path {path}: not a Lightning checkpoint (no state_dict)")
+
+
+def _cosine(progress: float) -> float:
+    return 0.5 * (1.0 + math.cos(math.pi * min(max(progress, 0.0), 1.0)))
+
+
+def _wall_clock_timer(trainer: "pl.Trainer | None"):
+    """Lightning's ``Timer`` callback when the run is bounded by ``max_time`` alone, else None."""
+    from pytorch_lightning.callbacks import Timer
+
+    if trainer is None or trainer.max_steps not in (-1, None) or trainer.max_epochs not in (-1, None):
+        return None
+    return next((c for c in trainer.callbacks if isinstance(c, Timer) and c.time_remaining() is not None), None)
+
+
+def export_generator(checkpoint: str | Path, output: str | Path, half: bool = True) -> dict[str, Any]:
+    """Write the generator's plain state dict (model-zoo ``models/model.pt``) from a Lightning checkpoint.
+
+    ``half`` stores floating-point tensors as float16 (half the file; ``load_state_dict`` casts
+    them back to the network's float32 on loading).
+
+    Returns:
+        The generator's build arguments (for the bundle's ``network_def``).
+    """
+    state = torch.load(str(checkpoint), map_location="cpu", weights_only=False)
+    weights = {key[len("generator."):]: value.half() if half and value.is_floating_point() else value
+               for key, value in state["state_dict"].items() if key.startswith("generator.")}
+    torch.save(weights, str(output))
+    hparams = state["hyper_parameters"]
+    return dict(hparams["generator"], spatial_dims=hparams["spatial_dims"])
+
+
+def run_training_cli(args: Sequence[str]) -> int:
+    """``monai-t1t2 train ...``: LightningCLI over :class:`TranslationModule` and the data module."""
+    import warnings
+
+    from pytorch_lightning.cli import LightningCLI
+
+    from monai_t1t2.training.data import PairedDataModule
+
+    check_checkpoint_argument(args)
+    # `monai-t1t2 train ...` passes its own argv on purpose; Lightning's warning about it is noise.
+    warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
+    class _CLI(LightningCLI):
+        def _parse_ckpt_path(self) -> None:
+            # Lightning lets a checkpoint's hyper-parameters silently replace the config's; refuse instead.
+            subcommand = self.config.get("subcommand")
+            ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
+            if ckpt_path and Path(ckpt_path).is_file():
+                saved = torch.load(ckpt_path, weights_only=False, map_location="cpu").get("hyper_parameters") or {}
+                given = self.config[subcommand]["model"]
+                given = given.as_dict() if hasattr(given, "as_dict") else dict(given)
+                given = dict(given.get("init_args", given))
+                if given.get("generator") is None:
+                    given["generator"] = DEFAULT_GENERATOR
+                differ = [f"{key}: checkpoint {_comparable(saved[key])} vs config {_comparable(given[key])}"
+                          for key in given if key in saved and key not in TranslationModule._RESUME_FREE
+                          and _comparable(saved[key]) != _comparable(given[key])]
+                if differ:
+                    from monai_t1t2.errors import T1T2Error
+
+                    raise T1T2Error(f"--ckpt_path {ckpt_path}: trained with other model settings than the config gives "
+                                    f"({'; '.join(differ)}); resume with the config it was trained with (its "
+                                    "lightning_logs/version_*/config.yaml) or start a new run without --ckpt_path")
+            super()._parse_ckpt_path()
+
+    _CLI(TranslationModule, PairedDataModule, args=list(args), seed_everything_default=0,
+         save_config_kwargs={"overwrite": True})
+    return 0

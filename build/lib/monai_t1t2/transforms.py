@@ -1,0 +1,254 @@
+"""MONAI dictionary transforms of monai-t1t2.
+
+Each transform works on channel-first arrays or tensors ``(C, X, Y, Z)`` and exists as a
+dictionary version (``d`` suffix) so it drops into a user's ``monai.transforms.Compose``.
+"""
+
+from __future__ import annotations
+
+from typing import Hashable, Mapping, Sequence
+
+import numpy as np
+import torch
+from monai.config import KeysCollection
+from monai.transforms import MapTransform, Transform
+
+# Percentiles of the scoring protocol (EVALUATION.md): robust to a few hot voxels.
+LOWER_PERCENTILE = 0.5
+UPPER_PERCENTILE = 99.5
+
+
+def _to_numpy(image: np.ndarray | torch.Tensor) -> np.ndarray:
+    return image.detach().cpu().numpy() if isinstance(image, torch.Tensor) else np.asarray(image)
+
+
+class PercentileNormalise(Transform):
+    """Map an image to ``[0, 1]`` by its own percentiles inside a mask; zero outside it.
+
+    ``(x - p_low) / (p_high - p_low)``, clipped to ``[0, 1]``, with ``p_low`` / ``p_high`` the
+    ``lower`` / ``upper`` percentiles of the image inside ``mask`` (default: ``image > 0``,
+    right for skull-stripped data). This is the normalisation of ``EVALUATION.md``, so the
+    network learns in the units it is scored in.
+
+    Args:
+        lower, upper: percentiles in ``[0, 100]``.
+    """
+
+    def __init__(self, lower: float = LOWER_PERCENTILE, upper: float = UPPER_PERCENTILE) -> None:
+        self.lower, self.upper = lower, upper
+
+    def __call__(self, image, mask=None):
+        values = _to_numpy(image)
+        inside = values > 0 if mask is None else _to_numpy(mask).astype(bool)
+        inside = np.broadcast_to(inside, values.shape)
+        if not inside.any():
+            return image * 0
+        low, high = np.percentile(values[inside], [self.lower, self.upper])
+        scale = max(float(high - low), 1e-6)
+        if isinstance(image, torch.Tensor):
+            inside_t = torch.as_tensor(inside.copy(), device=image.device)  # broadcast views are read-only
+            return torch.where(inside_t, ((image - float(low)) / scale).clamp(0, 1), torch.zeros_like(image))
+        return np.where(inside, np.clip((values - low) / scale, 0, 1), 0).astype(np.float32)
+
+
+class PercentileNormalised(MapTransform):
+    """Dictionary version of :class:`PercentileNormalise`.
+
+    Args:
+        keys: images to normalise, each on its own.
+        mask_key: optional key of a brain mask shared by all ``keys``; default ``image > 0``.
+    """
+
+    def __init__(self, keys: KeysCollection, mask_key: str | None = None, lower: float = LOWER_PERCENTILE,
+                 upper: float = UPPER_PERCENTILE, allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.mask_key = mask_key
+        self.normalise = PercentileNormalise(lower, upper)
+
+    def __call__(self, data: Mapping[Hashable, object]) -> dict:
+        d = dict(data)
+        mask = d[self.mask_key] if self.mask_key else None
+        for key in self.key_iterator(d):
+            d[key] = self.normalise(d[key], mask)
+        return d
+
+
+class BrainMaskd(MapTransform):
+    """Add a brain mask ``d[mask_key]`` = voxels where every one of ``keys`` is > 0.
+
+    For skull-stripped pairs this is the protocol's mask ``(t1 > 0) & (t2 > 0)``; it is
+    computed before normalisation (which clips the lowest brain voxels to 0).
+    """
+
+    def __init__(self, keys: KeysCollection, mask_key: str = "brain", allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.mask_key = mask_key
+
+    def __call__(self, data: Mapping[Hashable, object]) -> dict:
+        d = dict(data)
+        masks = [d[key] > 0 for key in self.key_iterator(d)]
+        brain = masks[0]
+        for mask in masks[1:]:
+            brain = brain & mask
+        d[self.mask_key] = brain.to(torch.float32) if isinstance(brain, torch.Tensor) else brain.astype(np.float32)
+        return d
+
+
+class TumourMaskd(MapTransform):
+    """Write ``d[mask_key]`` = ``d[seg_key] > 0`` (any BraTS label), or zeros like ``d[like_key]``.
+
+    Subjects without a tumour segmentation get an empty mask, so every batch has the key.
+    """
+
+    def __init__(self, seg_key: str = "tumor_seg", mask_key: str = "tumour", like_key: str = "t1") -> None:
+        super().__init__([seg_key], allow_missing_keys=True)
+        self.seg_key, self.mask_key, self.like_key = seg_key, mask_key, like_key
+
+    def __call__(self, data: Mapping[Hashable, object]) -> dict:
+        d = dict(data)
+        seg = d.pop(self.seg_key, None)
+        like = d[self.like_key]
+        if seg is None or isinstance(seg, str):
+            d[self.mask_key] = like * 0
+        else:
+            d[self.mask_key] = (seg > 0).to(torch.float32) if isinstance(seg, torch.Tensor) else (seg > 0).astype(np.float32)
+        return d
+
+
+class RegionWeightsd(MapTransform):
+    """Turn a parcellation ``d[labels_key]`` into a per-voxel loss weight map ``d[weights_key]``.
+
+    Labels are mapped to region groups (:mod:`monai_t1t2.regions`), tumour voxels
+    (``d[tumour_key] > 0``) become the tumour group, and each group gets a weight
+    (default: inverse group volume, clipped; see ``regions.region_weight_map``).
+
+    Args:
+        label_names: names of the parcellation's labels, index = label value.
+        group_weights: optional ``{group name: weight}`` overriding the default.
+    """
+
+    def __init__(self, labels_key: str = "labels", weights_key: str = "weights", tumour_key: str = "tumour",
+                 label_names: Sequence[str] = (), group_weights: dict | None = None) -> None:
+        super().__init__([labels_key])
+        self.labels_key, self.weights_key, self.tumour_key = labels_key, weights_key, tumour_key
+        self.label_names, self.group_weights = list(label_names), group_weights
+
+    def __call__(self, data: Mapping[Hashable, object]) -> dict:
+        from monai_t1t2.regions import labels_to_groups, region_weight_map
+
+        d = dict(data)
+        labels = d.pop(self.labels_key)
+        tumour = _to_numpy(d[self.tumour_key]) if self.tumour_key in d else None
+        groups = labels_to_groups(_to_numpy(labels), self.label_names, tumour)
+        weights = region_weight_map(groups, self.group_weights).astype(np.float32)
+        d[self.weights_key] = torch.as_tensor(weights) if isinstance(labels, torch.Tensor) else weights
+        if hasattr(labels, "affine"):
+            from monai.data import MetaTensor
+
+            d[self.weights_key] = MetaTensor(torch.as_tensor(weights), meta=labels.meta)
+        return d
+
+
+class SamplingMaskd(MapTransform):
+    """Add ``d[mask_key]``: the brain mask minus the axial slices too poor in brain to learn from.
+
+    A slice is unusable when its brain area is below ``min_brain_fraction`` of the largest
+    slice's brain area (:func:`monai_t1t2.masks.unusable_slices`). The patch sampler
+    (:func:`brain_patch_sampler`) only centres patches on voxels of this mask, so no patch is
+    background-only and none is centred in the thin caps of the brain.
+
+    With ``tumour_key`` the mask is a class map: 0 outside, 1 brain, 2 the *tumour zone* (tumour
+    dilated by ``tumour_margin`` voxels, inside the usable brain), so the sampler can centre a
+    set share of patches in or at the edge of the tumour.
+
+    Args:
+        keys: the image whose grid the mask lives on (only used to check it is present).
+        mask_key: key written.
+        brain_key: key of the brain mask (``(1, X, Y, Z)``, > 0 inside).
+        min_brain_fraction: threshold in ``[0, 1)``; 0 keeps every slice with any brain.
+        tumour_key: optional key of a tumour mask (> 0 inside) on the same grid.
+        tumour_margin: dilation of the tumour zone, in voxels (its edge is where a tumour meets brain).
+    """
+
+    def __init__(self, keys: KeysCollection = "t1", mask_key: str = "sampling_mask", brain_key: str = "brain",
+                 min_brain_fraction: float | None = None, tumour_key: str | None = None, tumour_margin: int = 4,
+                 allow_missing_keys: bool = False) -> None:
+        from monai_t1t2.masks import MIN_BRAIN_FRACTION
+
+        super().__init__(keys, allow_missing_keys)
+        self.mask_key, self.brain_key, self.tumour_key = mask_key, brain_key, tumour_key
+        self.tumour_margin = int(tumour_margin)
+        self.min_brain_fraction = MIN_BRAIN_FRACTION if min_brain_fraction is None else float(min_brain_fraction)
+
+    def __call__(self, data: Mapping[Hashable, object]) -> dict:
+        from monai_t1t2.geometry import dilate
+        from monai_t1t2.masks import unusable_slices
+
+        d = dict(data)
+        brain = d[self.brain_key]
+        keep = _to_numpy(brain) > 0
+        bad = unusable_slices(keep[0], self.min_brain_fraction)
+        keep = keep.copy()
+        keep[..., bad] = False
+        if not keep.any():
+            raise ValueError("no axial slice holds enough brain to sample patches from")
+        mask = keep.astype(np.float32)
+        if self.tumour_key is not None and self.tumour_key in d:
+            tumour = _to_numpy(d[self.tumour_key])[0] > 0
+            if tumour.any():
+                zone = dilate(tumour, self.tumour_margin) if self.tumour_margin > 0 else tumour
+                mask[0][zone & keep[0]] = 2.0
+        d[self.mask_key] = torch.as_tensor(mask) if isinstance(brain, torch.Tensor) else mask
+        return d
+
+
+def brain_patch_sampler(keys: KeysCollection, mask_key: str = "sampling_mask",
+                        spatial_size: Sequence[int] = (48, 48, 48), num_samples: int = 4,
+                        tumour_fraction: float = 0.0):
+    """Random patches whose centre voxel is always inside ``d[mask_key]`` (never background-only).
+
+    ``tumour_fraction == 0``: ``RandCropByPosNegLabeld`` with ``pos=1, neg=0`` draws centres only
+    from the mask (> 0). ``tumour_fraction > 0`` needs the class map of :class:`SamplingMaskd`
+    with a ``tumour_key``: ``RandCropByLabelClassesd`` centres that share of the patches (in
+    expectation) in the tumour zone (class 2) and the rest on brain (class 1); a volume without
+    tumour gets brain patches only. Either way, where a centre lies near the border it is shifted
+    inwards and the window still holds that voxel. Volumes smaller than a patch are zero-padded first.
+
+    Returns:
+        A ``Compose`` yielding ``num_samples`` dictionaries of ``spatial_size`` patches.
+    """
+    from monai.transforms import Compose, RandCropByPosNegLabeld, SpatialPadd
+
+    if not 0.0 <= tumour_fraction < 1.0:
+        raise ValueError(f"tumour_fraction must be in [0, 1), got {tumour_fraction}")
+    if tumour_fraction == 0.0:
+        crop = RandCropByPosNegLabeld(keys, label_key=mask_key, spatial_size=spatial_size, pos=1.0, neg=0.0,
+                                      num_samples=num_samples, image_key=None, allow_smaller=False)
+    else:
+        crop = _TumourOrBrainCropd(keys, mask_key, spatial_size, num_samples, tumour_fraction)
+    return Compose([SpatialPadd(keys, spatial_size=spatial_size), crop])
+
+
+class _TumourOrBrainCropd(MapTransform):
+    """``RandCropByLabelClassesd`` over the class map (0, brain 1, tumour zone 2); brain only without tumour."""
+
+    def __init__(self, keys, mask_key, spatial_size, num_samples, tumour_fraction) -> None:
+        from monai.transforms import RandCropByLabelClassesd
+
+        super().__init__(keys)
+        self.mask_key = mask_key
+        self.with_tumour = RandCropByLabelClassesd(
+            keys, label_key=mask_key, spatial_size=spatial_size, ratios=[0.0, 1.0 - tumour_fraction, tumour_fraction],
+            num_classes=3, num_samples=num_samples, allow_smaller=False, warn=False)
+        self.brain_only = RandCropByLabelClassesd(
+            keys, label_key=mask_key, spatial_size=spatial_size, ratios=[0.0, 1.0, 0.0], num_classes=3,
+            num_samples=num_samples, allow_smaller=False, warn=False)
+
+    def set_random_state(self, seed=None, state=None):
+        self.with_tumour.set_random_state(seed, state)
+        self.brain_only.set_random_state(seed, state)
+        return self
+
+    def __call__(self, data):
+        crop = self.with_tumour if bool((data[self.mask_key] == 2).any()) else self.brain_only
+        return crop(data)

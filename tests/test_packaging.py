@@ -1,0 +1,46 @@
+"""A built wheel holds the bundles and translates the sample with its default model, outside the source tree."""
+
+import json
+import os
+import site
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO
+
+
+@pytest.mark.slow
+def test_wheel_installed_package_translates_the_sample_with_the_default_model(tmp_path):
+    dist = tmp_path / "dist"
+    # No build isolation: setuptools of this environment, nothing downloaded.
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(dist), str(REPO)],
+                   check=True, cwd=tmp_path)
+    wheel = next(dist.glob("monai_t1t2-*.whl"))
+    env_dir = tmp_path / "venv"
+    venv.EnvBuilder(with_pip=False).create(env_dir)
+    python = env_dir / "bin" / "python"
+    purelib = Path(subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                                  check=True, capture_output=True, text=True).stdout.strip())
+    # The wheel alone goes into the fresh environment; its dependencies (torch, MONAI, ...) are read
+    # from this one's site-packages, appended after it (a path entry: this environment's editable
+    # install of the source tree is not activated there).
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(purelib), str(wheel)], check=True)
+    (purelib / "zz_dependencies.pth").write_text("\n".join(site.getsitepackages()) + "\n")
+    work = tmp_path / "elsewhere"
+    work.mkdir()
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    where = subprocess.run([str(python), "-c", "import monai_t1t2, pathlib; print(pathlib.Path(monai_t1t2.__file__).parent)"],
+                           check=True, capture_output=True, text=True, cwd=work, env=env).stdout.strip()
+    assert Path(where).is_relative_to(purelib), f"imported from {where}, not from the wheel"
+    assert (Path(where) / "bundles" / "t1t2_translation" / "models" / "model.pt").is_file()
+    sample = REPO / "tests" / "data" / "sample_t1.nii.gz"
+    done = subprocess.run([str(python), "-m", "monai_t1t2", "predict", str(sample), "-o", str(work / "out"), "--device", "cpu"],
+                          capture_output=True, text=True, cwd=work, env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert (work / "out" / "sample_t1_synT2.nii.gz").is_file()
+    sidecar = json.loads((work / "out" / "sample_t1_synT2.json").read_text())
+    assert Path(sidecar["Model"]).is_relative_to(where), f"the default model came from {sidecar['Model']}"
