@@ -16,7 +16,7 @@ from monai_t1t2.training.module import TranslationModule, export_generator
 from monai_t1t2.transforms import PercentileNormalise
 
 TINY = ["--model.generator", "{name: unet, channels: [4, 8], num_res_units: 0, norm: instance}",
-        "--model.patch_size", "[16, 16, 16]", "--data.patch_size", "[16, 16, 16]",
+        "--data.patch_size", "[16, 16, 16]",
         "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "1",
         "--data.samples_per_volume", "2", "--data.repeats_per_epoch", "1", "--data.batch_size", "1",
         "--trainer.enable_progress_bar", "false"]
@@ -130,7 +130,7 @@ def test_2d_baseline_is_a_config_switch(tmp_path):
     data = synthetic_dataset(tmp_path / "data")
     run = tmp_path / "run"
     assert main(train_command(data, run, "--trainer.max_epochs", "1", "--model.spatial_dims", "2",
-                              "--model.patch_size", "[24, 24, 1]", "--data.patch_size", "[24, 24, 1]")) == 0
+                              "--data.patch_size", "[24, 24, 1]")) == 0
     module = TranslationModule.load_from_checkpoint(str(next(run.rglob("last.ckpt"))), map_location="cpu")
     assert any(isinstance(layer, torch.nn.Conv2d) for layer in module.generator.modules())
     assert module(torch.rand(1, 1, 24, 24, 1)).shape == (1, 1, 24, 24, 1)
@@ -180,14 +180,40 @@ def test_learning_rate_decays_over_a_wall_clock_budget():
     assert rate < 0.02 * 1e-2, rate
 
 
+# Overlay recipes are composed on the recipe they change (a later --config overrides an earlier one).
+COMPOSED = {"cpu_2d.yaml": ["cpu.yaml", "cpu_2d.yaml"], "ddp.yaml": ["default.yaml", "ddp.yaml"]}
+
+
 @pytest.mark.parametrize("config", sorted(p.name for p in (REPO / "configs").glob("*.yaml")))
 def test_every_config_parses_against_the_module_and_data_signatures(config, capsys):
     """A misspelt key or a wrong type in a shipped config fails here, not an hour into a GPU job."""
+    import yaml
+
+    files = [arg for name in COMPOSED.get(config, [config]) for arg in ("--config", str(REPO / "configs" / name))]
     with pytest.raises(SystemExit) as exit_info:
-        main(["train", "fit", "--config", str(REPO / "configs" / config), "--print_config"])
+        main(["train", "fit", *files, "--print_config"])
     assert exit_info.value.code in (0, None)
-    printed = capsys.readouterr().out
-    assert "class_path: monai_t1t2.training.module.TranslationModule" in printed or "generator:" in printed
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["model"]["generator"]["name"] in ("unet", "dynunet", "swinunetr")
+    assert len(printed["data"]["patch_size"]) == 3
+    assert "patch_size" not in printed["model"], "the model's patch size is linked to the data's, not set twice"
+
+
+def test_model_patch_size_follows_the_data_patch_size():
+    """LightningCLI's link: the model (its validation window) gets the data module's patch size."""
+    from pytorch_lightning.cli import LightningCLI
+
+    from monai_t1t2.training.data import PairedDataModule
+    from monai_t1t2.training.module import TranslationModule, add_links
+
+    class _CLI(LightningCLI):
+        def add_arguments_to_parser(self, parser) -> None:
+            add_links(parser)
+
+    cli = _CLI(TranslationModule, PairedDataModule, run=False,
+               args=["--config", str(REPO / "configs" / "cpu.yaml"), "--config", str(REPO / "configs" / "cpu_2d.yaml"),
+                     "--trainer.logger", "false", "--trainer.callbacks", "[]", "--trainer.default_root_dir", "/tmp"])
+    assert tuple(cli.model.hparams.patch_size) == tuple(cli.datamodule.hparams.patch_size) == (64, 64, 1)
 
 
 def test_resume_refuses_missing_garbage_and_foreign_checkpoints(tmp_path, capsys):

@@ -66,6 +66,7 @@ from monai_t1t2.io import (
     volume_stem,
     write_volume,
 )
+from monai_t1t2.nets.generators import patch_inferer
 from monai_t1t2.masks import MASK_METHODS, brain_mask, mask_volume_ml, resolve_mask_method
 
 QC_MODES = ("reject", "flag", "off")
@@ -350,11 +351,10 @@ def run_batch(
     progress: bool = True,
 ) -> int:
     """``monai-t1t2 predict``: translate a collection; exit status (module docstring)."""
-
-    if not 0 <= overlap < 1:
-        raise T1T2Error(f"--overlap {overlap}: must be in [0, 1)")
-    if sw_batch_size < 1:
-        raise T1T2Error(f"--sw-batch-size {sw_batch_size}: must be at least 1")
+    try:
+        patch_inferer((1, 1, 1), sw_batch_size, overlap)  # the sliding window's own checks, before any work
+    except ValueError as err:
+        raise T1T2Error("--" + str(err).replace("sw_batch_size", "sw-batch-size")) from None
     if qc not in QC_MODES:
         raise T1T2Error(f"--qc {qc}: choose one of {', '.join(QC_MODES)}")
     if mask_method not in MASK_METHODS:

@@ -44,7 +44,7 @@ from monai_t1t2.errors import InvalidVolumeError, T1T2Error
 from monai_t1t2.geometry import bounding_box, to_ras
 from monai_t1t2.io import PathLike, read_volume, spacing_of, validate_array
 from monai_t1t2.masks import MAX_BRAIN_ML, MIN_BRAIN_ML, brain_mask, mask_volume_ml
-from monai_t1t2.nets.generators import SliceWise
+from monai_t1t2.nets.generators import SliceWise, patch_inferer
 
 # Package data (``importlib.resources``): present in a wheel as in a source checkout (``bundles/`` links here).
 DEFAULT_BUNDLE = Path(str(importlib.resources.files("monai_t1t2") / "bundles" / "t1t2_translation"))
@@ -376,18 +376,17 @@ def translate(
         >>> t2.shape, t2.affine.shape  # doctest: +SKIP
         (torch.Size([1, 240, 240, 155]), torch.Size([4, 4]))
     """
-    from monai.inferers import sliding_window_inference
     from monai.transforms import ResampleToMatch
 
     from monai_t1t2.transforms import PercentileNormalise
 
-    if not 0 <= overlap < 1:
-        raise T1T2Error(f"overlap {overlap}: must be in [0, 1)")
-    if sw_batch_size < 1:
-        raise T1T2Error(f"sw_batch_size {sw_batch_size}: must be at least 1")
     t1 = _as_volume(image, affine)
     name = t1.meta.get("filename_or_obj", "T1")
     translator = load_translator(model, device)
+    try:
+        inferer = patch_inferer(translator.roi_size, sw_batch_size, overlap)
+    except ValueError as err:
+        raise T1T2Error(str(err)) from None
     input_mask = _as_mask(mask, t1) if mask is not None else brain_mask(t1, mask_method, translator.device)
     if not input_mask.any():
         raise T1T2Error(f"{name}: the brain mask is empty; nothing to translate (pass a mask or another mask_method)")
@@ -397,9 +396,7 @@ def translate(
     normalised = PercentileNormalise()(t1_net.as_tensor(), mask_net)
     clock.lap("resample")
     with torch.inference_mode():
-        prediction = sliding_window_inference(
-            normalised[None].to(translator.device), translator.roi_size, sw_batch_size, translator, overlap,
-            mode="gaussian", padding_mode="constant", cval=0.0)[0].float().cpu()
+        prediction = inferer(normalised[None].to(translator.device), translator)[0].float().cpu()
     clock.lap("network")
     prediction = MetaTensor(prediction * mask_net, affine=t1_net.affine)
     # Resample onto the cropped input grid only, then paste: the rest of the input grid is background.

@@ -116,3 +116,23 @@ class SliceWise(nn.Module):
 
     def forward(self, patches: torch.Tensor) -> torch.Tensor:
         return self.network(patches[..., 0])[..., None]
+
+
+def patch_inferer(roi_size: Sequence[int], sw_batch_size: int = 4, overlap: float = 0.5):
+    """The sliding window that applies a patch-trained generator to a whole volume: MONAI
+    ``SlidingWindowInferer`` with Gaussian blending of the overlaps and zero padding.
+
+    The one inferer of the package: training's validation, :func:`monai_t1t2.inference.translation.translate`
+    and the translation bundle's ``inferer`` component all build theirs here.
+
+    Raises:
+        ValueError: ``overlap`` outside ``[0, 1)`` or ``sw_batch_size`` below 1.
+    """
+    from monai.inferers import SlidingWindowInferer
+
+    if not 0 <= overlap < 1:
+        raise ValueError(f"overlap {overlap}: must be in [0, 1)")
+    if sw_batch_size < 1:
+        raise ValueError(f"sw_batch_size {sw_batch_size}: must be at least 1")
+    return SlidingWindowInferer(roi_size=tuple(int(v) for v in roi_size), sw_batch_size=int(sw_batch_size),
+                                overlap=float(overlap), mode="gaussian", padding_mode="constant", cval=0.0)

@@ -1,7 +1,7 @@
 """The LightningModule: 3D (or, as a baseline, 2D slice-wise) T1 -> T2 translation.
 
 Training runs on brain-only patches from :class:`~monai_t1t2.training.data.PairedDataModule`;
-validation translates whole held-out volumes with MONAI's ``sliding_window_inference``
+validation translates whole held-out volumes with the package's sliding window (``patch_inferer``)
 (Gaussian blending) and logs the brain-masked PSNR / SSIM / MAE of ``EVALUATION.md``.
 The 2D baseline is the same code with ``spatial_dims: 2`` and a ``(P, P, 1)`` patch: the
 generator then sees one axial slice at a time, in training and in the sliding window.
@@ -15,10 +15,9 @@ from typing import Any, Sequence
 
 import pytorch_lightning as pl
 import torch
-from monai.inferers import sliding_window_inference
 
 from monai_t1t2.losses import MaskedL1SSIMLoss
-from monai_t1t2.nets.generators import DEFAULT_GENERATOR, SliceWise, build_discriminator, build_generator
+from monai_t1t2.nets.generators import DEFAULT_GENERATOR, SliceWise, build_discriminator, build_generator, patch_inferer
 
 
 
@@ -40,7 +39,7 @@ class TranslationModule(pl.LightningModule):
         perceptual_model: brainchop model whose first layers are the frozen feature extractor.
         tumour_weight: weight of :class:`~monai_t1t2.losses.TumourPreservationLoss`; 0 disables it.
         adversarial_weight: weight of the pix2pix-style PatchGAN term; 0 (default) disables it.
-        sw_overlap, sw_batch_size: sliding-window settings of validation.
+        overlap, sw_batch_size: sliding-window settings of validation (:func:`~monai_t1t2.nets.generators.patch_inferer`).
         png_every_n_epochs: write a three-plane PNG (T1 / prediction / T2) every N epochs.
     """
 
@@ -58,13 +57,15 @@ class TranslationModule(pl.LightningModule):
         perceptual_model: str = "model30chan18cls",
         tumour_weight: float = 0.0,
         adversarial_weight: float = 0.0,
-        sw_overlap: float = 0.5,
+        overlap: float = 0.5,
         sw_batch_size: int = 4,
         png_every_n_epochs: int = 5,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
-        self.automatic_optimization = False  # generator and (optional) discriminator steps
+        # Lightning's automatic optimisation; the GAN's two optimisers step by hand (toggle_optimizer).
+        self.automatic_optimization = adversarial_weight <= 0
+        self.inferer = patch_inferer(patch_size, sw_batch_size, overlap)
         generator = dict(DEFAULT_GENERATOR if generator is None else generator)
         self.hparams.generator = generator
         self.generator = build_generator(spatial_dims=spatial_dims, **generator)
@@ -118,16 +119,21 @@ class TranslationModule(pl.LightningModule):
         return terms
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        optimizers = self.optimizers()
-        generator_optimizer = optimizers[0] if isinstance(optimizers, list) else optimizers
         prediction = self(batch["t1"])
-        terms = self.generator_loss(batch, prediction)
-        generator_optimizer.zero_grad()
-        self.manual_backward(terms["total"])
-        generator_optimizer.step()
-        self.lr_schedulers().step()
-        if self.discriminator is not None:
-            terms["discriminator"] = self._discriminator_step(optimizers[1], batch, prediction.detach())
+        if self.discriminator is None:  # automatic optimisation; the scheduler steps every step
+            terms = self.generator_loss(batch, prediction)
+        else:
+            generator_optimizer, discriminator_optimizer = self.optimizers()
+            self.toggle_optimizer(generator_optimizer)  # the discriminator's weights get no gradient here
+            terms = self.generator_loss(batch, prediction)
+            generator_optimizer.zero_grad()
+            self.manual_backward(terms["total"])
+            generator_optimizer.step()
+            self.untoggle_optimizer(generator_optimizer)
+            self.lr_schedulers().step()
+            self.toggle_optimizer(discriminator_optimizer)
+            terms["discriminator"] = self._discriminator_step(discriminator_optimizer, batch, prediction.detach())
+            self.untoggle_optimizer(discriminator_optimizer)
         batch_size = batch["t1"].shape[0]
         self.log_dict({f"train/{name}": value.detach() for name, value in terms.items()},
                       prog_bar=False, batch_size=batch_size, sync_dist=False)
@@ -147,9 +153,7 @@ class TranslationModule(pl.LightningModule):
     # ----- whole-volume validation ---------------------------------------------------------
     def predict_volume(self, t1: torch.Tensor, brain: torch.Tensor | None = None) -> torch.Tensor:
         """Sliding-window translation of a whole normalised volume ``(1, 1, X, Y, Z)``."""
-        roi = tuple(self.hparams.patch_size)
-        prediction = sliding_window_inference(t1, roi, self.hparams.sw_batch_size, self, self.hparams.sw_overlap,
-                                              mode="gaussian", padding_mode="constant")
+        prediction = self.inferer(t1, self)
         return prediction if brain is None else prediction * (brain > 0)
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
@@ -178,7 +182,7 @@ class TranslationModule(pl.LightningModule):
                              title=f"validation, epoch {self.current_epoch + 1}")
 
     # Settings that change what is trained; the sliding-window and PNG settings may differ on resume.
-    _RESUME_FREE = ("sw_overlap", "sw_batch_size", "png_every_n_epochs")
+    _RESUME_FREE = ("overlap", "sw_batch_size", "png_every_n_epochs")
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Refuse to resume a checkpoint whose model settings differ from this module's (the user's config)."""
@@ -201,14 +205,16 @@ class TranslationModule(pl.LightningModule):
         hp = self.hparams
         generator_optimizer = torch.optim.AdamW(self.generator.parameters(), lr=hp.learning_rate,
                                                 weight_decay=hp.weight_decay)
-        # Cosine decay over the whole run, stepped per optimisation step (manual optimisation).
+        # Cosine decay over the whole run, stepped per optimisation step.
         total_steps = self.trainer.estimated_stepping_batches if self._trainer is not None else 1
         total_steps = max(int(total_steps), 1) if math.isfinite(total_steps) else None  # None: no step limit
         optimizers = [generator_optimizer]
         if self.discriminator is not None:
             optimizers.append(torch.optim.AdamW(self.discriminator.parameters(), lr=hp.learning_rate, betas=(0.5, 0.999)))
-        schedulers = [torch.optim.lr_scheduler.LambdaLR(generator_optimizer, lambda step: _cosine(self._progress(step, total_steps)))]
-        return optimizers, schedulers
+        scheduler = torch.optim.lr_scheduler.LambdaLR(generator_optimizer, lambda step: _cosine(self._progress(step, total_steps)))
+        if self.discriminator is None:
+            return {"optimizer": generator_optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return optimizers, [scheduler]
 
     def _progress(self, step: int, total_steps: int | None) -> float:
         """Share of training done, in ``[0, 1]``, for the cosine learning-rate decay.
@@ -288,6 +294,12 @@ def export_generator(checkpoint: str | Path, output: str | Path, half: bool = Tr
     return dict(hparams["generator"], spatial_dims=hparams["spatial_dims"])
 
 
+def add_links(parser) -> None:
+    """Settings a ``monai-t1t2 train`` config states once: the patch size is the data module's,
+    and the model's (its validation window) follows it."""
+    parser.link_arguments("data.patch_size", "model.patch_size")
+
+
 def run_training_cli(args: Sequence[str]) -> int:
     """``monai-t1t2 train ...``: LightningCLI over :class:`TranslationModule` and the data module."""
     import warnings
@@ -300,6 +312,9 @@ def run_training_cli(args: Sequence[str]) -> int:
     # `monai-t1t2 train ...` passes its own argv on purpose; Lightning's warning about it is noise.
     warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
     class _CLI(LightningCLI):
+        def add_arguments_to_parser(self, parser) -> None:
+            add_links(parser)
+
         def _parse_ckpt_path(self) -> None:
             # Lightning lets a checkpoint's hyper-parameters silently replace the config's; refuse instead.
             subcommand = self.config.get("subcommand")
