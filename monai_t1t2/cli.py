@@ -93,8 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--model", help="model file (default: the t1t2_translation bundle's models/model.pt)")
     predict.add_argument("--png", action="store_true", help="also write <stem>_synT2.png (T1 and synthetic T2)")
     predict.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when available")
-    predict.add_argument("--overlap", type=float, default=0.5, help="sliding-window overlap in [0, 1)")
-    predict.add_argument("--sw-batch-size", type=int, default=4, help="patches per network call")
+    predict.add_argument("--overlap", type=float, help="sliding-window overlap in [0, 1) (default: the model's, 0.5)")
+    predict.add_argument("--sw-batch-size", type=int, help="patches per network call (default: the model's, 4)")
     predict.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     predict.add_argument("--mask", help="brain mask of the (single) input, on its grid; overrides --mask-method")
     predict.add_argument("--mask-method", default="auto", choices=("auto", "nonzero", "network", "head"),

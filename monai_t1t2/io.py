@@ -380,6 +380,15 @@ def atomic_write_bytes(data: bytes, path: PathLike, overwrite: bool = True) -> P
     return path
 
 
+def save_torch(obj, path: PathLike, overwrite: bool = True) -> Path:
+    """``torch.save`` to a file, atomically (:func:`atomic_write_bytes`)."""
+    import io as _io
+
+    buffer = _io.BytesIO()
+    torch.save(obj, buffer)
+    return atomic_write_bytes(buffer.getvalue(), path, overwrite=overwrite)
+
+
 def atomic_write_text(text: str, path: PathLike, overwrite: bool = True) -> Path:
     """Write text atomically (see :func:`atomic_write_bytes`)."""
     return atomic_write_bytes(text.encode("utf-8"), path, overwrite=overwrite)

@@ -252,3 +252,53 @@ class _TumourOrBrainCropd(MapTransform):
     def __call__(self, data):
         crop = self.with_tumour if bool((data[self.mask_key] == 2).any()) else self.brain_only
         return crop(data)
+
+
+# ----------------------------------------------------------------------------- the translation pipeline
+
+#: Voxels of context kept around the brain's box before the sliding window.
+CROP_MARGIN_VOXELS = 8
+#: The grid the translation networks are trained and run on: RAS at 1 mm.
+NETWORK_PIXDIM = (1.0, 1.0, 1.0)
+
+
+def translation_components(crop_margin: int = CROP_MARGIN_VOXELS, pixdim: Sequence[float] = NETWORK_PIXDIM) -> dict:
+    """The translation bundle's ``preprocessing``, ``inferer`` and ``postprocessing`` as MONAI config items.
+
+    The one statement of the pipeline around the network: :func:`monai_t1t2.inference.translation.translate`
+    parses it (through the bundle's ``configs/inference.json``, which the export step writes from it,
+    or directly for a checkpoint), so a bundle user can swap any of the three in the JSON.
+    Keys of the data dictionary: ``image`` (the T1), ``brain`` (its mask on the same grid),
+    ``input_brain`` (the mask kept on the input grid), ``pred`` (the network's output).
+
+    * ``preprocessing``: crop to the brain's box plus ``crop_margin`` voxels (``CropForegroundd``,
+      so a full-head scan is not resampled in full), RAS (``Orientationd``), ``pixdim`` mm
+      (``Spacingd``: bilinear for the T1, nearest for the mask), percentile normalisation inside
+      the brain (:class:`PercentileNormalised`, ``EVALUATION.md`` units).
+    * ``inferer``: :func:`monai_t1t2.nets.generators.patch_inferer` (refers to ``@roi_size``,
+      ``@sw_batch_size``, ``@overlap``).
+    * ``postprocessing``: the prediction masked by the network-grid brain, brought back onto the
+      input grid by the inverse of the preprocessing (``Invertd``: resampling, reorientation, the
+      crop's padding), masked by the input-grid brain so the background stays exactly 0, clipped to [0, 1].
+    """
+    both = ["image", "brain"]
+    return {
+        "preprocessing": {"_target_": "Compose", "transforms": [
+            {"_target_": "CropForegroundd", "keys": both, "source_key": "brain", "margin": int(crop_margin),
+             "allow_smaller": True},
+            {"_target_": "Orientationd", "keys": both, "axcodes": "RAS", "labels": [["L", "R"], ["P", "A"], ["I", "S"]]},
+            {"_target_": "Spacingd", "keys": both, "pixdim": [float(p) for p in pixdim], "mode": ["bilinear", "nearest"],
+             "padding_mode": "zeros"},
+            {"_target_": "monai_t1t2.transforms.PercentileNormalised", "keys": "image", "mask_key": "brain"},
+        ]},
+        "inferer": {"_target_": "monai_t1t2.nets.generators.patch_inferer", "roi_size": "@roi_size",
+                    "sw_batch_size": "@sw_batch_size", "overlap": "@overlap"},
+        "postprocessing": {"_target_": "Compose", "transforms": [
+            {"_target_": "MaskIntensityd", "keys": "pred", "mask_key": "brain"},
+            {"_target_": "Invertd", "keys": "pred", "transform": "@preprocessing", "orig_keys": "image",
+             "nearest_interp": False, "to_tensor": True},
+            {"_target_": "MaskIntensityd", "keys": "pred", "mask_key": "input_brain"},
+            {"_target_": "ScaleIntensityRanged", "keys": "pred", "a_min": 0.0, "a_max": 1.0, "b_min": 0.0, "b_max": 1.0,
+             "clip": True},
+        ]},
+    }

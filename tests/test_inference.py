@@ -30,16 +30,27 @@ TINY_ROI = [16, 16, 16]
 
 
 def make_tiny_bundle(folder: Path, roi_size=TINY_ROI, seed: int = 0) -> Path:
-    """The repo bundle's configs with a tiny random-weight generator (nothing trained)."""
-    shutil.copytree(BUNDLE / "configs", folder / "configs")
-    config = json.loads((folder / "configs" / "inference.json").read_text())
-    config["network_def"].update(TINY)
-    config["roi_size"] = list(roi_size)
-    (folder / "configs" / "inference.json").write_text(json.dumps(config, indent=2))
+    """A bundle written by the export step from a checkpoint of a tiny random-weight generator (nothing trained)."""
+    from monai_t1t2.training.module import export_bundle
+
     torch.manual_seed(seed)
-    (folder / "models").mkdir()
-    torch.save(build_generator(**TINY).state_dict(), folder / "models" / "model.pt")
-    return folder
+    state = {"generator." + key: value for key, value in build_generator(**TINY).state_dict().items()}
+    folder.mkdir(parents=True)
+    checkpoint = folder.parent / f"{folder.name}.ckpt"
+    torch.save({"state_dict": state, "hyper_parameters": {"generator": dict(TINY, name="unet", norm="instance"),
+                                                          "spatial_dims": 3, "patch_size": list(roi_size)}}, checkpoint)
+    return export_bundle(checkpoint, folder)
+
+
+def test_shipped_bundle_config_is_the_export_steps():
+    """configs/inference.json is what the export step writes for the shipped network: nothing edited by hand."""
+    from monai_t1t2.training.module import bundle_inference_config
+
+    shipped = json.loads((BUNDLE / "configs" / "inference.json").read_text())
+    network_def = {k: v for k, v in shipped["network_def"].items() if k not in ("_target_", "spatial_dims")}
+    assert shipped == bundle_inference_config(network_def, shipped["roi_size"], shipped["spatial_dims"])
+    for component in ("network_def", "preprocessing", "inferer", "postprocessing"):
+        assert component in shipped
 
 
 @pytest.fixture(scope="module")

@@ -139,8 +139,8 @@ class Settings:
     output_dir: Path
     model: Any = None
     device: str | None = None
-    overlap: float = 0.5
-    sw_batch_size: int = 4
+    overlap: float | None = None
+    sw_batch_size: int | None = None
     png: bool = False
     overwrite: bool = False
     mask_method: str = "auto"
@@ -336,8 +336,8 @@ def run_batch(
     output_dir: PathLike,
     model: PathLike | None = None,
     device: str | None = None,
-    overlap: float = 0.5,
-    sw_batch_size: int = 4,
+    overlap: float | None = None,
+    sw_batch_size: int | None = None,
     png: bool = False,
     overwrite: bool = False,
     mask: PathLike | None = None,
@@ -352,7 +352,8 @@ def run_batch(
 ) -> int:
     """``monai-t1t2 predict``: translate a collection; exit status (module docstring)."""
     try:
-        patch_inferer((1, 1, 1), sw_batch_size, overlap)  # the sliding window's own checks, before any work
+        # The sliding window's own checks, before any work (None: the model's inferer decides).
+        patch_inferer((1, 1, 1), 4 if sw_batch_size is None else sw_batch_size, 0.5 if overlap is None else overlap)
     except ValueError as err:
         raise T1T2Error("--" + str(err).replace("sw_batch_size", "sw-batch-size")) from None
     if qc not in QC_MODES:
@@ -577,8 +578,8 @@ def translate_files(
     output_dir: PathLike,
     model: PathLike | Translator | None = None,
     device: str | torch.device | None = None,
-    overlap: float = 0.5,
-    sw_batch_size: int = 4,
+    overlap: float | None = None,
+    sw_batch_size: int | None = None,
     png: bool = False,
     overwrite: bool = False,
     mask_method: str = "auto",
@@ -628,7 +629,7 @@ def translate_files(
 
 
 def translate_folder(dataset_dir: PathLike, output_dir: PathLike, model: PathLike | Translator | None = None,
-                     device: str | torch.device | None = None, overlap: float = 0.5, sw_batch_size: int = 4,
+                     device: str | torch.device | None = None, overlap: float | None = None, sw_batch_size: int | None = None,
                      png: bool = False, overwrite: bool = False, mask_method: str = "auto", force: bool = False) -> list[Path]:
     """The bundle's ``run``: translate every ``dataset_dir/*.nii.gz`` (and ``*.nii``) into ``output_dir``.
 
@@ -654,7 +655,7 @@ def translate_folder(dataset_dir: PathLike, output_dir: PathLike, model: PathLik
 
 
 def run_predict(inputs: Sequence[PathLike], output_dir: PathLike, model: PathLike | None = None, png: bool = False,
-                device: str | None = None, overlap: float = 0.5, sw_batch_size: int = 4, overwrite: bool = False,
+                device: str | None = None, overlap: float | None = None, sw_batch_size: int | None = None, overwrite: bool = False,
                 mask: PathLike | None = None, mask_method: str = "auto", force: bool = False, qc: str = "reject",
                 manifest: PathLike | None = None, report: PathLike | None = None, devices: int = 1,
                 num_nodes: int = 1, datalist_key: str = "test") -> int:

@@ -3,14 +3,15 @@
 Pipeline of :func:`translate`, for a T1 on any grid (orientation, voxel size, with or without skull):
 
 1. brain mask on the input grid (:func:`monai_t1t2.masks.brain_mask`);
-2. crop the T1 and the mask to the brain's bounding box plus a margin (on the input grid, so
-   a full-head or large-field volume is not resampled in full);
-3. reorient to RAS and resample to 1 mm (``Orientation`` + ``Spacing``; bilinear for the T1,
-   nearest for the mask): the network was trained at 1 mm;
-4. :class:`~monai_t1t2.transforms.PercentileNormalise` inside the mask (``EVALUATION.md`` units);
-5. MONAI ``sliding_window_inference`` (Gaussian blending), prediction multiplied by the mask;
-6. ``ResampleToMatch`` back onto the cropped input grid (bilinear), pasted into the full input
-   grid, multiplied by the input-grid mask so the background stays exactly 0.
+2. the model's ``preprocessing`` (MONAI dictionary transforms; by default those of
+   :func:`monai_t1t2.transforms.translation_components`: crop to the brain's box plus a margin on
+   the input grid, so a full-head or large-field volume is not resampled in full; RAS at 1 mm, the
+   grid the network was trained on; percentile normalisation inside the mask, ``EVALUATION.md`` units);
+3. the model's ``inferer`` (:func:`monai_t1t2.nets.generators.patch_inferer`: sliding window, Gaussian blending);
+4. the model's ``postprocessing``: masked, brought back onto the input grid by the inverse of the
+   preprocessing (``Invertd``), masked by the input-grid brain so the background stays exactly 0.
+
+A bundle's ``configs/inference.json`` holds the three as config items, so they can be swapped there.
 
 The brain mask and its rule are :mod:`monai_t1t2.masks`' (:func:`~monai_t1t2.masks.brain_mask`).
 
@@ -41,7 +42,7 @@ from monai.data import MetaTensor
 from torch import nn
 
 from monai_t1t2.errors import InvalidVolumeError, T1T2Error
-from monai_t1t2.geometry import bounding_box, to_ras
+from monai_t1t2.geometry import to_ras
 from monai_t1t2.io import PathLike, read_volume, spacing_of, validate_array
 from monai_t1t2.masks import MAX_BRAIN_ML, MIN_BRAIN_ML, brain_mask, mask_volume_ml
 from monai_t1t2.nets.generators import SliceWise, patch_inferer
@@ -50,9 +51,6 @@ from monai_t1t2.nets.generators import SliceWise, patch_inferer
 DEFAULT_BUNDLE = Path(str(importlib.resources.files("monai_t1t2") / "bundles" / "t1t2_translation"))
 # Working-set factors of translate(): float32 copies of the input grid and of the 1 mm network grid.
 INPUT_GRID_COPIES, NETWORK_GRID_COPIES = 6, 12
-# Context kept around the brain before the sliding window; outside it everything is 0 anyway.
-CROP_MARGIN_MM = 8.0
-NETWORK_SPACING_MM = (1.0, 1.0, 1.0)
 
 
 # ----------------------------------------------------------------------------- the model
@@ -69,6 +67,8 @@ class Translator:
         spatial_dims: 3, or 2 for the slice-wise baseline.
         device: where the network runs.
         source: where it came from (for messages).
+        preprocessing, inferer, postprocessing: the pipeline around the network (a bundle's config
+            components); None: those of :func:`monai_t1t2.transforms.translation_components`.
     """
 
     network: nn.Module
@@ -76,6 +76,9 @@ class Translator:
     spatial_dims: int = 3
     device: torch.device = torch.device("cpu")
     source: str = ""
+    preprocessing: Any = None
+    inferer: Any = None
+    postprocessing: Any = None
 
     def __post_init__(self) -> None:
         self.roi_size = tuple(int(v) for v in self.roi_size)
@@ -86,10 +89,28 @@ class Translator:
         self.device = torch.device(self.device)
         self.network = self.network.to(self.device).eval()
         self._forward = SliceWise(self.network) if self.spatial_dims == 2 else self.network
+        if self.preprocessing is None or self.inferer is None or self.postprocessing is None:
+            default = pipeline_components({}, self.roi_size)
+            for name, component in default.items():
+                if getattr(self, name) is None:
+                    setattr(self, name, component)
 
     def __call__(self, patches: torch.Tensor) -> torch.Tensor:
         """``(B, 1, X, Y, Z)`` normalised T1 patches -> T2 patches of the same shape."""
         return self._forward(patches)
+
+
+def pipeline_components(config: dict, roi_size: Sequence[int], sw_batch_size: int = 4, overlap: float = 0.5) -> dict:
+    """``preprocessing``, ``inferer`` and ``postprocessing`` parsed from a bundle config (a dict of its
+    items), each falling back to :func:`monai_t1t2.transforms.translation_components`'."""
+    from monai.bundle import ConfigParser
+
+    from monai_t1t2.transforms import translation_components
+
+    items = {"roi_size": list(roi_size), "sw_batch_size": sw_batch_size, "overlap": overlap,
+             **translation_components(), **config}
+    parser = ConfigParser(items)
+    return {name: parser.get_parsed_content(name) for name in ("preprocessing", "inferer", "postprocessing")}
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
@@ -115,7 +136,8 @@ def _load_state(network: nn.Module, weights: PathLike) -> nn.Module:
 
 
 def build_translator(network: nn.Module, weights: PathLike | None, roi_size: Sequence[int], spatial_dims: int = 3,
-                     device: str | torch.device | None = None) -> Translator:
+                     device: str | torch.device | None = None, preprocessing=None, inferer=None,
+                     postprocessing=None) -> Translator:
     """A :class:`Translator` from a built network and a state-dict file (None keeps its weights).
 
     This is what a bundle's ``configs/inference.json`` instantiates (``network_def`` + ``models/model.pt``).
@@ -127,7 +149,8 @@ def build_translator(network: nn.Module, weights: PathLike | None, roi_size: Seq
                 "(monai_t1t2.training.module.export_generator) to this path, or pass --model BUNDLE_DIR / CHECKPOINT.ckpt"
             )
         network = _load_state(network, weights)
-    return Translator(network, tuple(roi_size), spatial_dims, resolve_device(device), str(weights or "random weights"))
+    return Translator(network, tuple(roi_size), spatial_dims, resolve_device(device), str(weights or "random weights"),
+                      preprocessing, inferer, postprocessing)
 
 
 def _bundle_translator(bundle_dir: Path, device: str | torch.device | None, weights: Path | None = None) -> Translator:
@@ -142,9 +165,13 @@ def _bundle_translator(bundle_dir: Path, device: str | torch.device | None, weig
         network = parser.get_parsed_content("network_def")
         roi_size = parser.get_parsed_content("roi_size")
         spatial_dims = int(parser.get_parsed_content("spatial_dims")) if "spatial_dims" in parser else 3
+        components = {name: parser.get_parsed_content(name) if name in parser else None
+                      for name in ("preprocessing", "inferer", "postprocessing")}
     except (KeyError, ValueError, TypeError, RuntimeError) as err:
-        raise T1T2Error(f"{config_file}: needs network_def, roi_size and spatial_dims ({type(err).__name__}: {err})") from None
-    return build_translator(network, weights or bundle_dir / "models" / "model.pt", roi_size, spatial_dims, device)
+        raise T1T2Error(f"{config_file}: needs network_def, roi_size and spatial_dims, and valid preprocessing, "
+                        f"inferer and postprocessing where given ({type(err).__name__}: {err})") from None
+    return build_translator(network, weights or bundle_dir / "models" / "model.pt", roi_size, spatial_dims, device,
+                            **components)
 
 
 def _checkpoint_translator(checkpoint: Path, device: str | torch.device | None) -> Translator:
@@ -316,22 +343,8 @@ def _as_volume(image: PathLike | np.ndarray | torch.Tensor, affine: np.ndarray |
                       meta={"filename_or_obj": "array"})
 
 
-def _crop_to_mask(t1: MetaTensor, mask: torch.Tensor, margin_mm: float) -> tuple[MetaTensor, MetaTensor, tuple[slice, ...]]:
-    """Crop the T1 and its mask to the mask's box grown by ``margin_mm`` (affine updated); also the box."""
-    from monai.transforms import SpatialCrop
-
-    box = bounding_box(mask[0], margin=[int(math.ceil(margin_mm / s)) for s in spacing_of(t1.affine)])
-    crop = SpatialCrop(roi_slices=box)
-    return crop(t1), crop(MetaTensor(mask.float(), affine=t1.affine.clone())), box
 
 
-def _to_network_grid(t1: MetaTensor, mask: MetaTensor) -> tuple[MetaTensor, torch.Tensor]:
-    """RAS at 1 mm: bilinear for the T1, nearest for the mask."""
-    from monai.transforms import Spacing
-
-    t1 = Spacing(pixdim=NETWORK_SPACING_MM, mode="bilinear", padding_mode="zeros")(to_ras(t1))
-    mask = Spacing(pixdim=NETWORK_SPACING_MM, mode="nearest", padding_mode="zeros")(to_ras(mask))
-    return t1, mask.as_tensor() > 0.5
 
 
 def translate(
@@ -341,8 +354,8 @@ def translate(
     affine: np.ndarray | None = None,
     mask: PathLike | np.ndarray | torch.Tensor | None = None,
     mask_method: str = "auto",
-    overlap: float = 0.5,
-    sw_batch_size: int = 4,
+    overlap: float | None = None,
+    sw_batch_size: int | None = None,
     stages: dict[str, float] | None = None,
 ) -> MetaTensor:
     """Translate a T1-weighted volume into a synthetic T2-weighted volume on the same grid.
@@ -357,8 +370,8 @@ def translate(
         mask: optional brain mask on the image's grid (file, array or tensor, > 0 inside);
             overrides ``mask_method``.
         mask_method: ``"auto"`` (:mod:`monai_t1t2.masks`), ``"nonzero"``, ``"network"`` or ``"head"``.
-        overlap: sliding-window overlap in ``[0, 1)``.
-        sw_batch_size: patches per network call.
+        overlap: sliding-window overlap in ``[0, 1)``; None: the model's inferer's (0.5 by default).
+        sw_batch_size: patches per network call; None: the model's inferer's (4 by default).
 
         stages: optional dict; the seconds spent resampling and in the network are added to its
             ``"resample"`` and ``"network"`` entries (the batch's per-stage timing).
@@ -376,36 +389,31 @@ def translate(
         >>> t2.shape, t2.affine.shape  # doctest: +SKIP
         (torch.Size([1, 240, 240, 155]), torch.Size([4, 4]))
     """
-    from monai.transforms import ResampleToMatch
-
-    from monai_t1t2.transforms import PercentileNormalise
-
     t1 = _as_volume(image, affine)
     name = t1.meta.get("filename_or_obj", "T1")
     translator = load_translator(model, device)
-    try:
-        inferer = patch_inferer(translator.roi_size, sw_batch_size, overlap)
-    except ValueError as err:
-        raise T1T2Error(str(err)) from None
+    inferer = translator.inferer
+    if overlap is not None or sw_batch_size is not None:
+        try:
+            inferer = patch_inferer(translator.roi_size, inferer.sw_batch_size if sw_batch_size is None else sw_batch_size,
+                                    inferer.overlap if overlap is None else overlap)
+        except ValueError as err:
+            raise T1T2Error(str(err)) from None
     input_mask = _as_mask(mask, t1) if mask is not None else brain_mask(t1, mask_method, translator.device)
     if not input_mask.any():
         raise T1T2Error(f"{name}: the brain mask is empty; nothing to translate (pass a mask or another mask_method)")
     clock = StageClock(stages)
-    t1_crop, mask_crop, box = _crop_to_mask(t1, input_mask, CROP_MARGIN_MM)
-    t1_net, mask_net = _to_network_grid(t1_crop, mask_crop)
-    normalised = PercentileNormalise()(t1_net.as_tensor(), mask_net)
+    brain = MetaTensor(input_mask.float(), affine=t1.affine.clone())
+    data = translator.preprocessing({"image": t1, "brain": brain, "input_brain": brain.clone()})
     clock.lap("resample")
     with torch.inference_mode():
-        prediction = inferer(normalised[None].to(translator.device), translator)[0].float().cpu()
+        prediction = inferer(data["image"][None].to(translator.device), translator)[0].float().cpu()
     clock.lap("network")
-    prediction = MetaTensor(prediction * mask_net, affine=t1_net.affine)
-    # Resample onto the cropped input grid only, then paste: the rest of the input grid is background.
-    on_crop = ResampleToMatch(mode="bilinear", padding_mode="zeros")(prediction, img_dst=t1_crop)
-    synthetic = torch.zeros(t1.shape, dtype=torch.float32)
-    synthetic[(slice(None), *box)] = on_crop.as_tensor().float()
-    synthetic = (synthetic * input_mask).clamp(0, 1)
+    # The network's output with the T1's transform history, for the postprocessing's Invertd.
+    data["pred"] = MetaTensor(prediction, meta=data["image"].meta, applied_operations=data["image"].applied_operations)
+    synthetic = translator.postprocessing(data)["pred"]
     clock.lap("resample")
-    return MetaTensor(synthetic, affine=t1.affine.clone(), meta={"filename_or_obj": name})
+    return MetaTensor(synthetic.as_tensor().float(), affine=t1.affine.clone(), meta={"filename_or_obj": name})
 
 
 class StageClock:

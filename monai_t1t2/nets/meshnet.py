@@ -32,9 +32,9 @@ import torch
 from monai.data import MetaTensor
 from torch import nn
 
-from monai_t1t2.errors import InvalidVolumeError, OutputExistsError, T1T2Error
+from monai_t1t2.errors import InvalidVolumeError, T1T2Error
 from monai_t1t2.geometry import bounding_box, largest_component
-from monai_t1t2.io import PathLike, file_sha256, read_volume, volume_stem, write_volume
+from monai_t1t2.io import PathLike, file_sha256, read_volume, save_torch, volume_stem, write_volume
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BRAINCHOP_DIR_ENV = "MONAI_T1T2_BRAINCHOP_DIR"
@@ -270,16 +270,10 @@ def import_brainchop(folder: PathLike) -> MeshNet:
 def save_meshnet(network: MeshNet, path: PathLike, overwrite: bool = False) -> Path:
     """Write architecture spec, state dict, label names and preprocessing options to one ``.pt``."""
     path = Path(path)
-    if path.exists() and not overwrite:
-        raise OutputExistsError(f"{path}: exists; pass overwrite=True (--overwrite) to replace it")
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"format": MESHNET_FORMAT, "name": getattr(network, "name", path.stem), "spec": network.spec,
                "label_names": network.label_names, "preprocessing": network.preprocessing,
                "state_dict": network.state_dict()}
-    temporary = path.with_name(f".{path.name}.tmp")
-    torch.save(payload, temporary)
-    os.replace(temporary, path)
-    return path
+    return save_torch(payload, path, overwrite=overwrite)
 
 
 def load_meshnet(path_or_dir: PathLike) -> MeshNet:

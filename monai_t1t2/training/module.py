@@ -286,12 +286,73 @@ def export_generator(checkpoint: str | Path, output: str | Path, half: bool = Tr
     Returns:
         The generator's build arguments (for the bundle's ``network_def``).
     """
+    from monai_t1t2.io import save_torch
+
     state = torch.load(str(checkpoint), map_location="cpu", weights_only=False)
     weights = {key[len("generator."):]: value.half() if half and value.is_floating_point() else value
                for key, value in state["state_dict"].items() if key.startswith("generator.")}
-    torch.save(weights, str(output))
+    save_torch(weights, output)
     hparams = state["hyper_parameters"]
     return dict(hparams["generator"], spatial_dims=hparams["spatial_dims"])
+
+
+def bundle_inference_config(network_def: dict[str, Any], roi_size: Sequence[int], spatial_dims: int = 3) -> dict[str, Any]:
+    """The translation bundle's ``configs/inference.json`` (MONAI model-zoo shape) for a trained generator.
+
+    Components: ``network_def``, ``preprocessing``, ``inferer``, ``postprocessing``
+    (:func:`monai_t1t2.transforms.translation_components`), the ``translator`` that joins them and
+    the ``evaluator`` that translates ``dataset_dir`` into ``output_dir`` with the package's input
+    checks and provenance sidecars (``python -m monai.bundle run``).
+    """
+    from monai_t1t2.transforms import translation_components
+
+    network = {"_target_": "monai_t1t2.nets.generators.build_generator", "spatial_dims": "@spatial_dims",
+               **{k: v for k, v in network_def.items() if k != "spatial_dims"}}
+    return {
+        "imports": ["$import glob", "$import os", "$import torch"],
+        "bundle_root": ".",
+        "dataset_dir": "$os.path.join(@bundle_root, 'data')",
+        "output_dir": "$os.path.join(@bundle_root, 'eval')",
+        "model_path": "$os.path.join(@bundle_root, 'models', 'model.pt')",
+        "device": "$'cuda' if torch.cuda.is_available() else 'cpu'",
+        "spatial_dims": int(spatial_dims),
+        "roi_size": [int(v) for v in roi_size],
+        "overlap": 0.5,
+        "sw_batch_size": 4,
+        "mask_method": "auto",
+        "png": False,
+        "overwrite": False,
+        "force": False,
+        "network_def": network,
+        **translation_components(),
+        "translator": {"_target_": "monai_t1t2.inference.translation.build_translator", "network": "@network_def",
+                       "weights": "@model_path", "roi_size": "@roi_size", "spatial_dims": "@spatial_dims",
+                       "device": "@device", "preprocessing": "@preprocessing", "inferer": "@inferer",
+                       "postprocessing": "@postprocessing"},
+        "evaluator": {"_target_": "monai_t1t2.inference.batch.translate_folder", "dataset_dir": "@dataset_dir",
+                      "output_dir": "@output_dir", "model": "@translator", "png": "@png", "overwrite": "@overwrite",
+                      "mask_method": "@mask_method", "force": "@force", "_mode_": "callable"},
+        "run": ["$@evaluator()"],
+    }
+
+
+def export_bundle(checkpoint: str | Path, bundle_dir: str | Path) -> Path:
+    """The export step: a trained checkpoint into a translation bundle's ``models/model.pt`` and
+    ``configs/inference.json`` (network and ROI from the checkpoint's hyper-parameters; never edited by hand).
+
+    ``configs/metadata.json``, ``docs/`` and ``LICENSE`` are the bundle's own and are left as they are.
+    """
+    import json
+
+    from monai_t1t2.io import atomic_write_text
+
+    bundle_dir = Path(bundle_dir)
+    network_def = export_generator(checkpoint, bundle_dir / "models" / "model.pt")
+    hparams = torch.load(str(checkpoint), map_location="cpu", weights_only=False)["hyper_parameters"]
+    spatial_dims = int(network_def.pop("spatial_dims"))
+    config = bundle_inference_config(network_def, hparams["patch_size"], spatial_dims)
+    atomic_write_text(json.dumps(config, indent=4) + "\n", bundle_dir / "configs" / "inference.json")
+    return bundle_dir
 
 
 def add_links(parser) -> None:
