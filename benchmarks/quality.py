@@ -44,6 +44,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from monai_t1t2.geometry import bounding_box  # noqa: E402
 from monai_t1t2.io import load_datalist  # noqa: E402
 from monai_t1t2.training.data import PairedDataModule  # noqa: E402
 from monai_t1t2.metrics import evaluate  # noqa: E402
@@ -152,9 +153,7 @@ def predict_in_brain_box(t1: np.ndarray, translate_window) -> np.ndarray:
     """
     brain = t1 > 0
     normalised = PercentileNormalise()(t1, brain)
-    lower = np.maximum(np.argwhere(brain).min(0) - 8, 0)
-    upper = np.minimum(np.argwhere(brain).max(0) + 9, t1.shape)
-    box = tuple(slice(a, b) for a, b in zip(lower, upper))
+    box = bounding_box(brain, 8)
     output = np.zeros_like(t1)
     with torch.inference_mode():
         output[box] = translate_window(torch.as_tensor(normalised[box])[None, None])[0, 0].float().cpu().numpy()
