@@ -74,3 +74,8 @@ def write_model_zoo_schema(path: Path) -> Path:
                                             "outputs": {"type": "object", "additionalProperties": field}}}}}
     path.write_text(json.dumps(schema))
     return path
+
+
+def padded_head(seed: int = 0) -> np.ndarray:
+    """A 64 x 64 x 32 field of view with a 32 x 32 x 24 synthetic head in its centre (air = 0)."""
+    return np.pad(synthetic_head((32, 32, 24), seed), ((16, 16), (16, 16), (4, 4)))

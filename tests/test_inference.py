@@ -18,7 +18,6 @@ from conftest import write_model_zoo_schema, PAIRED, RAW, REPO, SHARED, syntheti
 
 SHARED_COHORT = SHARED / "data" / "cohort"
 from monai_t1t2 import masks
-from monai_t1t2.inference import batch
 from monai_t1t2.inference import translation as inference
 from monai_t1t2.cli import main
 from monai_t1t2.errors import InvalidVolumeError, T1T2Error
@@ -126,35 +125,6 @@ def test_slice_wise_translator_sees_single_slices():
 
 
 # ----------------------------------------------------------------------------- masks
-
-
-def noisy_head(seed: int = 0) -> np.ndarray:
-    """synthetic_head inside a bright 'skull' shell on a noisy, non-zero background."""
-    rng = np.random.default_rng(seed)
-    head = synthetic_head(shape=(40, 40, 30), seed=seed)
-    grid = np.stack(np.meshgrid(*[np.linspace(-1, 1, n) for n in head.shape], indexing="ij"))
-    radius = np.sqrt((grid**2).sum(0))
-    skull = (radius > 0.85) & (radius < 0.95)
-    return (head + 150.0 * skull + np.abs(rng.normal(0, 5, head.shape))).astype(np.float32)
-
-
-def test_mask_rule_picks_nonzero_for_skull_stripped_and_fallback_otherwise(monkeypatch, tmp_path):
-    stripped = synthetic_head()
-    assert masks.is_skull_stripped(stripped)
-    assert not masks.is_skull_stripped(noisy_head())
-    volume = MetaTensor(torch.from_numpy(stripped)[None], affine=torch.eye(4, dtype=torch.float64))
-    assert torch.equal(masks.brain_mask(volume), torch.from_numpy(stripped > 0)[None])
-    # Without brainchop's models, "auto" on a head with noisy background falls back to Otsu.
-    monkeypatch.setenv("MONAI_T1T2_BRAINCHOP_DIR", str(tmp_path / "no_brainchop"))
-    head = noisy_head()
-    mask = masks.brain_mask(MetaTensor(torch.from_numpy(head)[None], affine=torch.eye(4, dtype=torch.float64)))[0].numpy()
-    assert not mask[0, 0, 0] and not mask[:, :, 0].any()  # corners and the noisy edge slices are background
-    assert mask[20, 20, 15] and mask[20, 20, 15 + 4]     # brain centre inside, filled through the shell
-    assert mask.mean() < 0.7
-    with pytest.raises(T1T2Error, match="mask method"):
-        masks.brain_mask(volume, method="magic")
-
-
 
 
 # ----------------------------------------------------------------------------- translate()
@@ -441,17 +411,6 @@ def test_memory_guard_refuses_from_the_header_before_loading_the_network(tmp_pat
     monkeypatch.setattr(nib, "load", lambda path: type("Image", (), {"header": Header()})())
     with pytest.raises(T1T2Error, match="512x512x400 voxels need about .* GiB to translate"):
         inference.check_memory([big])
-
-
-@pytest.mark.realdata
-def test_a_full_head_with_zero_air_is_not_taken_for_skull_stripped():
-    raw = inference.read_volume(RAW / "TCGA-FG-6692" / "t1.nii.gz")
-    zeroed = raw.clone()
-    zeroed[zeroed < 60] = 0
-    assert float((zeroed == 0).float().mean()) >= masks.SKULL_STRIPPED_ZERO_FRACTION, "the old rule would say stripped"
-    assert not masks.is_skull_stripped(zeroed)
-    assert masks.resolve_mask_method(zeroed) in ("network", "head")
-    assert masks.is_skull_stripped(inference.read_volume(PAIRED / "TCGA-FG-6692" / "t1.nii.gz"))
 
 
 def test_predict_takes_a_mask_file_and_marks_outputs_synthetic(tmp_path, tiny_bundle):

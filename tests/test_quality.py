@@ -9,7 +9,7 @@ import pytest
 import torch
 from monai.data import MetaTensor
 
-from conftest import PAIRED, PAIRED_CASES, RAW, synthetic_head, write_nifti
+from conftest import PAIRED, PAIRED_CASES, RAW, padded_head, write_nifti
 from monai_t1t2 import masks
 from monai_t1t2 import quality as qc
 from monai_t1t2.cli import main
@@ -18,28 +18,9 @@ from monai_t1t2.io import read_volume
 from monai_t1t2.transforms import SamplingMaskd, brain_patch_sampler
 
 
-def padded_head(seed: int = 0) -> np.ndarray:
-    """A 64 x 64 x 32 field of view with a 32 x 32 x 24 synthetic head in its centre (air = 0)."""
-    return np.pad(synthetic_head((32, 32, 24), seed), ((16, 16), (16, 16), (4, 4)))
-
-
 # --------------------------------------------------------------------------------------
 # Metrics on synthetic volumes
 # --------------------------------------------------------------------------------------
-
-@pytest.mark.parametrize("noise_sigma", [0.0, 8.0])
-def test_head_mask_finds_head_with_and_without_background_noise(noise_sigma):
-    image = padded_head()
-    if noise_sigma:
-        image = qc.simulate_rician_noise(image, noise_sigma, seed=1)
-    head = masks.head_mask(image)
-    truth = padded_head() > 0
-    dice = 2 * (head & truth).sum() / (head.sum() + truth.sum())
-    assert dice > 0.95
-
-
-def test_head_mask_of_pure_noise_is_empty():
-    assert not masks.head_mask(qc.simulate_noise_only((48, 48, 32), 10.0)).any()
 
 
 def test_efc_extremes():
@@ -101,20 +82,6 @@ def test_snr_and_cnr_from_a_parcellation():
     expected_cnr = abs(white.mean() - grey.mean()) / math.sqrt(white.std(ddof=1) ** 2 + grey.std(ddof=1) ** 2)
     assert metrics["cnr"] == pytest.approx(expected_cnr, rel=1e-3)
     assert metrics["snr"] == pytest.approx(100 / 5, rel=0.1)
-
-
-def test_unusable_slices_by_brain_fraction():
-    brain = np.zeros((20, 20, 6), dtype=bool)
-    brain[:, :, 1:4] = True
-    brain[9:11, 9:11, 4] = True  # 4 voxels of 400: 1 % of the largest slice
-    assert masks.unusable_slices(brain) == [0, 4, 5]
-    assert masks.unusable_slices(brain, min_brain_fraction=0.0) == [0, 5]
-
-
-def test_slice_axis_is_the_thickest():
-    assert masks.slice_axis_of((0.9, 0.9, 5.5)) == 2
-    assert masks.slice_axis_of((1.2, 0.94, 0.94)) == 0
-    assert masks.slice_axis_of((1.0, 1.0, 1.0)) == 2
 
 
 # --------------------------------------------------------------------------------------
