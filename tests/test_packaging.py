@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import site
 import subprocess
 import sys
@@ -15,9 +16,17 @@ from conftest import REPO
 
 @pytest.mark.slow
 def test_wheel_installed_package_translates_the_sample_with_the_default_model(tmp_path):
-    dist = tmp_path / "dist"
-    # No build isolation: setuptools of this environment, nothing downloaded.
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(dist), str(REPO)],
+    dist, source = tmp_path / "dist", tmp_path / "source"
+    # Built from a copy of the tracked tree (setuptools writes build/ beside the sources), without
+    # build isolation: setuptools of this environment, nothing downloaded.
+    tracked = subprocess.run(["git", "ls-files"], cwd=REPO, check=True, capture_output=True, text=True).stdout.split()
+    for name in tracked:
+        (source / name).parent.mkdir(parents=True, exist_ok=True)
+        if (REPO / name).is_symlink():
+            (source / name).symlink_to(os.readlink(REPO / name))
+        elif (REPO / name).is_file():
+            shutil.copy2(REPO / name, source / name)
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(dist), str(source)],
                    check=True, cwd=tmp_path)
     wheel = next(dist.glob("monai_t1t2-*.whl"))
     env_dir = tmp_path / "venv"
