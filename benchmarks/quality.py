@@ -48,7 +48,7 @@ from monai_t1t2.geometry import bounding_box  # noqa: E402
 from monai_t1t2.io import load_datalist  # noqa: E402
 from monai_t1t2.training.data import PairedDataModule  # noqa: E402
 from monai_t1t2.metrics import evaluate  # noqa: E402
-from monai_t1t2.training.module import TranslationModule  # noqa: E402
+from monai_t1t2.training.module import TranslationModule, load_module  # noqa: E402
 from monai_t1t2.nets.meshnet import cached_parcellation, label_names  # noqa: E402
 from monai_t1t2.transforms import PercentileNormalise  # noqa: E402
 
@@ -190,7 +190,7 @@ def train(config: dict, variant: str, datalist: Path, cache_dir: Path, seed: int
 
 
 def load_checkpoint(path: str) -> tuple[TranslationModule, int]:
-    module = TranslationModule.load_from_checkpoint(path, map_location="cpu")
+    module = load_module(path)
     step = int(torch.load(path, map_location="cpu", weights_only=False).get("global_step", 0))
     return module, step
 

@@ -233,3 +233,17 @@ def test_resume_refuses_missing_garbage_and_foreign_checkpoints(tmp_path, capsys
     error = (capsys.readouterr().err.strip().splitlines() or [""])[-1]
     assert code == 2, error
     assert error.startswith("monai-t1t2: error:") and "learning_rate" in error and "ssim_weight" in error
+
+
+def test_load_module_takes_an_older_checkpoints_renamed_settings(tmp_path):
+    from monai_t1t2.training.module import load_module
+
+    tiny = {"name": "unet", "channels": [4, 8], "num_res_units": 0, "norm": "instance"}
+    module = TranslationModule(generator=tiny, patch_size=(16, 16, 16))
+    hparams = dict(module.hparams, sw_overlap=0.25, _instantiator="lightning.pytorch.cli.instantiate_module")
+    del hparams["overlap"]
+    torch.save({"state_dict": module.state_dict(), "hyper_parameters": hparams}, tmp_path / "old.ckpt")
+    loaded = load_module(tmp_path / "old.ckpt")
+    assert loaded.hparams.overlap == 0.25 and loaded.inferer.overlap == 0.25
+    for key, value in module.state_dict().items():
+        assert torch.equal(loaded.state_dict()[key], value)

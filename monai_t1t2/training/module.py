@@ -277,6 +277,23 @@ def _wall_clock_timer(trainer: "pl.Trainer | None"):
     return next((c for c in trainer.callbacks if isinstance(c, Timer) and c.time_remaining() is not None), None)
 
 
+# Hyper-parameters renamed since a checkpoint was written: old name -> new name.
+LEGACY_HPARAMS = {"sw_overlap": "overlap"}
+
+
+def load_module(checkpoint: str | Path, map_location: str | torch.device = "cpu") -> TranslationModule:
+    """A :class:`TranslationModule` with its weights from a ``monai-t1t2 train`` checkpoint (older
+    checkpoints' renamed hyper-parameters, :data:`LEGACY_HPARAMS`, are taken under their new names)."""
+    state = torch.load(str(checkpoint), map_location=map_location, weights_only=False)
+    hparams = {k: v for k, v in state["hyper_parameters"].items() if not k.startswith("_")}  # LightningCLI's own
+    for old, new in LEGACY_HPARAMS.items():
+        if old in hparams:
+            hparams[new] = hparams.pop(old)
+    module = TranslationModule(**hparams)
+    module.load_state_dict(state["state_dict"])
+    return module
+
+
 def export_generator(checkpoint: str | Path, output: str | Path, half: bool = True) -> dict[str, Any]:
     """Write the generator's plain state dict (model-zoo ``models/model.pt``) from a Lightning checkpoint.
 
