@@ -26,14 +26,13 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import nibabel as nib
-import nibabel.processing
 import numpy as np
 import torch
 from monai.data import MetaTensor
 from torch import nn
 
 from monai_t1t2.errors import InvalidVolumeError, T1T2Error
-from monai_t1t2.geometry import bounding_box, largest_component
+from monai_t1t2.geometry import bounding_box, largest_component, resample_to_grid
 from monai_t1t2.io import PathLike, file_sha256, read_volume, save_torch, volume_stem, write_volume
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -326,22 +325,38 @@ def resolve_model_path(model: PathLike) -> Path:
 # ----------------------------------------------------------------------------- preprocessing
 
 
+def conformed_affine(affine: np.ndarray, shape) -> np.ndarray:
+    """The affine of the conformed grid (:data:`CONFORMED_SHAPE` at 1 mm, :data:`CONFORMED_ORIENTATION`)
+    for a volume of ``shape`` with ``affine``: nibabel's ``conform`` geometry (the input reoriented,
+    its field of view's centre kept), computed without resampling."""
+    from nibabel.affines import rescale_affine
+    from nibabel.orientations import axcodes2ornt, inv_ornt_aff, io_orientation, ornt_transform
+
+    shape = tuple(int(n) for n in shape)
+    transform = ornt_transform(io_orientation(affine), axcodes2ornt(CONFORMED_ORIENTATION))
+    reoriented = affine @ inv_ornt_aff(transform, shape)
+    reoriented_shape = [0, 0, 0]
+    for old_axis, (new_axis, _) in enumerate(transform):
+        reoriented_shape[int(new_axis)] = shape[old_axis]
+    return rescale_affine(reoriented, reoriented_shape, (1.0, 1.0, 1.0), CONFORMED_SHAPE)
+
+
 def conform_t1(t1: MetaTensor) -> tuple[np.ndarray, np.ndarray]:
     """Resample a T1 ``(1, X, Y, Z)`` onto the conformed 256^3, 1 mm, LIA grid; scale to [0, 1].
 
     Returns:
         ``(volume (256, 256, 256) float32, affine 4x4 of the conformed grid)``.
     """
-    image = nib.Nifti1Image(np.asarray(t1[0].detach().cpu(), dtype=np.float32), np.asarray(t1.affine, dtype=np.float64))
-    conformed = nibabel.processing.conform(image, CONFORMED_SHAPE, (1.0, 1.0, 1.0), order=1,
-                                           orientation=CONFORMED_ORIENTATION)
-    volume = np.clip(np.asarray(conformed.dataobj, dtype=np.float32), 0, None)
+    affine = np.asarray(t1.affine, dtype=np.float64)
+    target = conformed_affine(affine, t1.shape[1:])
+    volume = np.clip(resample_to_grid(np.asarray(t1[0].detach().cpu(), dtype=np.float32), affine, CONFORMED_SHAPE,
+                                      target, order=1), 0, None)
     head = volume[volume > 0]
     if head.size == 0:
         raise InvalidVolumeError(f"{t1.meta.get('filename_or_obj', 'T1')}: no positive voxel to parcellate")
     # niivue hands brainchop a uint8 conformed volume; the percentile keeps a few hot voxels from dimming it.
     scale = float(np.percentile(head, INTENSITY_PERCENTILE))
-    return np.clip(volume / scale, 0.0, 1.0), conformed.affine
+    return np.clip(volume / scale, 0.0, 1.0), target
 
 
 def normalize_intensity(volume: np.ndarray, quantile: bool) -> np.ndarray:
@@ -357,12 +372,11 @@ def normalize_intensity(volume: np.ndarray, quantile: bool) -> np.ndarray:
 
 
 
-def labels_to_input_grid(labels: np.ndarray, conformed_affine: np.ndarray, t1: MetaTensor) -> MetaTensor:
+def labels_to_input_grid(labels: np.ndarray, conformed: np.ndarray, t1: MetaTensor) -> MetaTensor:
     """Nearest-neighbour resampling of conformed labels back onto the grid of ``t1``: ``(1, X, Y, Z)``."""
     target_affine = np.asarray(t1.affine, dtype=np.float64)
-    source = nib.Nifti1Image(labels.astype(np.int16), conformed_affine)
-    resampled = nibabel.processing.resample_from_to(source, (tuple(t1.shape[1:]), target_affine), order=0, cval=0)
-    array = torch.from_numpy(np.asarray(resampled.dataobj).astype(np.int64))[None]
+    resampled = resample_to_grid(labels.astype(np.int16), conformed, t1.shape[1:], target_affine, order=0)
+    array = torch.from_numpy(resampled.astype(np.int64))[None]
     return MetaTensor(array, affine=torch.as_tensor(target_affine), meta={"filename_or_obj": t1.meta.get("filename_or_obj")})
 
 
@@ -441,10 +455,10 @@ class MeshNetParcellator:
     def __call__(self, t1: PathLike | MetaTensor) -> MetaTensor:
         """Int labels ``(1, X, Y, Z)`` on the grid of ``t1``."""
         t1 = _as_t1(t1)
-        conformed, conformed_affine = conform_t1(t1)
+        conformed, affine = conform_t1(t1)
         labels = run_meshnet_conformed(self.network, conformed, self.device,
                                        _pre_model_mask(self.network, conformed, self.device))
-        return labels_to_input_grid(labels, conformed_affine, t1)
+        return labels_to_input_grid(labels, affine, t1)
 
 
 @dataclass
