@@ -37,6 +37,7 @@ CANDIDATES = {
     "fp32_wide": (32, 4, dict(UNET, channels=[32, 64, 128, 256]), "fp32", False, False),
     "fp32_narrow": (32, 4, dict(UNET, channels=[8, 16, 32, 64]), "fp32", False, False),
     "fp32_wide_res2": (32, 4, dict(UNET, channels=[32, 64, 128, 256], num_res_units=2), "fp32", False, False),
+    "bf16_wide_res2": (32, 4, dict(UNET, channels=[32, 64, 128, 256], num_res_units=2), "bf16", False, False),
     "fp32_wide5": (32, 4, dict(UNET, channels=[32, 64, 128, 256, 512]), "fp32", False, False),
     "fp32_wide_p48": (48, 1, dict(UNET, channels=[32, 64, 128, 256]), "fp32", False, False),
 }
