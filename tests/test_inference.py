@@ -368,7 +368,8 @@ def test_predict_refuses_a_non_brain_input_and_force_translates_it_with_a_warnin
     real = nib.load(str(PAIRED / "TCGA-DU-7294" / "t1.nii.gz"))
     noise = write_nifti(tmp_path / "noise.nii.gz", _smooth_noise((160, 160, 120)), real.affine)
     out = tmp_path / "out"
-    args = ["predict", str(noise), "-o", str(out), "--model", str(tiny_bundle), "--device", "cpu"]
+    # The whole volume as the mask, not mindgrab: the refusal is the QC's and the brain volume's, and the network would take a minute.
+    args = ["predict", str(noise), "-o", str(out), "--model", str(tiny_bundle), "--device", "cpu", "--mask-method", "nonzero"]
     assert main(args) == 2
     error = capsys.readouterr().err.strip()
     assert "noise.nii.gz: refused, not a plausible brain T1" in error and "--force" in error and "\n" not in error

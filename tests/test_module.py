@@ -199,7 +199,7 @@ def test_every_config_parses_against_the_module_and_data_signatures(config, caps
     assert "patch_size" not in printed["model"], "the model's patch size is linked to the data's, not set twice"
 
 
-def test_model_patch_size_follows_the_data_patch_size():
+def test_model_patch_size_follows_the_data_patch_size(tmp_path):
     """LightningCLI's link: the model (its validation window) gets the data module's patch size."""
     from pytorch_lightning.cli import LightningCLI
 
@@ -212,7 +212,8 @@ def test_model_patch_size_follows_the_data_patch_size():
 
     cli = _CLI(TranslationModule, PairedDataModule, run=False,
                args=["--config", str(REPO / "configs" / "cpu.yaml"), "--config", str(REPO / "configs" / "cpu_2d.yaml"),
-                     "--trainer.logger", "false", "--trainer.callbacks", "[]", "--trainer.default_root_dir", "/tmp"])
+                     "--data.data_dir", str(synthetic_dataset(tmp_path / "data")), "--trainer.logger", "false",
+                     "--trainer.callbacks", "[]", "--trainer.default_root_dir", str(tmp_path)])
     assert tuple(cli.model.hparams.patch_size) == tuple(cli.datamodule.hparams.patch_size) == (64, 64, 1)
 
 
