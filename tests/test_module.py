@@ -248,3 +248,19 @@ def test_load_module_takes_an_older_checkpoints_renamed_settings(tmp_path):
     assert loaded.hparams.overlap == 0.25 and loaded.inferer.overlap == 0.25
     for key, value in module.state_dict().items():
         assert torch.equal(loaded.state_dict()[key], value)
+
+
+def test_a_manual_optimisation_checkpoint_keeps_its_global_step():
+    """Checkpoints from before automatic optimisation counted steps in the manual loop: carried over."""
+    module = TranslationModule(generator={"name": "unet", "channels": [4, 8], "num_res_units": 0}, patch_size=(16, 16, 16))
+    zero = {"ready": 0, "completed": 0}
+    checkpoint = {"hyper_parameters": dict(module.hparams), "loops": {"fit_loop": {
+        "epoch_loop.manual_optimization.optim_step_progress": {"total": {"ready": 700, "completed": 700},
+                                                               "current": {"ready": 20, "completed": 20}},
+        "epoch_loop.automatic_optimization.optim_progress": {"optimizer": {
+            "step": {"total": dict(zero), "current": dict(zero)},
+            "zero_grad": {"total": dict(zero, started=0), "current": dict(zero, started=0)}}}}}}
+    module.on_load_checkpoint(checkpoint)
+    loops = checkpoint["loops"]["fit_loop"]
+    assert loops["epoch_loop.automatic_optimization.optim_progress"]["optimizer"]["step"]["total"]["completed"] == 700
+    assert loops["epoch_loop.manual_optimization.optim_step_progress"]["total"]["completed"] == 0

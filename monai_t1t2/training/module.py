@@ -185,8 +185,23 @@ class TranslationModule(pl.LightningModule):
     _RESUME_FREE = ("overlap", "sw_batch_size", "png_every_n_epochs")
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Refuse to resume a checkpoint whose model settings differ from this module's (the user's config)."""
+        """Refuse to resume a checkpoint whose model settings differ from this module's (the user's config).
+
+        A checkpoint written under manual optimisation (this module before it used Lightning's
+        automatic optimisation) counted its steps in the manual loop: they are carried over to the
+        automatic one, so a resumed run keeps its global step.
+        """
         from monai_t1t2.errors import T1T2Error
+
+        loops = (checkpoint.get("loops") or {}).get("fit_loop") or {}
+        manual = loops.get("epoch_loop.manual_optimization.optim_step_progress")
+        automatic = loops.get("epoch_loop.automatic_optimization.optim_progress")
+        if (self.automatic_optimization and manual and automatic
+                and automatic["optimizer"]["step"]["total"]["completed"] == 0 and manual["total"]["completed"] > 0):
+            automatic["optimizer"]["step"] = {part: dict(manual[part]) for part in ("total", "current")}
+            automatic["optimizer"]["zero_grad"] = {part: dict(manual[part], started=manual[part]["completed"])
+                                                   for part in ("total", "current")}
+            manual.update(total={"ready": 0, "completed": 0}, current={"ready": 0, "completed": 0})
 
         saved = checkpoint.get("hyper_parameters") or {}
         differ = []
@@ -372,6 +387,33 @@ def export_bundle(checkpoint: str | Path, bundle_dir: str | Path) -> Path:
     return bundle_dir
 
 
+def _parse_checkpoint_hparams(cli) -> None:
+    """Lightning's ``LightningCLI._parse_ckpt_path`` with older checkpoints' renamed settings
+    (:data:`LEGACY_HPARAMS`) under their new names, and without the linked ``patch_size`` (the
+    data module's, :func:`add_links`)."""
+    import sys
+
+    subcommand = cli.config.get("subcommand")
+    ckpt_path = cli.config[subcommand].get("ckpt_path") if subcommand else None
+    if not ckpt_path or not Path(ckpt_path).is_file():
+        return
+    hparams = dict(torch.load(ckpt_path, weights_only=True, map_location="cpu").get("hyper_parameters", {}))
+    hparams.pop("_instantiator", None)
+    hparams.pop("patch_size", None)
+    for old, new in LEGACY_HPARAMS.items():
+        if old in hparams:
+            hparams[new] = hparams.pop(old)
+    if not hparams:
+        return
+    if "_class_path" in hparams:
+        hparams = {"class_path": hparams.pop("_class_path"), "dict_kwargs": hparams}
+    try:
+        cli.config = cli.parser.parse_object({subcommand: {"model": hparams}}, cli.config)
+    except SystemExit:
+        sys.stderr.write("Parsing of ckpt_path hyperparameters failed!\n")
+        raise
+
+
 def add_links(parser) -> None:
     """Settings a ``monai-t1t2 train`` config states once: the patch size is the data module's,
     and the model's (its validation window) follows it."""
@@ -413,7 +455,7 @@ def run_training_cli(args: Sequence[str]) -> int:
                     raise T1T2Error(f"--ckpt_path {ckpt_path}: trained with other model settings than the config gives "
                                     f"({'; '.join(differ)}); resume with the config it was trained with (its "
                                     "lightning_logs/version_*/config.yaml) or start a new run without --ckpt_path")
-            super()._parse_ckpt_path()
+            _parse_checkpoint_hparams(self)
 
     _CLI(TranslationModule, PairedDataModule, args=list(args), seed_everything_default=0,
          save_config_kwargs={"overwrite": True})
