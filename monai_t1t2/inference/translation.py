@@ -47,7 +47,7 @@ from monai_t1t2.io import PathLike, read_volume, spacing_of, validate_array
 from monai_t1t2.masks import MAX_BRAIN_ML, MIN_BRAIN_ML, brain_mask, mask_volume_ml
 from monai_t1t2.nets.generators import SliceWise, patch_inferer
 
-# Package data (``importlib.resources``): present in a wheel as in a source checkout (``bundles/`` links here).
+# Package data (``importlib.resources``): ``monai_t1t2/bundles`` links to the top-level ``bundles/``; a wheel holds a copy.
 DEFAULT_BUNDLE = Path(str(importlib.resources.files("monai_t1t2") / "bundles" / "t1t2_translation"))
 # Working-set factors of translate(): float32 copies of the input grid and of the 1 mm network grid.
 INPUT_GRID_COPIES, NETWORK_GRID_COPIES = 6, 12

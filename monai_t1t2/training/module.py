@@ -296,15 +296,21 @@ def _wall_clock_timer(trainer: "pl.Trainer | None"):
 LEGACY_HPARAMS = {"sw_overlap": "overlap"}
 
 
-def load_module(checkpoint: str | Path, map_location: str | torch.device = "cpu") -> TranslationModule:
-    """A :class:`TranslationModule` with its weights from a ``monai-t1t2 train`` checkpoint (older
-    checkpoints' renamed hyper-parameters, :data:`LEGACY_HPARAMS`, are taken under their new names)."""
-    state = torch.load(str(checkpoint), map_location=map_location, weights_only=False)
-    hparams = {k: v for k, v in state["hyper_parameters"].items() if not k.startswith("_")}  # LightningCLI's own
+def current_hparams(saved: dict[str, Any]) -> dict[str, Any]:
+    """A checkpoint's hyper-parameters under today's names (:data:`LEGACY_HPARAMS`), without
+    LightningCLI's own entries (``_instantiator``, ``_class_path``)."""
+    hparams = {k: v for k, v in saved.items() if not k.startswith("_")}
     for old, new in LEGACY_HPARAMS.items():
         if old in hparams:
             hparams[new] = hparams.pop(old)
-    module = TranslationModule(**hparams)
+    return hparams
+
+
+def load_module(checkpoint: str | Path, map_location: str | torch.device = "cpu") -> TranslationModule:
+    """A :class:`TranslationModule` with its weights from a ``monai-t1t2 train`` checkpoint (older
+    checkpoints' renamed hyper-parameters are taken under their new names: :func:`current_hparams`)."""
+    state = torch.load(str(checkpoint), map_location=map_location, weights_only=False)
+    module = TranslationModule(**current_hparams(state["hyper_parameters"]))
     module.load_state_dict(state["state_dict"])
     return module
 
@@ -318,9 +324,12 @@ def export_generator(checkpoint: str | Path, output: str | Path, half: bool = Tr
     Returns:
         The generator's build arguments (for the bundle's ``network_def``).
     """
+    return _export_generator(torch.load(str(checkpoint), map_location="cpu", weights_only=False), output, half)
+
+
+def _export_generator(state: dict[str, Any], output: str | Path, half: bool = True) -> dict[str, Any]:
     from monai_t1t2.io import save_torch
 
-    state = torch.load(str(checkpoint), map_location="cpu", weights_only=False)
     weights = {key[len("generator."):]: value.half() if half and value.is_floating_point() else value
                for key, value in state["state_dict"].items() if key.startswith("generator.")}
     save_torch(weights, output)
@@ -379,36 +388,45 @@ def export_bundle(checkpoint: str | Path, bundle_dir: str | Path) -> Path:
     from monai_t1t2.io import atomic_write_text
 
     bundle_dir = Path(bundle_dir)
-    network_def = export_generator(checkpoint, bundle_dir / "models" / "model.pt")
-    hparams = torch.load(str(checkpoint), map_location="cpu", weights_only=False)["hyper_parameters"]
+    state = torch.load(str(checkpoint), map_location="cpu", weights_only=False)
+    network_def = _export_generator(state, bundle_dir / "models" / "model.pt")
     spatial_dims = int(network_def.pop("spatial_dims"))
-    config = bundle_inference_config(network_def, hparams["patch_size"], spatial_dims)
+    config = bundle_inference_config(network_def, state["hyper_parameters"]["patch_size"], spatial_dims)
     atomic_write_text(json.dumps(config, indent=4) + "\n", bundle_dir / "configs" / "inference.json")
     return bundle_dir
 
 
 def _parse_checkpoint_hparams(cli) -> None:
-    """Lightning's ``LightningCLI._parse_ckpt_path`` with older checkpoints' renamed settings
-    (:data:`LEGACY_HPARAMS`) under their new names, and without the linked ``patch_size`` (the
-    data module's, :func:`add_links`)."""
+    """``--ckpt_path``: refuse a checkpoint whose model settings differ from the config's (Lightning
+    would let them silently replace the config's), then Lightning's ``_parse_ckpt_path`` with the
+    checkpoint's settings under today's names (:func:`current_hparams`) and without the linked
+    ``patch_size`` (the data module's, :func:`add_links`). The checkpoint is read once."""
     import sys
+
+    from monai_t1t2.errors import T1T2Error
 
     subcommand = cli.config.get("subcommand")
     ckpt_path = cli.config[subcommand].get("ckpt_path") if subcommand else None
     if not ckpt_path or not Path(ckpt_path).is_file():
         return
-    hparams = dict(torch.load(ckpt_path, weights_only=True, map_location="cpu").get("hyper_parameters", {}))
-    hparams.pop("_instantiator", None)
-    hparams.pop("patch_size", None)
-    for old, new in LEGACY_HPARAMS.items():
-        if old in hparams:
-            hparams[new] = hparams.pop(old)
-    if not hparams:
+    saved = current_hparams(torch.load(ckpt_path, weights_only=False, map_location="cpu").get("hyper_parameters") or {})
+    given = cli.config[subcommand]["model"]
+    given = given.as_dict() if hasattr(given, "as_dict") else dict(given)
+    given = dict(given.get("init_args", given))
+    if given.get("generator") is None:
+        given["generator"] = DEFAULT_GENERATOR
+    differ = [f"{key}: checkpoint {_comparable(saved[key])} vs config {_comparable(given[key])}"
+              for key in given if key in saved and key not in TranslationModule._RESUME_FREE
+              and _comparable(saved[key]) != _comparable(given[key])]
+    if differ:
+        raise T1T2Error(f"--ckpt_path {ckpt_path}: trained with other model settings than the config gives "
+                        f"({'; '.join(differ)}); resume with the config it was trained with (its "
+                        "lightning_logs/version_*/config.yaml) or start a new run without --ckpt_path")
+    saved.pop("patch_size", None)
+    if not saved:
         return
-    if "_class_path" in hparams:
-        hparams = {"class_path": hparams.pop("_class_path"), "dict_kwargs": hparams}
     try:
-        cli.config = cli.parser.parse_object({subcommand: {"model": hparams}}, cli.config)
+        cli.config = cli.parser.parse_object({subcommand: {"model": saved}}, cli.config)
     except SystemExit:
         sys.stderr.write("Parsing of ckpt_path hyperparameters failed!\n")
         raise
@@ -436,25 +454,6 @@ def run_training_cli(args: Sequence[str]) -> int:
             add_links(parser)
 
         def _parse_ckpt_path(self) -> None:
-            # Lightning lets a checkpoint's hyper-parameters silently replace the config's; refuse instead.
-            subcommand = self.config.get("subcommand")
-            ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
-            if ckpt_path and Path(ckpt_path).is_file():
-                saved = torch.load(ckpt_path, weights_only=False, map_location="cpu").get("hyper_parameters") or {}
-                given = self.config[subcommand]["model"]
-                given = given.as_dict() if hasattr(given, "as_dict") else dict(given)
-                given = dict(given.get("init_args", given))
-                if given.get("generator") is None:
-                    given["generator"] = DEFAULT_GENERATOR
-                differ = [f"{key}: checkpoint {_comparable(saved[key])} vs config {_comparable(given[key])}"
-                          for key in given if key in saved and key not in TranslationModule._RESUME_FREE
-                          and _comparable(saved[key]) != _comparable(given[key])]
-                if differ:
-                    from monai_t1t2.errors import T1T2Error
-
-                    raise T1T2Error(f"--ckpt_path {ckpt_path}: trained with other model settings than the config gives "
-                                    f"({'; '.join(differ)}); resume with the config it was trained with (its "
-                                    "lightning_logs/version_*/config.yaml) or start a new run without --ckpt_path")
             _parse_checkpoint_hparams(self)
 
     _CLI(TranslationModule, PairedDataModule, args=list(args), seed_everything_default=0,
