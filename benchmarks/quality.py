@@ -13,7 +13,10 @@ Variants:
 - trained models, either scored from a checkpoint (``--checkpoint NAME=PATH``, e.g. the runs of
   ``configs/cpu.yaml`` and ``configs/cpu_2d.yaml``) or trained here (``--train NAME ...``) from the
   recipe of ``--config``: ``3d`` (the recipe), ``2d`` (axial slices of ``min(2P, 128)`` squared, the
-  same voxels per step), ``3d_tumour``, ``3d_perceptual``, ``3d_anatomy`` (see :func:`variants`).
+  same voxels per step), ``3d_tumour``, ``3d_perceptual``, ``3d_region_stats``, ``3d_anatomy``
+  (perceptual + tumour), ``3d_all`` (the three anatomy terms) (see :func:`variants`); with
+  ``--init-from`` they fine-tune a trained checkpoint's generator instead of starting from scratch
+  (the loss-term ablation of benchmarks/README.md).
 
 Prints per-case tables (SSIM / PSNR / MAE in the brain, tumour SSIM and MAE beside the same outside the
 tumour, tumour contrast error, ``R_z``) and the group means, says on which subjects a model does not beat
@@ -24,6 +27,8 @@ both the floor and the lookup table, writes every number to ``quality.json`` and
     python benchmarks/quality.py --train 3d 2d --max-time 1200          # train both (20 min each) and score
     python benchmarks/quality.py --train 3d --steps 50 --cases Brats18_CBICA_ASY_1   # a smoke run
     python benchmarks/quality.py --report a/quality.json b/quality.json  # merge and print earlier runs
+    python benchmarks/quality.py --init-from runs/cpu/.../last.ckpt --learning-rate 2e-4 --max-time 600 \
+        --train 3d 3d_perceptual 3d_tumour 3d_region_stats 3d_all      # the ablation, fine-tuning
 """
 
 from __future__ import annotations
@@ -51,6 +56,7 @@ from monai_t1t2.metrics import evaluate  # noqa: E402
 from monai_t1t2.training.module import TranslationModule, load_module  # noqa: E402
 from monai_t1t2.nets.meshnet import cached_parcellation, label_names  # noqa: E402
 from monai_t1t2.transforms import PercentileNormalise  # noqa: E402
+from monai_t1t2.regions import REGION_GROUPS  # noqa: E402
 
 DATALIST = REPO.parent / "shared" / "data" / "datalist.json"
 PARCELLATION_MODEL = "model30chan18cls"
@@ -79,8 +85,11 @@ def variants(config: dict) -> dict:
         "3d": {},
         "3d_tumour": {"model": {"tumour_weight": 1.0}},
         "3d_perceptual": {"model": {"perceptual_weight": 1.0}, "data": {"parcellation_model": PARCELLATION_MODEL}},
+        "3d_region_stats": {"model": {"region_stats_weight": 1.0}, "data": {"parcellation_model": PARCELLATION_MODEL}},
         "3d_anatomy": {"model": {"perceptual_weight": 1.0, "tumour_weight": 1.0},
                        "data": {"parcellation_model": PARCELLATION_MODEL}},
+        "3d_all": {"model": {"perceptual_weight": 1.0, "tumour_weight": 1.0, "region_stats_weight": 1.0},
+                   "data": {"parcellation_model": PARCELLATION_MODEL}},
     }
 
 
@@ -172,13 +181,20 @@ def predict(module: TranslationModule, t1: np.ndarray) -> np.ndarray:
 
 
 def train(config: dict, variant: str, datalist: Path, cache_dir: Path, seed: int, steps: int | None,
-          max_time: float | None) -> tuple[TranslationModule, float, int]:
-    """Train ``variant`` on the datalist's ``training`` list for ``steps`` steps or ``max_time`` seconds."""
+          max_time: float | None, init_from: str | None = None) -> tuple[TranslationModule, float, int]:
+    """Train ``variant`` on the datalist's ``training`` list for ``steps`` steps or ``max_time`` seconds,
+    from scratch or, with ``init_from``, from that checkpoint's generator weights."""
     settings = merged(config, variants(config)[variant])
     pl.seed_everything(seed)
     data = PairedDataModule(**dict(settings["data"], data_dir=str(datalist), val_fraction=0.0, val_cases=None,
                                    cache_dir=str(cache_dir)))
     module = TranslationModule(**settings["model"])
+    if init_from:
+        start = load_module(init_from)
+        if start.hparams.generator != module.hparams.generator or start.hparams.spatial_dims != module.hparams.spatial_dims:
+            raise SystemExit(f"--init-from {init_from}: its generator ({start.hparams.generator}, "
+                             f"{start.hparams.spatial_dims}D) is not variant {variant}'s")
+        module.generator.load_state_dict(start.generator.state_dict())
     budget = {"max_time": {"seconds": max_time}, "max_steps": -1} if max_time else {"max_steps": steps}
     trainer = pl.Trainer(accelerator="auto", devices=1, max_epochs=-1, limit_val_batches=0, **budget,
                          logger=False, enable_checkpointing=False, enable_model_summary=False,
@@ -231,6 +247,19 @@ def markdown_report(results: dict, groups: dict, names: list[str]) -> str:
                 finite = [v for c in members if np.isfinite(v := results[c].get(name, {}).get(metric, np.nan))]
                 row.append(_cell(np.mean(finite)) if finite else "n/a")
             lines.append(f"| {group} ({len(members)}) | {name} | " + " | ".join(row) + " |")
+    region_metrics = [f"mae_{group}" for group in REGION_GROUPS.values() if group != "tumour"]
+    lines += ["\n### group means of the MAE per region group (parcellation; tumour dilated by 3 voxels left out)\n",
+              "| group | variant | " + " | ".join(m[4:] for m in region_metrics) + " |",
+              "|---|---|" + "---|" * len(region_metrics)]
+    for group in ("cohort", "cross-source"):
+        members = [c for c in cases if groups[c] == group]
+        for name in names:
+            row = []
+            for metric in region_metrics:
+                finite = [v for c in members if np.isfinite(v := results[c].get(name, {}).get(metric, np.nan))]
+                row.append(_cell(np.mean(finite)) if finite else "n/a")
+            lines.append(f"| {group} ({len(members)}) | {name} | " + " | ".join(row) + " |")
+    lines += paired_differences(results, groups, cases, names)
     for name in names:
         if name in BASELINES:
             continue
@@ -251,6 +280,30 @@ def markdown_report(results: dict, groups: dict, names: list[str]) -> str:
                                       "tumour contrast error, on every scored case" if not misses
                                       else "does not beat a baseline on: " + "; ".join(misses)))
     return "\n".join(lines)
+
+
+def paired_differences(results: dict, groups: dict, cases: list[str], names: list[str], reference: str = "3d") -> list[str]:
+    """Per-case differences of each other trained variant against ``reference``: mean and the
+    case-to-case standard deviation over each test group (the ablation's yardstick: a change is
+    real when its mean is beyond that spread)."""
+    others = [n for n in names if n not in BASELINES and n != reference]
+    if reference not in names or not others:
+        return []
+    metrics = ("ssim", "psnr", "mae", "ssim_tumour", "mae_tumour", "tumour_contrast_error")
+    lines = [f"\n### differences against {reference}, per case: mean ± standard deviation over the cases\n",
+             "| group | variant | " + " | ".join(metrics) + " |", "|---|---|" + "---|" * len(metrics)]
+    for group in ("cohort", "cross-source"):
+        members = [c for c in cases if groups[c] == group]
+        for name in others:
+            row = []
+            for metric in metrics:
+                deltas = [results[c][name][metric] - results[c][reference][metric] for c in members
+                          if name in results[c] and reference in results[c]
+                          and np.isfinite(results[c][name].get(metric, np.nan))
+                          and np.isfinite(results[c][reference].get(metric, np.nan))]
+                row.append(f"{np.mean(deltas):+.4f} ± {np.std(deltas):.4f}" if deltas else "n/a")
+            lines.append(f"| {group} ({len(members)}) | {name} | " + " | ".join(row) + " |")
+    return lines
 
 
 def save_case_png(path: Path, case: dict, predictions: dict[str, np.ndarray], title: str) -> None:
@@ -287,6 +340,8 @@ def main() -> None:
                         help="train these variants here: 3d, 2d, 3d_tumour, 3d_perceptual, 3d_anatomy")
     parser.add_argument("--steps", type=int, help="optimiser steps per training (default: the config's max_steps)")
     parser.add_argument("--max-time", type=float, metavar="SECONDS", help="wall time per training instead of steps")
+    parser.add_argument("--init-from", metavar="CHECKPOINT", help="--train variants fine-tune this checkpoint's generator")
+    parser.add_argument("--learning-rate", type=float, help="learning rate of --train (default: the config's)")
     parser.add_argument("--cases", nargs="+", help="test cases to score (default: the whole test list)")
     parser.add_argument("--cache-dir", default=str(REPO / "cache"))
     parser.add_argument("--output", default=str(REPO / "benchmarks" / "results" / "split"))
@@ -311,6 +366,10 @@ def main() -> None:
         parser.error(f"{args.config} has no positive trainer.max_steps: give --steps or --max-time")
     config = {"model": config["model"], "data": config["data"],
               "precision": config["trainer"].get("precision", "32-true")}
+    if args.learning_rate:
+        config["model"] = dict(config["model"], learning_rate=args.learning_rate)
+    if args.init_from and not Path(args.init_from).is_file():
+        parser.error(f"--init-from {args.init_from} does not exist")
     datalist, cache_dir, output = Path(args.datalist), Path(args.cache_dir), Path(args.output)
     output.mkdir(parents=True, exist_ok=True)
     training, test = load_datalist(datalist, "training"), load_datalist(datalist, "test")
@@ -330,9 +389,10 @@ def main() -> None:
         models[name] = module
         trained[name] = {"checkpoint": str(path), "steps": step}
     for variant in args.train:
-        module, seconds, step = train(config, variant, datalist, cache_dir, args.seed, steps, args.max_time)
+        module, seconds, step = train(config, variant, datalist, cache_dir, args.seed, steps, args.max_time, args.init_from)
         models[variant] = module
-        trained[variant] = {"seconds": seconds, "steps": step}
+        trained[variant] = {"seconds": seconds, "steps": step, **({"init_from": args.init_from} if args.init_from else {}),
+                            **({"learning_rate": args.learning_rate} if args.learning_rate else {})}
         print(f"{variant}: trained {step} steps in {seconds:.0f} s", flush=True)
     names = list(BASELINES) + list(models)
     header = (f"split {datalist.name}: {len(training)} training subjects, {len(cases)} test subjects; device {device}; "

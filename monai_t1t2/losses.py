@@ -11,6 +11,8 @@ patches in [0, 1] (percentile-normalised, see :mod:`monai_t1t2.transforms`), a `
   convolution blocks of a pretrained brainchop MeshNet (brain-MRI features; nothing is downloaded).
 * :class:`TumourPreservationLoss` keeps the tumour's intensities and its contrast to the
   surrounding tissue equal to those of the real T2.
+* :class:`RegionStatisticsLoss` constrains the translation region by region: in each patch, the
+  mean and spread of the prediction inside each parcellation region group match the real T2's.
 """
 
 from __future__ import annotations
@@ -357,6 +359,72 @@ class TumourPreservationLoss(nn.Module):
         contrast = (predicted_contrast - reference_contrast).abs() * has_ring
         # intensity and contrast are already 0 without tumour voxels (empty masks give mean 0).
         per_sample = self.intensity_weight * intensity + self.contrast_weight * contrast
+        return _reduce(per_sample, self.reduction)
+
+
+# ----------------------------------------------------------------------------- region statistics
+
+
+class RegionStatisticsLoss(nn.Module):
+    """Each region group's mean and spread in the prediction match the real T2's, patch by patch.
+
+    With ``G_g`` the voxels of region group ``g`` (codes of :mod:`monai_t1t2.regions`, background
+    0 left out) in a sample's patch, ``m`` the mean and ``s`` the standard deviation over them,
+
+    ``l_g = |m(pred) - m(ref)| + spread_weight * |s(pred) - s(ref)|``
+
+    and the sample's loss is ``sum_g w_g l_g / sum_g w_g`` over the groups with at least
+    ``min_voxels`` voxels, ``w_g`` the mean of the region weight map over ``G_g`` (the weights of
+    the region-weighted perceptual loss, so a small structure counts as much there as here), or
+    1 without weights. A voxel-wise loss can be low while a small region is uniformly too bright
+    or washed out; this term sees exactly that, and it does not care where inside the region the
+    error is (a permutation of the voxels of a region costs nothing). A patch without a
+    qualifying group gives 0 (still in the graph, so backward works on any batch).
+
+    Args:
+        num_groups: group codes are ``0 .. num_groups - 1`` (default: background + the 7 groups).
+        min_voxels: a group needs this many voxels in the patch for its statistics to count.
+        spread_weight: weight of the standard-deviation term against the mean term.
+        reduction: ``"mean"`` | ``"sum"`` over the batch, or ``"none"`` for the ``(B,)`` per-sample losses.
+
+    Call ``loss(prediction, target, groups, weights=None)`` with ``(B, 1, X, Y, Z)`` tensors;
+    ``groups`` holds the integer codes (any dtype; rounded).
+    """
+
+    def __init__(self, num_groups: int = 8, min_voxels: int = 8, spread_weight: float = 1.0,
+                 reduction: str = "mean") -> None:
+        super().__init__()
+        if num_groups < 2 or min_voxels < 2 or spread_weight < 0:
+            raise ValueError(f"need num_groups >= 2, min_voxels >= 2, spread_weight >= 0, got "
+                             f"{num_groups}, {min_voxels}, {spread_weight}")
+        self.num_groups, self.min_voxels, self.spread_weight = int(num_groups), int(min_voxels), float(spread_weight)
+        self.reduction = _check_reduction(reduction)
+
+    def forward(self, prediction: torch.Tensor, target: torch.Tensor, groups: torch.Tensor,
+                weights: torch.Tensor | None = None) -> torch.Tensor:
+        _check_patches(prediction, target, groups=groups, weights=weights)
+        codes = groups.detach().round().long().clamp(0, self.num_groups - 1).flatten(1)
+        members = F.one_hot(codes, self.num_groups).transpose(1, 2).to(prediction.dtype)  # (B, G, N)
+        counts = members.sum(2)
+        size = counts.clamp_min(1.0)
+
+        def statistics(image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            values = image.flatten(1)[:, None]
+            mean = (members * values).sum(2) / size
+            variance = (members * (values - mean[..., None]).pow(2)).sum(2) / size
+            return mean, (variance + 1e-8).sqrt()
+
+        predicted_mean, predicted_spread = statistics(prediction)
+        with torch.no_grad():
+            reference_mean, reference_spread = statistics(target.detach())
+        per_group = (predicted_mean - reference_mean).abs() + self.spread_weight * (predicted_spread - reference_spread).abs()
+        if weights is None:
+            group_weight = torch.ones_like(counts)
+        else:
+            group_weight = (members * weights.detach().to(prediction.dtype).flatten(1)[:, None]).sum(2) / size
+        group_weight = group_weight * (counts >= self.min_voxels).to(prediction.dtype)
+        group_weight[:, 0] = 0.0  # background
+        per_sample = (group_weight * per_group).sum(1) / group_weight.sum(1).clamp_min(1e-8)
         return _reduce(per_sample, self.reduction)
 
 

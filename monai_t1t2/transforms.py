@@ -125,13 +125,16 @@ class RegionWeightsd(MapTransform):
     Args:
         label_names: names of the parcellation's labels, index = label value.
         group_weights: optional ``{group name: weight}`` overriding the default.
+        groups_key: when set, the region group codes go to ``d[groups_key]`` too (for
+            :class:`~monai_t1t2.losses.RegionStatisticsLoss`).
     """
 
     def __init__(self, labels_key: str = "labels", weights_key: str = "weights", tumour_key: str = "tumour",
-                 label_names: Sequence[str] = (), group_weights: dict | None = None) -> None:
+                 label_names: Sequence[str] = (), group_weights: dict | None = None,
+                 groups_key: str | None = None) -> None:
         super().__init__([labels_key])
         self.labels_key, self.weights_key, self.tumour_key = labels_key, weights_key, tumour_key
-        self.label_names, self.group_weights = list(label_names), group_weights
+        self.label_names, self.group_weights, self.groups_key = list(label_names), group_weights, groups_key
 
     def __call__(self, data: Mapping[Hashable, object]) -> dict:
         from monai_t1t2.regions import labels_to_groups, region_weight_map
@@ -141,11 +144,15 @@ class RegionWeightsd(MapTransform):
         tumour = _to_numpy(d[self.tumour_key]) if self.tumour_key in d else None
         groups = labels_to_groups(_to_numpy(labels), self.label_names, tumour)
         weights = region_weight_map(groups, self.group_weights).astype(np.float32)
-        d[self.weights_key] = torch.as_tensor(weights) if isinstance(labels, torch.Tensor) else weights
-        if hasattr(labels, "affine"):
-            from monai.data import MetaTensor
+        outputs = {self.weights_key: weights}
+        if self.groups_key:
+            outputs[self.groups_key] = groups.astype(np.float32)
+        for key, array in outputs.items():
+            d[key] = torch.as_tensor(array) if isinstance(labels, torch.Tensor) else array
+            if hasattr(labels, "affine"):
+                from monai.data import MetaTensor
 
-            d[self.weights_key] = MetaTensor(torch.as_tensor(weights), meta=labels.meta)
+                d[key] = MetaTensor(torch.as_tensor(array), meta=labels.meta)
         return d
 
 

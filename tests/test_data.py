@@ -137,3 +137,32 @@ def test_data_module_caches_compactly_and_feeds_float32(tmp_path):
     assert 0 <= patches["t1"].min() and patches["t1"].max() <= 1
     validation = next(iter(data.val_dataloader()))
     assert validation["t1"].dtype == torch.float32
+
+
+def test_data_module_with_parcellation_feeds_region_weights_and_groups(tmp_path):
+    """With a parcellation model, patches carry the region weight map and the group codes
+    (tumour voxels in the tumour group), aligned with the images."""
+    import torch
+
+    from test_parcellation import write_tiny_brainchop
+    from monai_t1t2.regions import TUMOUR_GROUP
+    from monai_t1t2.training.data import PairedDataModule
+
+    head = synthetic_head((40, 40, 32))
+    for case in ("a", "b"):
+        write_nifti(tmp_path / "data" / case / "t1.nii.gz", head)
+        write_nifti(tmp_path / "data" / case / "t2.nii.gz", np.where(head > 0, 200.0 - head, 0.0).astype(np.float32))
+        write_nifti(tmp_path / "data" / case / "tumor_seg.nii.gz", (head > 150).astype(np.uint8))
+    model = write_tiny_brainchop(tmp_path / "tiny")
+    data = PairedDataModule(str(tmp_path / "data"), val_cases=["b"], patch_size=(16, 16, 16), samples_per_volume=4,
+                            repeats_per_epoch=1, augment=False, tumour_fraction=0.5, quality_control=False,
+                            parcellation_model=str(model), cache_dir=str(tmp_path / "cache"))
+    data.prepare_data()
+    data.setup("fit")
+    patches = next(iter(data.train_dataloader()))
+    groups, weights = patches["groups"], patches["weights"]
+    assert groups.shape == weights.shape == patches["t1"].shape == (4, 1, 16, 16, 16)
+    assert torch.equal(groups, groups.round()) and set(groups.unique().tolist()) <= {0, 1, 2, TUMOUR_GROUP}
+    tumour = patches["tumour"] > 0
+    assert tumour.any() and bool((groups[tumour] == TUMOUR_GROUP).all())
+    assert bool((weights > 0).all())

@@ -10,7 +10,8 @@ from torch import nn
 
 from conftest import PAIRED, synthetic_head
 from monai_t1t2.errors import T1T2Error
-from monai_t1t2.losses import FrozenFeatureExtractor, MaskedL1SSIMLoss, RegionWeightedPerceptualLoss, SubgridDilatedConv3d, TumourPreservationLoss, meshnet_blocks, meshnet_feature_extractor
+from monai_t1t2.losses import (FrozenFeatureExtractor, MaskedL1SSIMLoss, RegionStatisticsLoss, RegionWeightedPerceptualLoss,
+                               SubgridDilatedConv3d, TumourPreservationLoss, meshnet_blocks, meshnet_feature_extractor)
 from monai_t1t2.nets.meshnet import MeshNet, save_meshnet
 from monai_t1t2.regions import region_weight_map
 
@@ -273,6 +274,63 @@ def test_tumour_loss_zero_without_tumour_and_batch_mean():
     assert batch.grad is not None and float(batch.grad.abs().sum()) == 0.0
 
 
+# ----------------------------------------------------------------------------- region statistics
+
+
+def region_patch() -> tuple[torch.Tensor, torch.Tensor]:
+    """A (1, 1, 12, 12, 12) target with three region groups and background, and its group map."""
+    torch.manual_seed(0)
+    groups = torch.zeros(1, 1, 12, 12, 12)
+    groups[..., 2:10, 2:10, 2:6] = 1
+    groups[..., 2:10, 2:10, 6:10] = 2
+    groups[..., 4:6, 4:6, 4:8] = 3  # a small structure: 16 voxels
+    target = torch.where(groups > 0, 0.2 * groups + 0.05 * torch.rand_like(groups), torch.zeros_like(groups))
+    return target, groups
+
+
+def test_region_statistics_zero_for_identical_and_for_a_shuffle_inside_each_region():
+    target, groups = region_patch()
+    loss = RegionStatisticsLoss()
+    assert float(loss(target, target, groups)) == pytest.approx(0.0, abs=1e-6)
+    shuffled = target.clone().flatten()
+    for code in (1, 2, 3):
+        where = torch.nonzero(groups.flatten() == code).flatten()
+        shuffled[where] = shuffled[where[torch.randperm(len(where))]]
+    shuffled = shuffled.view_as(target)
+    assert float((shuffled - target).abs().mean()) > 0.005  # voxel-wise it is wrong ...
+    assert float(loss(shuffled, target, groups)) == pytest.approx(0.0, abs=1e-5)  # ... region-wise it is not
+
+
+def test_region_statistics_values_weights_and_background():
+    target, groups = region_patch()
+    brighter = target + 0.1 * (groups == 3)  # the small structure too bright, same spread
+    # three groups count equally without weights: 0.1 / 3
+    assert float(RegionStatisticsLoss()(brighter, target, groups)) == pytest.approx(0.1 / 3, rel=1e-3)
+    weights = torch.where(groups == 3, 4.0, 1.0)
+    assert float(RegionStatisticsLoss()(brighter, target, groups, weights)) == pytest.approx(0.4 / 6, rel=1e-3)
+    flat = torch.where(groups == 1, target[groups == 1].mean(), target)  # white matter washed out: spread lost
+    spread = float(target[groups == 1].std(unbiased=False))
+    assert float(RegionStatisticsLoss()(flat, target, groups)) == pytest.approx(spread / 3, abs=1e-4)  # sqrt(var + 1e-8)
+    assert float(RegionStatisticsLoss(spread_weight=0.0)(flat, target, groups)) == pytest.approx(0.0, abs=1e-6)
+    background = target + 0.3 * (groups == 0)  # background is not a region
+    assert float(RegionStatisticsLoss()(background, target, groups)) == pytest.approx(0.0, abs=1e-6)
+    tiny = RegionStatisticsLoss(min_voxels=17)(brighter, target, groups)  # the 16-voxel group no longer counts
+    assert float(tiny) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_region_statistics_differentiable_and_zero_without_regions():
+    target, groups = region_patch()
+    prediction = (target + 0.05).requires_grad_(True)
+    RegionStatisticsLoss()(prediction, target, groups).backward()
+    assert prediction.grad is not None and float(prediction.grad.abs().sum()) > 0
+    empty = torch.rand(2, 1, 6, 6, 6, requires_grad=True)
+    loss = RegionStatisticsLoss(reduction="none")(empty, torch.zeros_like(empty), torch.zeros_like(empty))
+    assert loss.shape == (2,) and float(loss.abs().sum()) == 0.0
+    loss.sum().backward()
+    with pytest.raises(ValueError, match="groups must have the shape"):
+        RegionStatisticsLoss()(target, target, groups[..., :6])
+
+
 # ----------------------------------------------------------------------------- in the LightningModule
 
 
@@ -281,27 +339,29 @@ def module_batch(patch: int = 16) -> dict[str, torch.Tensor]:
     t1 = torch.rand(2, 1, patch, patch, patch)
     tumour = torch.zeros_like(t1)
     tumour[0, :, 5:9, 5:9, 5:9] = 1
-    return {"t1": t1, "t2": 1 - t1, "weights": torch.rand_like(t1) + 0.5, "tumour": tumour}
+    groups = torch.ones_like(t1)
+    groups[..., 8:, :, :] = 2
+    return {"t1": t1, "t2": 1 - t1, "weights": torch.rand_like(t1) + 0.5, "tumour": tumour, "groups": groups}
 
 
 def check_module_losses(perceptual_model: str) -> None:
     from monai_t1t2.training.module import TranslationModule
 
-    module = TranslationModule(perceptual_weight=1.0, tumour_weight=1.0, perceptual_model=perceptual_model,
+    module = TranslationModule(perceptual_weight=1.0, tumour_weight=1.0, region_stats_weight=1.0, perceptual_model=perceptual_model,
                                generator={"name": "unet", "channels": [4, 8], "num_res_units": 0},
                                patch_size=(16, 16, 16))
     module.train()
     assert not module.perceptual_loss.extractor.training, "Lightning's train() must not unfreeze the extractor"
     batch = module_batch()
     terms = module.generator_loss(batch, module(batch["t1"]))
-    assert {"perceptual", "tumour", "total"} <= set(terms)
-    assert all(torch.isfinite(terms[name]) and float(terms[name].detach()) > 0 for name in ("perceptual", "tumour"))
+    assert {"perceptual", "tumour", "region_stats", "total"} <= set(terms)
+    assert all(torch.isfinite(terms[name]) and float(terms[name].detach()) > 0 for name in ("perceptual", "tumour", "region_stats"))
     terms["total"].backward()
     assert all(p.grad is None for p in module.perceptual_loss.parameters())
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in module.generator.parameters())
 
 
-def test_translation_module_trains_with_both_losses(tmp_path):
+def test_translation_module_trains_with_the_anatomy_losses(tmp_path):
     check_module_losses(str(save_meshnet(tiny_meshnet(), tmp_path / "tiny.pt")))
 
 

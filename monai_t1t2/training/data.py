@@ -103,7 +103,7 @@ class PairedDataModule(pl.LightningDataModule):
     small affine, bias field and gamma on the T1 only) run per epoch.
 
     Batches hold ``t1``, ``t2``, ``brain``, ``tumour`` and, when ``parcellation_model`` is set,
-    ``weights``: all ``(B, 1, *patch_size)``.
+    ``weights`` (region weight map) and ``groups`` (region group codes): all ``(B, 1, *patch_size)``.
 
     Args:
         data_dir: folder of ``<case>/t1.nii.gz, t2.nii.gz[, tumor_seg.nii.gz]`` or a datalist JSON.
@@ -189,7 +189,7 @@ class PairedDataModule(pl.LightningDataModule):
 
             steps.append(RegionWeightsd(labels_key="labels", weights_key="weights", tumour_key="tumour",
                                         label_names=label_names(self.hparams.parcellation_model),
-                                        group_weights=self.hparams.group_weights))
+                                        group_weights=self.hparams.group_weights, groups_key="groups"))
         steps.append(mt.CropForegroundd(self._volume_keys(with_labels), source_key="brain", margin=8,
                                         allow_smaller=True))
         steps.append(mt.EnsureTyped(self._volume_keys(with_labels), dtype=getattr(torch, self.hparams.cache_dtype),
@@ -197,7 +197,7 @@ class PairedDataModule(pl.LightningDataModule):
         return steps
 
     def _volume_keys(self, with_labels: bool) -> list[str]:
-        return ["t1", "t2", "brain", "tumour", "sampling_mask"] + (["weights"] if with_labels else [])
+        return ["t1", "t2", "brain", "tumour", "sampling_mask"] + (["weights", "groups"] if with_labels else [])
 
     def _random_transforms(self, with_labels: bool) -> list:
         from monai_t1t2.transforms import brain_patch_sampler

@@ -38,6 +38,8 @@ class TranslationModule(pl.LightningModule):
             (needs region weights from the data module's ``parcellation_model``); 0 disables it.
         perceptual_model: brainchop model whose first layers are the frozen feature extractor.
         tumour_weight: weight of :class:`~monai_t1t2.losses.TumourPreservationLoss`; 0 disables it.
+        region_stats_weight: weight of :class:`~monai_t1t2.losses.RegionStatisticsLoss` (needs the
+            region groups of the data module's ``parcellation_model``); 0 disables it.
         adversarial_weight: weight of the pix2pix-style PatchGAN term; 0 (default) disables it.
         overlap, sw_batch_size: sliding-window settings of validation (:func:`~monai_t1t2.nets.generators.patch_inferer`).
         png_every_n_epochs: write a three-plane PNG (T1 / prediction / T2) every N epochs.
@@ -56,6 +58,7 @@ class TranslationModule(pl.LightningModule):
         perceptual_weight: float = 0.0,
         perceptual_model: str = "model30chan18cls",
         tumour_weight: float = 0.0,
+        region_stats_weight: float = 0.0,
         adversarial_weight: float = 0.0,
         overlap: float = 0.5,
         sw_batch_size: int = 4,
@@ -82,6 +85,11 @@ class TranslationModule(pl.LightningModule):
             from monai_t1t2.losses import TumourPreservationLoss
 
             self.tumour_loss = TumourPreservationLoss()
+        self.region_stats_loss = None
+        if region_stats_weight > 0:
+            from monai_t1t2.losses import RegionStatisticsLoss
+
+            self.region_stats_loss = RegionStatisticsLoss()
         self.discriminator = None
         if adversarial_weight > 0:
             from monai.losses import PatchAdversarialLoss
@@ -111,6 +119,11 @@ class TranslationModule(pl.LightningModule):
         if self.tumour_loss is not None:
             terms["tumour"] = self.tumour_loss(prediction, target, batch["tumour"])
             total = total + hp.tumour_weight * terms["tumour"]
+        if self.region_stats_loss is not None:
+            if "groups" not in batch:
+                raise ValueError("region_stats_weight needs region groups in the batch: set data.parcellation_model")
+            terms["region_stats"] = self.region_stats_loss(prediction, target, batch["groups"], batch.get("weights"))
+            total = total + hp.region_stats_weight * terms["region_stats"]
         if self.discriminator is not None:
             fake = self.discriminator(self._as_network_dims(torch.cat([batch["t1"], prediction], 1)))[-1]
             terms["adversarial"] = self.adversarial_loss(fake, target_is_real=True, for_discriminator=False)
