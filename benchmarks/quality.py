@@ -54,12 +54,12 @@ from monai_t1t2.io import load_datalist  # noqa: E402
 from monai_t1t2.training.data import PairedDataModule  # noqa: E402
 from monai_t1t2.metrics import evaluate  # noqa: E402
 from monai_t1t2.training.module import TranslationModule, load_module  # noqa: E402
-from monai_t1t2.nets.meshnet import cached_parcellation, label_names  # noqa: E402
+from monai_t1t2.nets.meshnet import DEFAULT_MODEL, cached_parcellation, label_names  # noqa: E402
 from monai_t1t2.transforms import PercentileNormalise  # noqa: E402
 from monai_t1t2.regions import REGION_GROUPS  # noqa: E402
 
 DATALIST = REPO.parent / "shared" / "data" / "datalist.json"
-PARCELLATION_MODEL = "model30chan18cls"
+PARCELLATION_MODEL = DEFAULT_MODEL
 LUT_BINS = 128
 BASELINES = ("inverted_t1", "lut")
 # Metrics of the tables: brain, tumour (BraSyn-style: inside the tumour and outside it), consistency.

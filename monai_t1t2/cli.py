@@ -24,7 +24,8 @@ def _cmd_qc(args: argparse.Namespace) -> int:
 def _cmd_parcellate(args: argparse.Namespace) -> int:
     from monai_t1t2.parcellation import run_parcellate
 
-    return run_parcellate(args.t1, output=args.output, model=args.model, png=args.png, overwrite=args.overwrite)
+    model = {} if args.model is None else {"model": args.model}  # None: the package's default model
+    return run_parcellate(args.t1, output=args.output, png=args.png, overwrite=args.overwrite, **model)
 
 
 def _cmd_import_brainchop(args: argparse.Namespace) -> int:
@@ -76,8 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
     parcellate = add("parcellate", _cmd_parcellate, "Label brain regions of a T1 with a pretrained parcellation network.")
     parcellate.add_argument("t1", help="T1-weighted volume")
     parcellate.add_argument("-o", "--output", required=True, help="label volume to write (.nii.gz)")
-    parcellate.add_argument("--model", default="model30chan18cls",
-                            help="brainchop model name, a converted .pt, or a MONAI bundle folder")
+    parcellate.add_argument("--model", help="brainchop model name, a converted .pt, or a MONAI bundle folder "
+                                            "(default: monai_t1t2.nets.meshnet.DEFAULT_MODEL, brainchop's model30chan18cls)")
     parcellate.add_argument("--png", action="store_true", help="also write a three-plane overlay PNG")
     parcellate.add_argument("--overwrite", action="store_true")
 

@@ -62,7 +62,6 @@ DATA_RANGE = 1.0
 MIN_SLICE_VOXELS = 1000
 TUMOUR_MARGIN_VOXELS = 3
 WHITE_MATTER_GROUP = 1
-DEFAULT_LABEL_MODEL = "model30chan18cls"
 
 # Metrics printed by the ``evaluate`` command (the JSON holds every key).
 TABLE_COLUMNS = ("ssim", "psnr", "mae", "r_z", "slice_flicker", "tumour_contrast_error")
@@ -286,7 +285,7 @@ def evaluate(
         tumor_seg: tumour labels (any value ``> 0`` is tumour), optional.
         labels: parcellation labels (integers), optional; enables region MAEs and the tumour contrast.
         label_names: names of the parcellation's labels, index = label value; default the names of
-            brainchop's ``model30chan18cls`` (read only when ``labels`` is given).
+            the default parcellation model (read only when ``labels`` is given).
 
     Returns:
         ``{"psnr", "mae", "ssim", "ssim_tumour", "ssim_non_tumour", "mae_non_tumour", "e_z", "e_xy", "r_z",
@@ -337,9 +336,9 @@ def _region_scores(pred_n: np.ndarray, ref_n: np.ndarray, brain: np.ndarray, tum
     tumour = np.asarray(tumor_seg) > 0 if tumor_seg is not None else np.zeros(brain.shape, bool)
     if labels is not None:
         if label_names is None:
-            from monai_t1t2.nets.meshnet import label_names as model_label_names
+            from monai_t1t2.nets.meshnet import DEFAULT_MODEL, label_names as model_label_names
 
-            label_names = model_label_names(DEFAULT_LABEL_MODEL)
+            label_names = model_label_names(DEFAULT_MODEL)
         groups = labels_to_groups(np.rint(labels).astype(np.int64), label_names, tumour)
     else:
         groups = np.where(tumour, TUMOUR_GROUP, 0).astype(np.uint8)

@@ -210,6 +210,70 @@ def test_labels_return_to_input_grid_in_world_space():
     np.testing.assert_array_equal(labels[away_from_midline], np.where(input_x > 0, 2, 1)[away_from_midline])
 
 
+def test_robust_range_ignores_a_few_hot_voxels():
+    """FreeSurfer's conform range: 0.05 % of voxels 100x brighter than the brain do not set the maximum."""
+    rng = np.random.default_rng(0)
+    data = np.zeros((60, 60, 60), np.float32)
+    data[5:55, 5:55, 5:45] = rng.uniform(1, 1000, (50, 50, 40))
+    hot = rng.choice(data.size, 50, replace=False)
+    data.flat[hot] = 1e5
+    low, high = meshnet.robust_range(data)
+    assert low == 0.0 and 500 < high < 1000
+    # 0.1 % of the non-zero voxels lie above the robust maximum, as the rule asks
+    assert (data > high).sum() >= 0.001 * np.count_nonzero(data)
+
+
+def test_conform_intensity_rules():
+    """The default rule gives niivue's 256 grey levels in [0, 1]; hot voxels do not dim the brain,
+    as they would under a plain maximum; an unknown rule is refused."""
+    rng = np.random.default_rng(1)
+    data = np.zeros((40, 40, 40), np.float32)
+    data[8:32, 8:32, 8:32] = rng.uniform(100, 200, (24, 24, 24))
+    data[20, 20, 20] = 1e4
+    t1 = MetaTensor(torch.from_numpy(data)[None], affine=torch.eye(4, dtype=torch.float64))
+    conformed, _ = meshnet.conform_t1(t1)
+    assert conformed.min() >= 0 and conformed.max() <= 1
+    levels = np.unique(conformed)
+    np.testing.assert_allclose(levels * 255, np.rint(levels * 255), atol=1e-4)
+    assert np.median(conformed[conformed > 0]) > 0.5
+    percentile, _ = meshnet.conform_t1(t1, "percentile")
+    assert not np.allclose(percentile, conformed)
+    with pytest.raises(T1T2Error, match="conform intensity"):
+        meshnet.conform_t1(t1, "zscore")
+
+
+def write_tiny_tissue_model(folder: Path) -> Path:
+    """A tiny 3-class MeshNet with the class names of brainchop's grey/white tissue model."""
+    write_tiny_brainchop(folder, seed=3)
+    (folder / "colormap.json").write_text(json.dumps({"labels": ["background", "White Matter", "Grey Matter"]}))
+    return folder
+
+
+def test_fill_unknown_with_tissue_maps_tissue_to_the_parcellation_labels():
+    names = ["Unknown", "Cerebral-White-Matter", "Cerebral-Cortex", "Thalamus"]
+    labels = np.array([0, 0, 0, 3, 1, 0])
+    tissue = np.array([1, 2, 0, 2, 2, 2])  # background, White Matter, Grey Matter
+    where = np.array([1, 1, 1, 1, 1, 0], bool)
+    filled = meshnet.fill_unknown_with_tissue(labels, tissue, ["background", "White Matter", "Grey Matter"], names, where)
+    # unknown voxels take the tissue's label; labelled voxels, tissue background and voxels outside `where` keep theirs
+    np.testing.assert_array_equal(filled, [1, 2, 0, 3, 1, 0])
+
+
+def test_tissue_model_only_fills_unknown_voxels(tmp_path):
+    """The tissue fallback changes only voxels the parcellation left 0, and the parcellator says it used it."""
+    t1 = write_nifti(tmp_path / "t1.nii.gz", synthetic_head((24, 24, 20)))
+    model, tissue = write_tiny_brainchop(tmp_path / "tiny"), write_tiny_tissue_model(tmp_path / "tissue")
+    alone = meshnet.MeshNetParcellator(model, tissue_model=None)
+    fused = meshnet.MeshNetParcellator(model, tissue_model=tissue)
+    assert alone.settings == "freesurfer" and fused.settings == "freesurfer+tissue"
+    before, after = alone(t1)[0].numpy(), fused(t1)[0].numpy()
+    np.testing.assert_array_equal(after[before > 0], before[before > 0])
+    assert (after > 0).sum() >= (before > 0).sum()
+    other = write_tiny_brainchop(tmp_path / "other_names")
+    (other / "colormap.json").write_text(json.dumps({"labels": ["BG", "Left-Thalamus", "Right-Thalamus"]}))
+    assert meshnet.MeshNetParcellator(other, tissue_model=tissue).tissue_network is None  # nothing to map tissue to
+
+
 # ----------------------------------------------------------------------------- cache
 
 
@@ -217,12 +281,17 @@ def test_cached_parcellation_computes_once(tmp_path, monkeypatch):
     model = write_tiny_brainchop(tmp_path / "tiny")
     t1 = write_nifti(tmp_path / "t1.nii.gz", synthetic_head((24, 24, 20)))
     calls = []
-    real = meshnet.parcellate
-    monkeypatch.setattr(meshnet, "parcellate", lambda *a, **k: calls.append(a) or real(*a, **k))
-    first = meshnet.cached_parcellation(t1, tmp_path / "cache", model=model)
-    second = meshnet.cached_parcellation(t1, tmp_path / "cache", model=model)
+    real_call = meshnet.MeshNetParcellator.__call__
+    monkeypatch.setattr(meshnet.MeshNetParcellator, "__call__", lambda self, t1: calls.append(t1) or real_call(self, t1))
+    first = meshnet.cached_parcellation(t1, tmp_path / "cache", model=model, tissue_model=None)
+    second = meshnet.cached_parcellation(t1, tmp_path / "cache", model=model, tissue_model=None)
     assert first == second and len(calls) == 1
-    assert first.name == f"{io.file_sha256(t1)}_tiny.nii.gz"
+    assert first.name == f"{io.file_sha256(t1)}_tiny_freesurfer.nii.gz"
+    other = meshnet.cached_parcellation(t1, tmp_path / "cache", model=model, intensity="percentile", tissue_model=None)
+    assert other.name == f"{io.file_sha256(t1)}_tiny_percentile.nii.gz" and len(calls) == 2
+    tissue = write_tiny_tissue_model(tmp_path / "tissue")
+    fused = meshnet.cached_parcellation(t1, tmp_path / "cache", model=model, tissue_model=tissue)
+    assert fused.name == f"{io.file_sha256(t1)}_tiny_freesurfer_tissue.nii.gz" and len(calls) == 3
     image = nib.load(str(first))
     assert image.shape == (24, 24, 20) and np.allclose(image.affine, nib.load(str(t1)).affine)
     assert set(np.unique(np.asarray(image.dataobj))) <= {0, 1, 2}

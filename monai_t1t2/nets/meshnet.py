@@ -3,7 +3,9 @@
 Pipeline (reproduces brainchop's ``inference-logic.js`` at commit 4c87885):
 
 1. conform the T1 to 256^3 at 1 mm in FreeSurfer's ``LIA`` voxel order and scale intensities
-   to [0, 1] by the 99.5th percentile of the head (brainchop reads niivue's uint8 conformed volume);
+   as niivue's ``conform`` does for brainchop (FreeSurfer's ``mri_convert --conform`` rule, as in
+   FastSurfer's ``getscale``): input minimum to 0, the robust maximum (a 1000-bin histogram of the
+   input voxels, 0.1 % of the non-zero voxels above it) to 255, clipped and floored to uint8, / 255;
 2. min-max or quantile (5 %, 95 %) normalisation, as the model's entry in
    ``brainchop-parameters.js`` asks;
 3. crop to the bounding box of a mask (intensity above ``autoThreshold * max``, or a pre-model's
@@ -21,6 +23,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -38,12 +41,21 @@ from monai_t1t2.io import PathLike, file_sha256, read_volume, save_torch, volume
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BRAINCHOP_DIR_ENV = "MONAI_T1T2_BRAINCHOP_DIR"
 DEFAULT_MODEL = "model30chan18cls"
+# brainchop's grey/white tissue model: it labels the brain voxels the parcellation leaves "Unknown"
+# (the blurry cortex of thick-slice scans; benchmarks/README.md, "Labelled share of the brain").
+DEFAULT_TISSUE_MODEL = "model5_gw_ae"
+TISSUE_TO_LABEL = {"White Matter": "Cerebral-White-Matter", "Grey Matter": "Cerebral-Cortex"}
 BRAIN_MASK_MODEL = "mindgrab"
 MESHNET_FORMAT = "monai_t1t2.meshnet/1"
 CONFORMED_SHAPE = (256, 256, 256)
 # FreeSurfer's conformed voxel order; feeding the network an RAS volume gives mostly "Unknown".
 CONFORMED_ORIENTATION = "LIA"
+# How conform_t1 scales intensities: "freesurfer" (what brainchop is fed, the default) or
+# "percentile" (the 99.5th percentile of the resampled head to 1, this package's rule before 0.6).
+CONFORM_INTENSITIES = ("freesurfer", "percentile")
+DEFAULT_CONFORM_INTENSITY = "freesurfer"
 INTENSITY_PERCENTILE = 99.5
+ROBUST_MAX_FRACTION = 0.999
 # What brainchop assumes for a model that has no entry in brainchop-parameters.js.
 DEFAULT_OPTIONS = {"enableQuantileNorm": False, "autoThreshold": 0.0, "cropPadding": 0, "preModel": None}
 
@@ -341,22 +353,50 @@ def conformed_affine(affine: np.ndarray, shape) -> np.ndarray:
     return rescale_affine(reoriented, reoriented_shape, (1.0, 1.0, 1.0), CONFORMED_SHAPE)
 
 
-def conform_t1(t1: MetaTensor) -> tuple[np.ndarray, np.ndarray]:
+def robust_range(data: np.ndarray, f_high: float = ROBUST_MAX_FRACTION, bins: int = 1000) -> tuple[float, float]:
+    """``(min, robust max)`` of ``data`` as FreeSurfer's conform finds them (FastSurfer ``getscale``,
+    lower fraction 0): the minimum, and the histogram bin (of ``bins`` over the full range) that
+    leaves ``1 - f_high`` of the non-zero voxels above it, two bins down."""
+    data = np.asarray(data, dtype=np.float64)
+    low, high = float(data.min()), float(data.max())
+    if high <= low:
+        return low, high
+    counts, _ = np.histogram(data, bins)
+    cumulative = np.concatenate(([0], np.cumsum(counts)))
+    nonzero = int(np.count_nonzero(np.abs(data) >= 1e-15))
+    first = int(np.flatnonzero(cumulative >= data.size - int((1.0 - f_high) * nonzero))[0])
+    return low, low + (first - 2) * (high - low) / bins
+
+
+def conform_t1(t1: MetaTensor, intensity: str = DEFAULT_CONFORM_INTENSITY) -> tuple[np.ndarray, np.ndarray]:
     """Resample a T1 ``(1, X, Y, Z)`` onto the conformed 256^3, 1 mm, LIA grid; scale to [0, 1].
+
+    Args:
+        intensity: ``"freesurfer"``: niivue's conform for brainchop (:func:`robust_range` of the
+            input to 0..255, clipped, floored to uint8, / 255); ``"percentile"``: the resampled
+            volume over the 99.5th percentile of its positive voxels, clipped to 1.
 
     Returns:
         ``(volume (256, 256, 256) float32, affine 4x4 of the conformed grid)``.
     """
+    if intensity not in CONFORM_INTENSITIES:
+        raise T1T2Error(f"conform intensity {intensity!r}: expected one of {', '.join(CONFORM_INTENSITIES)}")
     affine = np.asarray(t1.affine, dtype=np.float64)
     target = conformed_affine(affine, t1.shape[1:])
-    volume = np.clip(resample_to_grid(np.asarray(t1[0].detach().cpu(), dtype=np.float32), affine, CONFORMED_SHAPE,
-                                      target, order=1), 0, None)
+    data = np.asarray(t1[0].detach().cpu(), dtype=np.float32)
+    volume = np.clip(resample_to_grid(data, affine, CONFORMED_SHAPE, target, order=1), 0, None)
     head = volume[volume > 0]
     if head.size == 0:
         raise InvalidVolumeError(f"{t1.meta.get('filename_or_obj', 'T1')}: no positive voxel to parcellate")
-    # niivue hands brainchop a uint8 conformed volume; the percentile keeps a few hot voxels from dimming it.
-    scale = float(np.percentile(head, INTENSITY_PERCENTILE))
-    return np.clip(volume / scale, 0.0, 1.0), target
+    if intensity == "percentile":
+        scale = float(np.percentile(head, INTENSITY_PERCENTILE))
+        return np.clip(volume / scale, 0.0, 1.0).astype(np.float32), target
+    low, high = robust_range(data)
+    if high <= low:  # a (nearly) constant volume: its full range, from 0
+        low, high = min(float(data.min()), 0.0), float(data.max())
+    # niivue's conform resamples, then scales and floors to uint8: brainchop sees 256 grey levels.
+    scaled = np.floor(np.clip((volume - low) * (255.0 / (high - low)), 0.0, 255.0))
+    return (scaled / 255.0).astype(np.float32), target
 
 
 def normalize_intensity(volume: np.ndarray, quantile: bool) -> np.ndarray:
@@ -435,14 +475,29 @@ class MeshNetParcellator:
     Args:
         model: brainchop model name (folder under :func:`brainchop_dir`), folder, or ``.pt``.
         device: torch device; None = CPU.
+        intensity: how the conform scales the T1 (:func:`conform_t1`).
+        tissue_model: a grey/white tissue MeshNet (brainchop's ``model5_gw_ae``: background, white
+            matter, grey matter) whose classes fill the brain voxels the parcellation leaves
+            "Unknown", as the parcellation's own ``Cerebral-White-Matter`` / ``Cerebral-Cortex``
+            labels (:func:`fill_unknown_with_tissue`); None, a model without those two labels, or
+            a tissue model that cannot be found (warned) leaves the parcellation as it is.
     """
 
     model: PathLike = DEFAULT_MODEL
     device: str | torch.device | None = None
+    intensity: str = DEFAULT_CONFORM_INTENSITY
+    tissue_model: PathLike | None = DEFAULT_TISSUE_MODEL
     network: MeshNet = field(init=False, repr=False)
+    tissue_network: MeshNet | None = field(init=False, repr=False)
 
     def __post_init__(self):
         self.network = load_meshnet(resolve_model_path(self.model))
+        self.tissue_network = None
+        if self.tissue_model is not None and all(name in self.network.label_names for name in TISSUE_TO_LABEL.values()):
+            try:
+                self.tissue_network = load_meshnet(resolve_model_path(self.tissue_model))
+            except T1T2Error as err:
+                warnings.warn(f"tissue model not used, the parcellation keeps its Unknown voxels: {err}", stacklevel=2)
 
     @property
     def label_names(self) -> list[str]:
@@ -452,13 +507,38 @@ class MeshNetParcellator:
     def name(self) -> str:
         return getattr(self.network, "name", Path(str(self.model)).stem)
 
+    @property
+    def settings(self) -> str:
+        """What, besides the model, decides the labels: ``<intensity>`` or ``<intensity>+<tissue model>``."""
+        if self.tissue_network is None:
+            return self.intensity
+        return f"{self.intensity}+{getattr(self.tissue_network, 'name', None) or _model_key(self.tissue_model)}"
+
     def __call__(self, t1: PathLike | MetaTensor) -> MetaTensor:
         """Int labels ``(1, X, Y, Z)`` on the grid of ``t1``."""
         t1 = _as_t1(t1)
-        conformed, affine = conform_t1(t1)
+        conformed, affine = conform_t1(t1, self.intensity)
         labels = run_meshnet_conformed(self.network, conformed, self.device,
                                        _pre_model_mask(self.network, conformed, self.device))
+        if self.tissue_network is not None:
+            tissue = run_meshnet_conformed(self.tissue_network, conformed, self.device)
+            labels = fill_unknown_with_tissue(labels, tissue, self.tissue_network.label_names, self.label_names,
+                                              where=conformed > 0)
         return labels_to_input_grid(labels, affine, t1)
+
+
+def fill_unknown_with_tissue(labels: np.ndarray, tissue: np.ndarray, tissue_names: Sequence[str],
+                             label_names: Sequence[str], where: np.ndarray) -> np.ndarray:
+    """Give the voxels of ``where`` that ``labels`` leaves 0 ("Unknown") the tissue class of ``tissue``,
+    as the parcellation's label of that tissue (:data:`TISSUE_TO_LABEL`: white matter ->
+    ``Cerebral-White-Matter``, grey matter -> ``Cerebral-Cortex``: the voxels a parcellation leaves
+    unknown are mostly the outer cortical ribbon). Labels the parcellation gave are kept."""
+    filled = labels.copy()
+    unknown = (labels == 0) & np.asarray(where, bool)
+    for tissue_name, label_name in TISSUE_TO_LABEL.items():
+        if tissue_name in tissue_names:
+            filled[unknown & (tissue == tissue_names.index(tissue_name))] = label_names.index(label_name)
+    return filled
 
 
 @dataclass
@@ -525,15 +605,18 @@ class BundleParcellator:
         return labels_to_input_grid(np.asarray(image.dataobj), image.affine, t1)
 
 
-def load_parcellator(model: PathLike = DEFAULT_MODEL, device: str | torch.device | None = None):
-    """A callable ``T1 -> labels`` for a brainchop name, folder, ``.pt`` or MONAI bundle folder."""
+def load_parcellator(model: PathLike = DEFAULT_MODEL, device: str | torch.device | None = None,
+                     intensity: str = DEFAULT_CONFORM_INTENSITY, tissue_model: PathLike | None = DEFAULT_TISSUE_MODEL):
+    """A callable ``T1 -> labels`` for a brainchop name, folder, ``.pt`` or MONAI bundle folder
+    (``intensity`` and ``tissue_model``: see :class:`MeshNetParcellator`; a bundle has its own)."""
     path = resolve_model_path(model)
     if path.is_dir() and is_bundle_dir(path):
         return BundleParcellator(path, device=device)
-    return MeshNetParcellator(path, device=device)
+    return MeshNetParcellator(path, device=device, intensity=intensity, tissue_model=tissue_model)
 
 
-def parcellate(t1: PathLike | MetaTensor, model: PathLike = DEFAULT_MODEL, device: str | torch.device | None = None) -> MetaTensor:
+def parcellate(t1: PathLike | MetaTensor, model: PathLike = DEFAULT_MODEL, device: str | torch.device | None = None,
+               intensity: str = DEFAULT_CONFORM_INTENSITY, tissue_model: PathLike | None = DEFAULT_TISSUE_MODEL) -> MetaTensor:
     """Parcellate a T1 into the model's labels.
 
     Args:
@@ -542,6 +625,9 @@ def parcellate(t1: PathLike | MetaTensor, model: PathLike = DEFAULT_MODEL, devic
             :func:`predict_brain_mask` first.
         model: brainchop model name (default ``model30chan18cls``), folder, ``.pt``, or MONAI bundle folder.
         device: torch device; None = CPU.
+        intensity: how a MeshNet's conform scales the T1 (:func:`conform_t1`).
+        tissue_model: the tissue MeshNet that labels what the parcellation leaves unknown
+            (:class:`MeshNetParcellator`); None keeps the parcellation alone.
 
     Returns:
         ``MetaTensor`` of int64 labels ``(1, X, Y, Z)`` on the grid of ``t1``; names: :func:`label_names`.
@@ -549,7 +635,7 @@ def parcellate(t1: PathLike | MetaTensor, model: PathLike = DEFAULT_MODEL, devic
     Example:
         >>> labels = parcellate("../shared/data/paired/TCGA-DU-7294/t1.nii.gz")  # doctest: +SKIP
     """
-    return load_parcellator(model, device=device)(t1)
+    return load_parcellator(model, device=device, intensity=intensity, tissue_model=tissue_model)(t1)
 
 
 def label_names(model: PathLike = DEFAULT_MODEL) -> list[str]:
@@ -588,8 +674,11 @@ def _model_key(model: PathLike) -> str:
 
 
 def cached_parcellation(t1_path: PathLike, cache_dir: PathLike, model: PathLike = DEFAULT_MODEL,
-                        device: str | torch.device | None = None) -> Path:
-    """Parcellate once per file content: ``<cache_dir>/<sha256 of file bytes>_<model>.nii.gz``.
+                        device: str | torch.device | None = None, intensity: str = DEFAULT_CONFORM_INTENSITY,
+                        tissue_model: PathLike | None = DEFAULT_TISSUE_MODEL) -> Path:
+    """Parcellate once per file content and settings:
+    ``<cache_dir>/<sha256 of file bytes>_<model>_<settings>.nii.gz`` (``settings``: the conform
+    intensity rule and the tissue model, see :attr:`MeshNetParcellator.settings`).
 
     Returns the cached label file; computes and writes it (atomically) only when absent.
 
@@ -597,13 +686,13 @@ def cached_parcellation(t1_path: PathLike, cache_dir: PathLike, model: PathLike 
         T1T2Error: ``cache_dir`` cannot be written (e.g. it is the read-only shared data folder).
     """
     cache_dir = Path(cache_dir)
-    target = cache_dir / f"{file_sha256(t1_path)}_{_model_key(model)}.nii.gz"
+    parcellator = load_parcellator(model, device=device, intensity=intensity, tissue_model=tissue_model)
+    settings = getattr(parcellator, "settings", "bundle")
+    target = cache_dir / f"{file_sha256(t1_path)}_{_model_key(model)}_{_model_key(settings)}.nii.gz"
     if target.is_file():
         return target
     cache_dir.mkdir(parents=True, exist_ok=True)
     if not os.access(cache_dir, os.W_OK):
         raise T1T2Error(f"{cache_dir}: parcellation cache folder is not writable")
-    labels = parcellate(t1_path, model=model, device=device)
+    labels = parcellator(t1_path)
     return write_volume(labels, target, reference=labels.affine.numpy(), overwrite=True, inputs=[t1_path], dtype=np.int16)
-
-
