@@ -181,9 +181,11 @@ def predict(module: TranslationModule, t1: np.ndarray) -> np.ndarray:
 
 
 def train(config: dict, variant: str, datalist: Path, cache_dir: Path, seed: int, steps: int | None,
-          max_time: float | None, init_from: str | None = None) -> tuple[TranslationModule, float, int]:
+          max_time: float | None, init_from: str | None = None,
+          save_to: Path | None = None) -> tuple[TranslationModule, float, int]:
     """Train ``variant`` on the datalist's ``training`` list for ``steps`` steps or ``max_time`` seconds,
-    from scratch or, with ``init_from``, from that checkpoint's generator weights."""
+    from scratch or, with ``init_from``, from that checkpoint's generator weights; with ``save_to``,
+    write the trained module there as a Lightning checkpoint (for ``export_bundle``)."""
     settings = merged(config, variants(config)[variant])
     pl.seed_everything(seed)
     data = PairedDataModule(**dict(settings["data"], data_dir=str(datalist), val_fraction=0.0, val_cases=None,
@@ -202,7 +204,11 @@ def train(config: dict, variant: str, datalist: Path, cache_dir: Path, seed: int
                          benchmark=torch.cuda.is_available())
     started = time.time()
     trainer.fit(module, data)
-    return module, time.time() - started, int(trainer.global_step)
+    seconds = time.time() - started
+    if save_to is not None:
+        save_to.parent.mkdir(parents=True, exist_ok=True)
+        trainer.save_checkpoint(str(save_to))
+    return module, seconds, int(trainer.global_step)
 
 
 def load_checkpoint(path: str) -> tuple[TranslationModule, int]:
@@ -240,7 +246,7 @@ def markdown_report(results: dict, groups: dict, names: list[str]) -> str:
               "| tumour contrast error | R_z | slice flicker |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for group in ("cohort", "cross-source"):
         members = [c for c in cases if groups[c] == group]
-        for name in names:
+        for name in names if members else []:
             row = []
             for metric in ("ssim", "psnr", "mae", "ssim_tumour", "ssim_non_tumour", "mae_tumour", "mae_non_tumour",
                            "tumour_contrast_error", "r_z", "slice_flicker"):
@@ -248,12 +254,12 @@ def markdown_report(results: dict, groups: dict, names: list[str]) -> str:
                 row.append(_cell(np.mean(finite)) if finite else "n/a")
             lines.append(f"| {group} ({len(members)}) | {name} | " + " | ".join(row) + " |")
     region_metrics = [f"mae_{group}" for group in REGION_GROUPS.values() if group != "tumour"]
-    lines += ["\n### group means of the MAE per region group (parcellation; tumour dilated by 3 voxels left out)\n",
+    lines += ["\n### group means of the MAE per region group (parcellation groups; tumour voxels are the tumour group)\n",
               "| group | variant | " + " | ".join(m[4:] for m in region_metrics) + " |",
               "|---|---|" + "---|" * len(region_metrics)]
     for group in ("cohort", "cross-source"):
         members = [c for c in cases if groups[c] == group]
-        for name in names:
+        for name in names if members else []:
             row = []
             for metric in region_metrics:
                 finite = [v for c in members if np.isfinite(v := results[c].get(name, {}).get(metric, np.nan))]
@@ -294,7 +300,7 @@ def paired_differences(results: dict, groups: dict, cases: list[str], names: lis
              "| group | variant | " + " | ".join(metrics) + " |", "|---|---|" + "---|" * len(metrics)]
     for group in ("cohort", "cross-source"):
         members = [c for c in cases if groups[c] == group]
-        for name in others:
+        for name in others if members else []:
             row = []
             for metric in metrics:
                 deltas = [results[c][name][metric] - results[c][reference][metric] for c in members
@@ -342,6 +348,7 @@ def main() -> None:
     parser.add_argument("--max-time", type=float, metavar="SECONDS", help="wall time per training instead of steps")
     parser.add_argument("--init-from", metavar="CHECKPOINT", help="--train variants fine-tune this checkpoint's generator")
     parser.add_argument("--learning-rate", type=float, help="learning rate of --train (default: the config's)")
+    parser.add_argument("--save-dir", help="write each --train variant's checkpoint to SAVE_DIR/<variant>.ckpt")
     parser.add_argument("--cases", nargs="+", help="test cases to score (default: the whole test list)")
     parser.add_argument("--cache-dir", default=str(REPO / "cache"))
     parser.add_argument("--output", default=str(REPO / "benchmarks" / "results" / "split"))
@@ -389,7 +396,9 @@ def main() -> None:
         models[name] = module
         trained[name] = {"checkpoint": str(path), "steps": step}
     for variant in args.train:
-        module, seconds, step = train(config, variant, datalist, cache_dir, args.seed, steps, args.max_time, args.init_from)
+        save_to = Path(args.save_dir) / f"{variant}.ckpt" if args.save_dir else None
+        module, seconds, step = train(config, variant, datalist, cache_dir, args.seed, steps, args.max_time,
+                                      args.init_from, save_to)
         models[variant] = module
         trained[variant] = {"seconds": seconds, "steps": step, **({"init_from": args.init_from} if args.init_from else {}),
                             **({"learning_rate": args.learning_rate} if args.learning_rate else {})}
