@@ -20,6 +20,7 @@ Weights come from a brainchop folder (``model.json`` + ``.bin``) or from the ``.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -673,6 +674,11 @@ def _model_key(model: PathLike) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "_", volume_stem(model) if Path(str(model)).suffix else Path(str(model)).name)
 
 
+@functools.lru_cache(maxsize=4)
+def _loaded_parcellator(model: PathLike, device, intensity: str, tissue_model: PathLike | None):
+    return load_parcellator(model, device=device, intensity=intensity, tissue_model=tissue_model)
+
+
 def cached_parcellation(t1_path: PathLike, cache_dir: PathLike, model: PathLike = DEFAULT_MODEL,
                         device: str | torch.device | None = None, intensity: str = DEFAULT_CONFORM_INTENSITY,
                         tissue_model: PathLike | None = DEFAULT_TISSUE_MODEL) -> Path:
@@ -686,7 +692,8 @@ def cached_parcellation(t1_path: PathLike, cache_dir: PathLike, model: PathLike 
         T1T2Error: ``cache_dir`` cannot be written (e.g. it is the read-only shared data folder).
     """
     cache_dir = Path(cache_dir)
-    parcellator = load_parcellator(model, device=device, intensity=intensity, tissue_model=tissue_model)
+    # Loaded once per settings, not once per file: a datalist's worth of calls reuses the networks.
+    parcellator = _loaded_parcellator(model, device, intensity, tissue_model)
     settings = getattr(parcellator, "settings", "bundle")
     target = cache_dir / f"{file_sha256(t1_path)}_{_model_key(model)}_{_model_key(settings)}.nii.gz"
     if target.is_file():
