@@ -132,24 +132,32 @@ def _bins(normalised_t1: np.ndarray) -> np.ndarray:
     return np.minimum((normalised_t1 * LUT_BINS).astype(np.int64), LUT_BINS - 1)
 
 
-def fit_lookup_table(subjects: list[dict]) -> np.ndarray:
-    """The lookup table of EVALUATION.md, fitted on ``subjects``: ``(LUT_BINS,)`` normalised T2 per T1 bin."""
-    medians = np.full((len(subjects), LUT_BINS), np.nan)
-    for row, subject in enumerate(subjects):
-        case = load_case(subject, parcellation=False)
-        t1 = PercentileNormalise()(case["t1"], case["mask"])[case["mask"]]
-        t2 = PercentileNormalise()(case["t2"], case["mask"])[case["mask"]]
-        bins = _bins(t1)
-        order = np.argsort(bins, kind="stable")
-        bins, t2 = bins[order], t2[order]
-        edges = np.searchsorted(bins, np.arange(LUT_BINS + 1))
-        for b in range(LUT_BINS):
-            if edges[b + 1] > edges[b]:
-                medians[row, b] = np.median(t2[edges[b]:edges[b + 1]])
-    with np.errstate(all="ignore"):
-        table = np.nanmedian(medians, axis=0)
+def bin_medians(case: dict) -> np.ndarray:
+    """``(LUT_BINS,)``: per normalised-T1 bin, the median normalised T2 of one case inside its mask (NaN where empty)."""
+    t1 = PercentileNormalise()(case["t1"], case["mask"])[case["mask"]]
+    t2 = PercentileNormalise()(case["t2"], case["mask"])[case["mask"]]
+    bins = _bins(t1)
+    order = np.argsort(bins, kind="stable")
+    bins, t2 = bins[order], t2[order]
+    edges = np.searchsorted(bins, np.arange(LUT_BINS + 1))
+    medians = np.full(LUT_BINS, np.nan)
+    for b in range(LUT_BINS):
+        if edges[b + 1] > edges[b]:
+            medians[b] = np.median(t2[edges[b]:edges[b + 1]])
+    return medians
+
+
+def fill_empty_bins(table: np.ndarray) -> np.ndarray:
+    """``table`` with its NaN bins linearly interpolated from the filled ones."""
     filled = np.isfinite(table)
     return np.interp(np.arange(LUT_BINS), np.flatnonzero(filled), table[filled])
+
+
+def fit_lookup_table(subjects: list[dict]) -> np.ndarray:
+    """The lookup table of EVALUATION.md, fitted on ``subjects``: ``(LUT_BINS,)`` normalised T2 per T1 bin."""
+    medians = np.stack([bin_medians(load_case(subject, parcellation=False)) for subject in subjects])
+    with np.errstate(all="ignore"):
+        return fill_empty_bins(np.nanmedian(medians, axis=0))
 
 
 def apply_lookup_table(table: np.ndarray, case: dict) -> np.ndarray:

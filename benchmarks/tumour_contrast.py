@@ -1,0 +1,112 @@
+"""What stands between a T1-only model and the tumour contrast of the real T2, per test subject.
+
+The tumour contrast error of ``../shared/EVALUATION.md`` compares ``C = mean(tumour) / mean(normal WM)``
+of the prediction and of the real T2. A model sees only the T1, so this script measures how much of the
+T2's tumour contrast the T1's *intensities* carry, subject by subject:
+
+- ``c_ref``: the real T2's tumour contrast; ``c_t1``: the same ratio on the T1 (normalised as the
+  protocol normalises a prediction);
+- ``located``: the contrast error of a predictor that knows exactly where the tumour is and how dark it is
+  in the T1, and predicts its T2 contrast from that with the training cohort's relation (a least-squares
+  line ``c_ref = a + b c_t1`` fitted on the 28 ``training`` subjects): what the T1's tumour intensity
+  tells about the tumour's T2 brightness, across subjects;
+- ``oracle``: the contrast error of the best voxel-wise map *for this subject*, the lookup table fitted
+  on the subject's own T1 and T2 (a bound no fitted lookup table, nor any network that maps intensity
+  without spatial context, can beat on average over a bin);
+- the contrast errors of the floor, the training lookup table and the trained models, read from the
+  quality benchmark's ``quality.json`` files (``--results``).
+
+A subject on which the oracle's error is large is one where the tumour is not visible as such in the
+T1's intensity: a model can only get it from shape and context.
+
+    python benchmarks/tumour_contrast.py --results benchmarks/results/split_a/quality.json \\
+        benchmarks/results/split_b/quality.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))
+sys.path.insert(0, str(REPO))
+
+from quality import DATALIST, _cell, apply_lookup_table, bin_medians, fill_empty_bins, load_case  # noqa: E402
+from monai_t1t2.io import load_datalist  # noqa: E402
+from monai_t1t2.metrics import evaluate  # noqa: E402
+
+
+def score(image: np.ndarray, case: dict) -> dict[str, float]:
+    return evaluate(image, case["t2"], case["mask"], case["tumor_seg"], case["labels"])
+
+
+def contrasts(case: dict) -> dict[str, float]:
+    """The real T2's tumour contrast and the T1's (the T1 scored as if it were a prediction)."""
+    scores = score(case["t1"], case)
+    return {"c_ref": scores["c_ref"], "c_t1": scores["c_pred"]}
+
+
+def oracle(case: dict) -> dict[str, float]:
+    """The subject's own lookup table: its contrast error, contrast and brain SSIM."""
+    scores = score(apply_lookup_table(fill_empty_bins(bin_medians(case)), case), case)
+    return {"oracle": scores["tumour_contrast_error"], "oracle_c": scores["c_pred"], "oracle_ssim": scores["ssim"]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--datalist", default=str(DATALIST))
+    parser.add_argument("--cache-dir", default=str(REPO / "cache"))
+    parser.add_argument("--results", nargs="*", default=[], help="quality.json files of benchmarks/quality.py")
+    parser.add_argument("--output", default=str(REPO / "benchmarks" / "results" / "tumour_contrast.json"))
+    args = parser.parse_args()
+
+    recorded: dict[str, dict] = {}
+    for path in args.results:
+        for case, models in json.loads(Path(path).read_text())["results"].items():
+            recorded.setdefault(case, {}).update(models)
+    models = sorted({name for case in recorded.values() for name in case},
+                    key=lambda name: (name not in ("inverted_t1", "lut"), name))
+
+    training = []
+    for subject in tqdm(load_datalist(args.datalist, "training"), desc="training contrasts"):
+        if subject.get("tumor_seg"):
+            training.append(contrasts(load_case(subject, Path(args.cache_dir))))
+    slope, intercept = np.polyfit([row["c_t1"] for row in training], [row["c_ref"] for row in training], 1)
+    print(f"training subjects: c_ref = {intercept:.3f} + {slope:.3f} c_t1 (n = {len(training)}, correlation "
+          f"{np.corrcoef([r['c_t1'] for r in training], [r['c_ref'] for r in training])[0, 1]:.3f})")
+
+    rows = {}
+    for subject in tqdm(load_datalist(args.datalist, "test"), desc="test subjects"):
+        if not subject.get("tumor_seg"):
+            continue
+        name = subject["case"]
+        case = load_case(subject, Path(args.cache_dir))
+        rows[name] = {**contrasts(case), **oracle(case)}
+        located = intercept + slope * rows[name]["c_t1"]
+        rows[name]["located"] = abs(located - rows[name]["c_ref"]) / rows[name]["c_ref"]
+        for model in models:
+            rows[name][model] = recorded.get(name, {}).get(model, {}).get("tumour_contrast_error", float("nan"))
+
+    columns = ["c_ref", "c_t1", "oracle", "located", *models]
+    print("| subject | " + " | ".join(columns) + " |")
+    print("|---" * (len(columns) + 1) + "|")
+    for name, row in rows.items():
+        print(f"| {name} | " + " | ".join(_cell(row[column]) for column in columns) + " |")
+    means = {column: float(np.nanmean([row[column] for row in rows.values()])) for column in columns}
+    print("| **mean** | " + " | ".join(_cell(means[column]) for column in columns) + " |")
+    correlation = np.corrcoef([row["oracle"] for row in rows.values()],
+                              [row.get("3d", np.nan) for row in rows.values()])[0, 1] if "3d" in models else np.nan
+    print(f"\ncorrelation of the oracle's error with the 3d model's over subjects: {_cell(correlation)}")
+    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.output).write_text(json.dumps({"fit": {"intercept": intercept, "slope": slope, "training": training},
+                                             "rows": rows, "means": means}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
