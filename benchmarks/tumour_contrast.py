@@ -19,8 +19,16 @@ T2's tumour contrast the T1's *intensities* carry, subject by subject:
 A subject on which the oracle's error is large is one where the tumour is not visible as such in the
 T1's intensity: a model can only get it from shape and context.
 
+With ``--checkpoint NAME=PATH`` it also splits a model's error into its two factors, since
+``C_pred / C_ref = (tumour_pred / tumour_ref) * (wm_ref / wm_pred)`` (the mean normalised intensity
+in the tumour and in normal white matter, after the protocol's normalisation of each image): the
+error the model's tumour level alone would give, ``|tumour_pred / tumour_ref - 1|``, and the error its
+white-matter level alone would give, ``|wm_ref / wm_pred - 1|``; and the 99.5th percentile of the raw
+prediction in the brain (the protocol rescales the prediction so that it is 1).
+
     python benchmarks/tumour_contrast.py --results benchmarks/results/split_a/quality.json \\
-        benchmarks/results/split_b/quality.json
+        benchmarks/results/split_b/quality.json \\
+        --checkpoint 3d=runs/cpu/lightning_logs/version_2/checkpoints/last.ckpt
 """
 
 from __future__ import annotations
@@ -37,9 +45,12 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 sys.path.insert(0, str(REPO))
 
-from quality import DATALIST, _cell, apply_lookup_table, bin_medians, fill_empty_bins, load_case  # noqa: E402
+from quality import (DATALIST, PARCELLATION_MODEL, _cell, apply_lookup_table, bin_medians,  # noqa: E402
+                     fill_empty_bins, load_case, load_checkpoint, predict)
 from monai_t1t2.io import load_datalist  # noqa: E402
-from monai_t1t2.metrics import evaluate  # noqa: E402
+from monai_t1t2.metrics import evaluate, normal_white_matter, normalise_for_scoring  # noqa: E402
+from monai_t1t2.nets.meshnet import label_names  # noqa: E402
+from monai_t1t2.regions import labels_to_groups  # noqa: E402
 
 
 def score(image: np.ndarray, case: dict) -> dict[str, float]:
@@ -58,11 +69,42 @@ def oracle(case: dict) -> dict[str, float]:
     return {"oracle": scores["tumour_contrast_error"], "oracle_c": scores["c_pred"], "oracle_ssim": scores["ssim"]}
 
 
+def levels(image: np.ndarray, case: dict) -> dict[str, float]:
+    """Mean of ``image``, normalised as the protocol does, in the tumour and in normal white matter."""
+    tumour = case["tumor_seg"] & case["mask"]
+    groups = labels_to_groups(case["labels"], label_names(PARCELLATION_MODEL), tumour)
+    white = normal_white_matter(groups, tumour, case["mask"])
+    normalised = normalise_for_scoring(image, case["mask"])
+    return {"tumour": float(normalised[tumour].mean(dtype=np.float64)),
+            "wm": float(normalised[white].mean(dtype=np.float64))}
+
+
+def error_factors(prediction: np.ndarray, case: dict) -> dict[str, float]:
+    """The two factors of a prediction's contrast error, its levels and its raw 99.5th percentile."""
+    ref, pred = levels(case["t2"], case), levels(prediction, case)
+    return {"wm_ref": ref["wm"], "wm_pred": pred["wm"], "tumour_ref": ref["tumour"], "tumour_pred": pred["tumour"],
+            "error_tumour_level": abs(pred["tumour"] / ref["tumour"] - 1), "error_wm_level": abs(ref["wm"] / pred["wm"] - 1),
+            "error": abs(pred["tumour"] / pred["wm"] / (ref["tumour"] / ref["wm"]) - 1),
+            "top": float(np.percentile(prediction[case["mask"]], 99.5))}
+
+
+def print_table(rows: dict[str, dict], columns: list[str]) -> dict[str, float]:
+    print("| subject | " + " | ".join(columns) + " |")
+    print("|---" * (len(columns) + 1) + "|")
+    for name, row in rows.items():
+        print(f"| {name} | " + " | ".join(_cell(row[column]) for column in columns) + " |")
+    means = {column: float(np.nanmean([row[column] for row in rows.values()])) for column in columns}
+    print("| **mean** | " + " | ".join(_cell(means[column]) for column in columns) + " |")
+    return means
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--datalist", default=str(DATALIST))
     parser.add_argument("--cache-dir", default=str(REPO / "cache"))
     parser.add_argument("--results", nargs="*", default=[], help="quality.json files of benchmarks/quality.py")
+    parser.add_argument("--checkpoint", action="append", default=[], metavar="NAME=PATH",
+                        help="also split this model's contrast error into its tumour and white-matter factors")
     parser.add_argument("--output", default=str(REPO / "benchmarks" / "results" / "tumour_contrast.json"))
     args = parser.parse_args()
 
@@ -81,7 +123,8 @@ def main() -> None:
     print(f"training subjects: c_ref = {intercept:.3f} + {slope:.3f} c_t1 (n = {len(training)}, correlation "
           f"{np.corrcoef([r['c_t1'] for r in training], [r['c_ref'] for r in training])[0, 1]:.3f})")
 
-    rows = {}
+    checkpoints = {spec.split("=", 1)[0]: load_checkpoint(spec.split("=", 1)[1])[0] for spec in args.checkpoint}
+    rows, factors = {}, {name: {} for name in checkpoints}
     for subject in tqdm(load_datalist(args.datalist, "test"), desc="test subjects"):
         if not subject.get("tumor_seg"):
             continue
@@ -92,20 +135,19 @@ def main() -> None:
         rows[name]["located"] = abs(located - rows[name]["c_ref"]) / rows[name]["c_ref"]
         for model in models:
             rows[name][model] = recorded.get(name, {}).get(model, {}).get("tumour_contrast_error", float("nan"))
+        for model, module in checkpoints.items():
+            factors[model][name] = error_factors(predict(module, case["t1"]), case)
 
-    columns = ["c_ref", "c_t1", "oracle", "located", *models]
-    print("| subject | " + " | ".join(columns) + " |")
-    print("|---" * (len(columns) + 1) + "|")
-    for name, row in rows.items():
-        print(f"| {name} | " + " | ".join(_cell(row[column]) for column in columns) + " |")
-    means = {column: float(np.nanmean([row[column] for row in rows.values()])) for column in columns}
-    print("| **mean** | " + " | ".join(_cell(means[column]) for column in columns) + " |")
+    means = print_table(rows, ["c_ref", "c_t1", "oracle", "located", *models])
+    for model, table in factors.items():
+        print(f"\n{model}: the contrast error and its two factors")
+        means[model + "_factors"] = print_table(table, list(next(iter(table.values()))))
     correlation = np.corrcoef([row["oracle"] for row in rows.values()],
                               [row.get("3d", np.nan) for row in rows.values()])[0, 1] if "3d" in models else np.nan
     print(f"\ncorrelation of the oracle's error with the 3d model's over subjects: {_cell(correlation)}")
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     Path(args.output).write_text(json.dumps({"fit": {"intercept": intercept, "slope": slope, "training": training},
-                                             "rows": rows, "means": means}, indent=1))
+                                             "rows": rows, "factors": factors, "means": means}, indent=1))
 
 
 if __name__ == "__main__":
