@@ -28,6 +28,7 @@ both the floor and the lookup table, writes every number to ``quality.json`` and
     python benchmarks/quality.py --train 3d 2d --max-time 1200          # train both (20 min each) and score
     python benchmarks/quality.py --train 3d --steps 50 --cases Brats18_CBICA_ASY_1   # a smoke run
     python benchmarks/quality.py --report a/quality.json b/quality.json  # merge and print earlier runs
+    python benchmarks/quality.py --checkpoint 3d=CKPT --checkpoint 3d_roi64=CKPT --roi 3d_roi64=64   # window size
     python benchmarks/quality.py --init-from runs/cpu/.../last.ckpt --learning-rate 2e-4 --max-time 600 \
         --train 3d_l1_ssim 3d_perceptual 3d_tumour 3d_region_stats 3d_all   # the ablation, fine-tuning
 """
@@ -55,6 +56,7 @@ from monai_t1t2.io import load_datalist  # noqa: E402
 from monai_t1t2.training.data import PairedDataModule  # noqa: E402
 from monai_t1t2.metrics import evaluate  # noqa: E402
 from monai_t1t2.training.module import TranslationModule, load_module  # noqa: E402
+from monai_t1t2.nets.generators import patch_inferer  # noqa: E402
 from monai_t1t2.nets.meshnet import DEFAULT_MODEL, cached_parcellation, label_names  # noqa: E402
 from monai_t1t2.transforms import PercentileNormalise  # noqa: E402
 from monai_t1t2.regions import REGION_GROUPS  # noqa: E402
@@ -354,6 +356,8 @@ def main() -> None:
     parser.add_argument("--config", default=str(REPO / "configs" / "cpu.yaml"), help="recipe of --train")
     parser.add_argument("--checkpoint", action="append", default=[], metavar="NAME=PATH",
                         help="score a trained Lightning checkpoint under NAME; repeatable")
+    parser.add_argument("--roi", action="append", default=[], metavar="NAME=N",
+                        help="score checkpoint NAME with an N^3 sliding window instead of its training patch (3D only)")
     parser.add_argument("--train", nargs="+", default=[], metavar="VARIANT",
                         help="train these variants here (see the module docstring), e.g. 3d 2d 3d_l1_ssim 3d_region_stats")
     parser.add_argument("--steps", type=int, help="optimiser steps per training (default: the config's max_steps)")
@@ -380,6 +384,9 @@ def main() -> None:
     for name, path in checkpoints.items():
         if not Path(path).is_file():
             parser.error(f"--checkpoint {name}: {path} does not exist")
+    rois = dict(item.split("=", 1) for item in args.roi if "=" in item)
+    if len(rois) != len(args.roi) or not set(rois) <= set(checkpoints) or not all(v.isdigit() for v in rois.values()):
+        parser.error("--roi takes NAME=N, NAME one of the --checkpoint names, N an integer")
     steps = args.steps or (config["trainer"].get("max_steps") if config["trainer"].get("max_steps", -1) > 0 else None)
     if args.train and not (steps or args.max_time):
         parser.error(f"{args.config} has no positive trainer.max_steps: give --steps or --max-time")
@@ -407,6 +414,11 @@ def main() -> None:
         module, step = load_checkpoint(path)
         models[name] = module
         trained[name] = {"checkpoint": str(path), "steps": step}
+        if name in rois:
+            if module.hparams.spatial_dims != 3:
+                parser.error(f"--roi {name}: {path} is not a 3D model")
+            module.inferer = patch_inferer((int(rois[name]),) * 3, module.hparams.sw_batch_size, module.hparams.overlap)
+            trained[name]["roi"] = int(rois[name])
     for variant in args.train:
         save_to = Path(args.save_dir) / f"{variant}.ckpt" if args.save_dir else None
         module, seconds, step = train(config, variant, datalist, cache_dir, args.seed, steps, args.max_time,
