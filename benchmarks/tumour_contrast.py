@@ -105,6 +105,8 @@ def main() -> None:
     parser.add_argument("--results", nargs="*", default=[], help="quality.json files of benchmarks/quality.py")
     parser.add_argument("--checkpoint", action="append", default=[], metavar="NAME=PATH",
                         help="also split this model's contrast error into its tumour and white-matter factors")
+    parser.add_argument("--training-factors", type=int, default=0, metavar="N",
+                        help="also split the --checkpoint models' errors on the first N training subjects (seen in training)")
     parser.add_argument("--output", default=str(REPO / "benchmarks" / "results" / "tumour_contrast.json"))
     args = parser.parse_args()
 
@@ -115,15 +117,18 @@ def main() -> None:
     models = sorted({name for case in recorded.values() for name in case},
                     key=lambda name: (name not in ("inverted_t1", "lut"), name))
 
-    training = []
-    for subject in tqdm(load_datalist(args.datalist, "training"), desc="training contrasts"):
+    checkpoints = {spec.split("=", 1)[0]: load_checkpoint(spec.split("=", 1)[1])[0] for spec in args.checkpoint}
+    training, training_factors = [], {name: {} for name in checkpoints}
+    for index, subject in enumerate(tqdm(load_datalist(args.datalist, "training"), desc="training contrasts")):
         if subject.get("tumor_seg"):
-            training.append(contrasts(load_case(subject, Path(args.cache_dir))))
+            case = load_case(subject, Path(args.cache_dir))
+            training.append(contrasts(case))
+            for model, module in checkpoints.items() if index < args.training_factors else ():
+                training_factors[model][subject["case"]] = error_factors(predict(module, case["t1"]), case)
     slope, intercept = np.polyfit([row["c_t1"] for row in training], [row["c_ref"] for row in training], 1)
     print(f"training subjects: c_ref = {intercept:.3f} + {slope:.3f} c_t1 (n = {len(training)}, correlation "
           f"{np.corrcoef([r['c_t1'] for r in training], [r['c_ref'] for r in training])[0, 1]:.3f})")
 
-    checkpoints = {spec.split("=", 1)[0]: load_checkpoint(spec.split("=", 1)[1])[0] for spec in args.checkpoint}
     rows, factors = {}, {name: {} for name in checkpoints}
     for subject in tqdm(load_datalist(args.datalist, "test"), desc="test subjects"):
         if not subject.get("tumor_seg"):
@@ -142,12 +147,16 @@ def main() -> None:
     for model, table in factors.items():
         print(f"\n{model}: the contrast error and its two factors")
         means[model + "_factors"] = print_table(table, list(next(iter(table.values()))))
+    for model, table in training_factors.items() if args.training_factors else ():
+        print(f"\n{model}: the same on {len(table)} training subjects")
+        means[model + "_training_factors"] = print_table(table, list(next(iter(table.values()))))
     correlation = np.corrcoef([row["oracle"] for row in rows.values()],
                               [row.get("3d", np.nan) for row in rows.values()])[0, 1] if "3d" in models else np.nan
     print(f"\ncorrelation of the oracle's error with the 3d model's over subjects: {_cell(correlation)}")
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     Path(args.output).write_text(json.dumps({"fit": {"intercept": intercept, "slope": slope, "training": training},
-                                             "rows": rows, "factors": factors, "means": means}, indent=1))
+                                             "rows": rows, "factors": factors,
+                                             "training_factors": training_factors, "means": means}, indent=1))
 
 
 if __name__ == "__main__":
