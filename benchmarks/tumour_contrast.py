@@ -5,7 +5,7 @@ of the prediction and of the real T2. A model sees only the T1, so this script m
 T2's tumour contrast the T1's *intensities* carry, subject by subject:
 
 - ``c_ref``: the real T2's tumour contrast; ``c_t1``: the same ratio on the T1 (normalised as the
-  protocol normalises a prediction);
+  protocol normalises a prediction), both from the protocol's tumour and normal white matter;
 - ``located``: the contrast error of a predictor that knows exactly where the tumour is and how dark it is
   in the T1, and predicts its T2 contrast from that with the training cohort's relation (a least-squares
   line ``c_ref = a + b c_t1`` fitted on the 28 ``training`` subjects): what the T1's tumour intensity
@@ -53,35 +53,44 @@ from monai_t1t2.nets.meshnet import label_names  # noqa: E402
 from monai_t1t2.regions import labels_to_groups  # noqa: E402
 
 
-def score(image: np.ndarray, case: dict) -> dict[str, float]:
-    return evaluate(image, case["t2"], case["mask"], case["tumor_seg"], case["labels"])
-
-
-def contrasts(case: dict) -> dict[str, float]:
-    """The real T2's tumour contrast and the T1's (the T1 scored as if it were a prediction)."""
-    scores = score(case["t1"], case)
-    return {"c_ref": scores["c_ref"], "c_t1": scores["c_pred"]}
-
-
-def oracle(case: dict) -> dict[str, float]:
-    """The subject's own lookup table: its contrast error, contrast and brain SSIM."""
-    scores = score(apply_lookup_table(fill_empty_bins(bin_medians(case)), case), case)
-    return {"oracle": scores["tumour_contrast_error"], "oracle_c": scores["c_pred"], "oracle_ssim": scores["ssim"]}
+def regions(case: dict) -> tuple[np.ndarray, np.ndarray]:
+    """The protocol's tumour (inside the brain) and normal white matter of a case (metrics.py)."""
+    tumour = case["tumor_seg"] & case["mask"]
+    groups = labels_to_groups(case["labels"], label_names(PARCELLATION_MODEL), tumour)
+    return tumour, normal_white_matter(groups, tumour, case["mask"])
 
 
 def levels(image: np.ndarray, case: dict) -> dict[str, float]:
     """Mean of ``image``, normalised as the protocol does, in the tumour and in normal white matter."""
-    tumour = case["tumor_seg"] & case["mask"]
-    groups = labels_to_groups(case["labels"], label_names(PARCELLATION_MODEL), tumour)
-    white = normal_white_matter(groups, tumour, case["mask"])
+    tumour, white = case["regions"]
     normalised = normalise_for_scoring(image, case["mask"])
     return {"tumour": float(normalised[tumour].mean(dtype=np.float64)),
             "wm": float(normalised[white].mean(dtype=np.float64))}
 
 
-def error_factors(prediction: np.ndarray, case: dict) -> dict[str, float]:
-    """The two factors of a prediction's contrast error, its levels and its raw 99.5th percentile."""
-    ref, pred = levels(case["t2"], case), levels(prediction, case)
+def load(subject: dict, cache_dir: Path) -> dict:
+    case = load_case(subject, cache_dir)
+    case["regions"] = regions(case)
+    return case
+
+
+def contrasts(case: dict) -> dict[str, float]:
+    """The real T2's tumour contrast and the T1's (the T1 normalised as if it were a prediction)."""
+    (t1, t2) = (levels(case[key], case) for key in ("t1", "t2"))
+    return {"c_ref": t2["tumour"] / t2["wm"], "c_t1": t1["tumour"] / t1["wm"]}
+
+
+def oracle(case: dict) -> dict[str, float]:
+    """The subject's own lookup table: its contrast error, contrast and brain SSIM."""
+    prediction = apply_lookup_table(fill_empty_bins(bin_medians(case)), case)
+    scores = evaluate(prediction, case["t2"], case["mask"], case["tumor_seg"], case["labels"])
+    return {"oracle": scores["tumour_contrast_error"], "oracle_c": scores["c_pred"], "oracle_ssim": scores["ssim"]}
+
+
+def error_factors(prediction: np.ndarray, case: dict, ref: dict[str, float]) -> dict[str, float]:
+    """The two factors of a prediction's contrast error against the real T2's ``levels`` ``ref``,
+    its levels and its raw 99.5th percentile."""
+    pred = levels(prediction, case)
     return {"wm_ref": ref["wm"], "wm_pred": pred["wm"], "tumour_ref": ref["tumour"], "tumour_pred": pred["tumour"],
             "error_tumour_level": abs(pred["tumour"] / ref["tumour"] - 1), "error_wm_level": abs(ref["wm"] / pred["wm"] - 1),
             "error": abs(pred["tumour"] / pred["wm"] / (ref["tumour"] / ref["wm"]) - 1),
@@ -121,10 +130,11 @@ def main() -> None:
     training, training_factors = [], {name: {} for name in checkpoints}
     for index, subject in enumerate(tqdm(load_datalist(args.datalist, "training"), desc="training contrasts")):
         if subject.get("tumor_seg"):
-            case = load_case(subject, Path(args.cache_dir))
+            case = load(subject, Path(args.cache_dir))
             training.append(contrasts(case))
             for model, module in checkpoints.items() if index < args.training_factors else ():
-                training_factors[model][subject["case"]] = error_factors(predict(module, case["t1"]), case)
+                training_factors[model][subject["case"]] = error_factors(predict(module, case["t1"]), case,
+                                                                         levels(case["t2"], case))
     slope, intercept = np.polyfit([row["c_t1"] for row in training], [row["c_ref"] for row in training], 1)
     print(f"training subjects: c_ref = {intercept:.3f} + {slope:.3f} c_t1 (n = {len(training)}, correlation "
           f"{np.corrcoef([r['c_t1'] for r in training], [r['c_ref'] for r in training])[0, 1]:.3f})")
@@ -134,14 +144,15 @@ def main() -> None:
         if not subject.get("tumor_seg"):
             continue
         name = subject["case"]
-        case = load_case(subject, Path(args.cache_dir))
+        case = load(subject, Path(args.cache_dir))
         rows[name] = {**contrasts(case), **oracle(case)}
+        reference = levels(case["t2"], case)
         located = intercept + slope * rows[name]["c_t1"]
         rows[name]["located"] = abs(located - rows[name]["c_ref"]) / rows[name]["c_ref"]
         for model in models:
             rows[name][model] = recorded.get(name, {}).get(model, {}).get("tumour_contrast_error", float("nan"))
         for model, module in checkpoints.items():
-            factors[model][name] = error_factors(predict(module, case["t1"]), case)
+            factors[model][name] = error_factors(predict(module, case["t1"]), case, reference)
 
     means = print_table(rows, ["c_ref", "c_t1", "oracle", "located", *models])
     for model, table in factors.items():
@@ -150,9 +161,6 @@ def main() -> None:
     for model, table in training_factors.items() if args.training_factors else ():
         print(f"\n{model}: the same on {len(table)} training subjects")
         means[model + "_training_factors"] = print_table(table, list(next(iter(table.values()))))
-    correlation = np.corrcoef([row["oracle"] for row in rows.values()],
-                              [row.get("3d", np.nan) for row in rows.values()])[0, 1] if "3d" in models else np.nan
-    print(f"\ncorrelation of the oracle's error with the 3d model's over subjects: {_cell(correlation)}")
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     Path(args.output).write_text(json.dumps({"fit": {"intercept": intercept, "slope": slope, "training": training},
                                              "rows": rows, "factors": factors,
