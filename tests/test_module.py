@@ -181,7 +181,8 @@ def test_learning_rate_decays_over_a_wall_clock_budget():
 
 
 # Overlay recipes are composed on the recipe they change (a later --config overrides an earlier one).
-COMPOSED = {"cpu_2d.yaml": ["cpu.yaml", "cpu_2d.yaml"], "ddp.yaml": ["default.yaml", "ddp.yaml"]}
+COMPOSED = {"cpu_2d.yaml": ["cpu.yaml", "cpu_2d.yaml"], "cpu_batchnorm.yaml": ["cpu.yaml", "cpu_batchnorm.yaml"],
+            "ddp.yaml": ["default.yaml", "ddp.yaml"]}
 
 
 @pytest.mark.parametrize("config", sorted(p.name for p in (REPO / "configs").glob("*.yaml")))
