@@ -200,6 +200,16 @@ def test_every_config_parses_against_the_module_and_data_signatures(config, caps
     assert "patch_size" not in printed["model"], "the model's patch size is linked to the data's, not set twice"
 
 
+def test_batchnorm_overlay_changes_only_the_norm_of_the_cpu_recipe():
+    """A later --config replaces the whole generator dict, so the overlay repeats cpu.yaml's: keep them in step."""
+    import yaml
+
+    base = yaml.safe_load((REPO / "configs" / "cpu.yaml").read_text())["model"]["generator"]
+    overlay = yaml.safe_load((REPO / "configs" / "cpu_batchnorm.yaml").read_text())["model"]["generator"]
+    assert overlay["norm"] == "batch" and base["norm"] == "instance"
+    assert {k: v for k, v in overlay.items() if k != "norm"} == {k: v for k, v in base.items() if k != "norm"}
+
+
 def test_model_patch_size_follows_the_data_patch_size(tmp_path):
     """LightningCLI's link: the model (its validation window) gets the data module's patch size."""
     from pytorch_lightning.cli import LightningCLI
