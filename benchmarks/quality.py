@@ -198,19 +198,14 @@ def train(config: dict, variant: str, datalist: Path, cache_dir: Path, seed: int
           max_time: float | None, init_from: str | None = None,
           save_to: Path | None = None) -> tuple[TranslationModule, float, int]:
     """Train ``variant`` on the datalist's ``training`` list for ``steps`` steps or ``max_time`` seconds,
-    from scratch or, with ``init_from``, from that checkpoint's generator weights; with ``save_to``,
+    from scratch or, with ``init_from``, from those generator weights (a checkpoint or a bundle); with ``save_to``,
     write the trained module there as a Lightning checkpoint (for ``export_bundle``)."""
     settings = merged(config, variants(config)[variant])
     pl.seed_everything(seed)
     data = PairedDataModule(**dict(settings["data"], data_dir=str(datalist), val_fraction=0.0, val_cases=None,
                                    cache_dir=str(cache_dir)))
-    module = TranslationModule(**settings["model"])
-    if init_from:
-        start = load_module(init_from)
-        if start.hparams.generator != module.hparams.generator or start.hparams.spatial_dims != module.hparams.spatial_dims:
-            raise SystemExit(f"--init-from {init_from}: its generator ({start.hparams.generator}, "
-                             f"{start.hparams.spatial_dims}D) is not variant {variant}'s")
-        module.generator.load_state_dict(start.generator.state_dict())
+    # init_weights: the module loads them when the fit starts (and says if they do not fit the variant).
+    module = TranslationModule(**dict(settings["model"], **({"init_weights": init_from} if init_from else {})))
     budget = {"max_time": {"seconds": max_time}, "max_steps": -1} if max_time else {"max_steps": steps}
     trainer = pl.Trainer(accelerator="auto", devices=1, max_epochs=-1, limit_val_batches=0, **budget,
                          logger=False, enable_checkpointing=False, enable_model_summary=False,
@@ -362,7 +357,8 @@ def main() -> None:
                         help="train these variants here (see the module docstring), e.g. 3d 2d 3d_l1_ssim 3d_region_stats")
     parser.add_argument("--steps", type=int, help="optimiser steps per training (default: the config's max_steps)")
     parser.add_argument("--max-time", type=float, metavar="SECONDS", help="wall time per training instead of steps")
-    parser.add_argument("--init-from", metavar="CHECKPOINT", help="--train variants fine-tune this checkpoint's generator")
+    parser.add_argument("--init-from", metavar="WEIGHTS",
+                        help="--train variants fine-tune these generator weights (a checkpoint, a bundle or its model.pt)")
     parser.add_argument("--learning-rate", type=float, help="learning rate of --train (default: the config's)")
     parser.add_argument("--save-dir", help="write each --train variant's checkpoint to SAVE_DIR/<variant>.ckpt")
     parser.add_argument("--cases", nargs="+", help="test cases to score (default: the whole test list)")
@@ -394,7 +390,7 @@ def main() -> None:
               "precision": config["trainer"].get("precision", "32-true")}
     if args.learning_rate:
         config["model"] = dict(config["model"], learning_rate=args.learning_rate)
-    if args.init_from and not Path(args.init_from).is_file():
+    if args.init_from and not Path(args.init_from).exists():
         parser.error(f"--init-from {args.init_from} does not exist")
     datalist, cache_dir, output = Path(args.datalist), Path(args.cache_dir), Path(args.output)
     output.mkdir(parents=True, exist_ok=True)

@@ -182,7 +182,7 @@ def test_learning_rate_decays_over_a_wall_clock_budget():
 
 # Overlay recipes are composed on the recipe they change (a later --config overrides an earlier one).
 COMPOSED = {"cpu_2d.yaml": ["cpu.yaml", "cpu_2d.yaml"], "cpu_batchnorm.yaml": ["cpu.yaml", "cpu_batchnorm.yaml"],
-            "ddp.yaml": ["default.yaml", "ddp.yaml"]}
+            "ddp.yaml": ["default.yaml", "ddp.yaml"], "finetune.yaml": ["cpu.yaml", "finetune.yaml"]}
 
 
 @pytest.mark.parametrize("config", sorted(p.name for p in (REPO / "configs").glob("*.yaml")))
@@ -245,6 +245,52 @@ def test_resume_refuses_missing_garbage_and_foreign_checkpoints(tmp_path, capsys
     error = (capsys.readouterr().err.strip().splitlines() or [""])[-1]
     assert code == 2, error
     assert error.startswith("monai-t1t2: error:") and "learning_rate" in error and "ssim_weight" in error
+
+
+def test_init_weights_starts_fit_from_them_and_a_resume_keeps_its_checkpoint(tmp_path):
+    from monai_t1t2.training.module import current_hparams
+
+    run = tmp_path / "run"
+    assert main(train_command(synthetic_dataset(tmp_path / "data"), run, "--trainer.max_epochs", "1")) == 0
+    trained = next(run.rglob("last.ckpt"))
+    export_generator(trained, tmp_path / "bundle" / "models" / "model.pt", half=False)
+    state = torch.load(str(trained), map_location="cpu", weights_only=False)
+    hparams = current_hparams(state["hyper_parameters"])
+    expected = {k[len("generator."):]: v for k, v in state["state_dict"].items() if k.startswith("generator.")}
+
+    def assert_generator_is(module, weights):
+        for key, value in module.generator.state_dict().items():
+            assert torch.equal(value, weights[key]), key
+
+    # A bundle directory, its models/model.pt and a Lightning checkpoint all give the trained generator.
+    for source in (tmp_path / "bundle", tmp_path / "bundle" / "models" / "model.pt", trained):
+        pl.seed_everything(1)
+        module = TranslationModule(**dict(hparams, init_weights=str(source)))
+        assert not torch.equal(module.generator.state_dict()[next(iter(expected))], next(iter(expected.values())))
+        module.setup("fit")
+        assert_generator_is(module, expected)
+    # Resumed with --ckpt_path, the checkpoint's weights win over init_weights (Lightning restores after setup).
+    pl.seed_everything(2)
+    torch.save(TranslationModule(**hparams).generator.state_dict(), tmp_path / "other.pt")
+    module = TranslationModule(**dict(hparams, init_weights=str(tmp_path / "other.pt")))
+    patch = {"t1": torch.rand(1, 16, 16, 16), "t2": torch.rand(1, 16, 16, 16), "brain": torch.ones(1, 16, 16, 16)}
+    trainer = pl.Trainer(max_steps=int(state["global_step"]), accelerator="cpu", logger=False, limit_val_batches=0,
+                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(module, torch.utils.data.DataLoader([patch] * 4), ckpt_path=str(trained))
+    assert_generator_is(module, expected)
+
+
+def test_init_weights_that_are_missing_or_do_not_fit_give_one_line_errors(tmp_path, capsys):
+    data = synthetic_dataset(tmp_path / "data")
+    command = train_command(data, tmp_path / "run", "--trainer.max_epochs", "1")
+    assert main(command + ["--model.init_weights", str(tmp_path / "nope")]) == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error.startswith("monai-t1t2: error:") and "nope: no weights there" in error, error
+    wider = TranslationModule(generator={"name": "unet", "channels": [8, 16], "num_res_units": 0, "norm": "instance"})
+    torch.save(wider.generator.state_dict(), tmp_path / "wider.pt")
+    assert main(command + ["--model.init_weights", str(tmp_path / "wider.pt")]) == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "wider.pt: its weights do not fit this generator" in error, error
 
 
 def test_load_module_takes_an_older_checkpoints_renamed_settings(tmp_path):

@@ -43,6 +43,9 @@ class TranslationModule(pl.LightningModule):
         adversarial_weight: weight of the pix2pix-style PatchGAN term; 0 (default) disables it.
         overlap, sw_batch_size: sliding-window settings of validation (:func:`~monai_t1t2.nets.generators.patch_inferer`).
         png_every_n_epochs: write a three-plane PNG (T1 / prediction / T2) every N epochs.
+        init_weights: fine-tune: the generator starts ``fit`` from these weights (a bundle directory,
+            its ``models/model.pt`` or a ``monai-t1t2 train`` checkpoint) instead of random ones; a
+            resumed ``--ckpt_path`` restores its own weights over them.
     """
 
     def __init__(
@@ -63,6 +66,7 @@ class TranslationModule(pl.LightningModule):
         overlap: float = 0.5,
         sw_batch_size: int = 4,
         png_every_n_epochs: int = 5,
+        init_weights: str | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -195,7 +199,27 @@ class TranslationModule(pl.LightningModule):
                              title=f"validation, epoch {self.current_epoch + 1}")
 
     # Settings that change what is trained; the sliding-window and PNG settings may differ on resume.
-    _RESUME_FREE = ("overlap", "sw_batch_size", "png_every_n_epochs")
+    _RESUME_FREE = ("overlap", "sw_batch_size", "png_every_n_epochs", "init_weights")
+
+    def setup(self, stage: str) -> None:
+        """``fit`` with ``init_weights``: load them into the generator. Lightning calls this before it
+        restores a ``--ckpt_path``, so a resumed run continues from its checkpoint, not from these."""
+        if stage != "fit" or not self.hparams.get("init_weights"):
+            return
+        from monai_t1t2.errors import T1T2Error
+        from monai_t1t2.inference.translation import generator_weights
+
+        source = self.hparams.init_weights
+        weights, own = generator_weights(source), self.generator.state_dict()
+        missing, unexpected = sorted(set(own) - set(weights)), sorted(set(weights) - set(own))
+        reshaped = [key for key in own if key in weights and weights[key].shape != own[key].shape]
+        if missing or unexpected or reshaped:
+            first = (f"; e.g. {reshaped[0]} is {tuple(weights[reshaped[0]].shape)}, here {tuple(own[reshaped[0]].shape)}"
+                     if reshaped else "")
+            raise T1T2Error(f"init_weights {source}: its weights do not fit this generator ({self.hparams.generator}, "
+                            f"{self.hparams.spatial_dims}D): {len(missing)} missing, {len(unexpected)} unexpected, "
+                            f"{len(reshaped)} of another shape{first}")
+        self.generator.load_state_dict(weights)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Refuse to resume a checkpoint whose model settings differ from this module's (the user's config).
