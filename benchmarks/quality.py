@@ -28,6 +28,7 @@ both the floor and the lookup table, writes every number to ``quality.json`` and
     python benchmarks/quality.py --train 3d 2d --max-time 1200          # train both (20 min each) and score
     python benchmarks/quality.py --train 3d --steps 50 --cases Brats18_CBICA_ASY_1   # a smoke run
     python benchmarks/quality.py --report a/quality.json b/quality.json  # merge and print earlier runs
+    python benchmarks/quality.py --report a/quality.json b/quality.json --reference 3d_rs   # differences against 3d_rs
     python benchmarks/quality.py --checkpoint 3d=CKPT --checkpoint 3d_roi64=CKPT --roi 3d_roi64=64   # window size
     python benchmarks/quality.py --init-from runs/cpu/.../last.ckpt --learning-rate 2e-4 --max-time 600 \
         --train 3d_l1_ssim 3d_perceptual 3d_tumour 3d_region_stats 3d_all   # the ablation, fine-tuning
@@ -231,8 +232,9 @@ def _cell(value) -> str:
     return f"{value:.4g}" if value is not None and np.isfinite(value) else "n/a"
 
 
-def markdown_report(results: dict, groups: dict, names: list[str]) -> str:
-    """Per-case tables (one per metric) and the group means, then where a model misses a baseline."""
+def markdown_report(results: dict, groups: dict, names: list[str], reference: str | None = None) -> str:
+    """Per-case tables (one per metric) and the group means, then where a model misses a baseline, and
+    every trained variant's paired differences against ``reference`` (default ``3d_l1_ssim`` or ``3d``)."""
     cases = sorted(results, key=lambda c: (groups[c], c))
     lines = []
     for metric in METRICS:
@@ -260,7 +262,8 @@ def markdown_report(results: dict, groups: dict, names: list[str]) -> str:
               "| group | variant | " + " | ".join(m[4:] for m in region_metrics) + " |",
               "|---|---|" + "---|" * len(region_metrics)]
     lines += _group_mean_rows(results, groups, cases, names, region_metrics)
-    lines += paired_differences(results, groups, cases, names, "3d_l1_ssim" if "3d_l1_ssim" in names else "3d")
+    reference = reference or ("3d_l1_ssim" if "3d_l1_ssim" in names else "3d")
+    lines += paired_differences(results, groups, cases, names, reference)
     for name in names:
         if name in BASELINES:
             continue
@@ -332,7 +335,7 @@ def save_case_png(path: Path, case: dict, predictions: dict[str, np.ndarray], ti
     save_three_plane_png(path, volumes, ["T1", "real T2", *predictions], title=title, center=centre)
 
 
-def print_report(paths: list[str]) -> None:
+def print_report(paths: list[str], reference: str | None = None) -> None:
     """Merge the ``quality.json`` of several runs (later files win per case and variant) and print the tables."""
     results, groups, notes = {}, {}, []
     for path in paths:
@@ -342,7 +345,9 @@ def print_report(paths: list[str]) -> None:
         groups.update(run["groups"])
         notes.append(run["settings"])
     names = list(dict.fromkeys(n for case in results.values() for n in case))
-    print("\n".join(notes) + "\n" + markdown_report(results, groups, names))
+    if reference and reference not in names:
+        raise SystemExit(f"--reference {reference}: no such variant in {paths} (they hold {names})")
+    print("\n".join(notes) + "\n" + markdown_report(results, groups, names, reference))
 
 
 def main() -> None:
@@ -366,9 +371,11 @@ def main() -> None:
     parser.add_argument("--output", default=str(REPO / "benchmarks" / "results" / "split"))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--report", nargs="+", metavar="JSON", help="only print the tables of earlier quality.json files")
+    parser.add_argument("--reference", metavar="VARIANT",
+                        help="--report: the variant the paired differences are taken against (default 3d_l1_ssim or 3d)")
     args = parser.parse_args()
     if args.report:
-        print_report(args.report)
+        print_report(args.report, args.reference)
         return
     config = yaml.safe_load(Path(args.config).read_text())
     checkpoints = dict(item.split("=", 1) for item in args.checkpoint if "=" in item)

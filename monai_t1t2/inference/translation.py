@@ -45,7 +45,7 @@ from monai_t1t2.errors import InvalidVolumeError, T1T2Error
 from monai_t1t2.geometry import to_ras
 from monai_t1t2.io import PathLike, read_volume, spacing_of, validate_array
 from monai_t1t2.masks import MAX_BRAIN_ML, MIN_BRAIN_ML, brain_mask, mask_volume_ml
-from monai_t1t2.nets.generators import SliceWise, patch_inferer
+from monai_t1t2.nets.generators import SliceWise, generator_entries, patch_inferer
 
 # Package data (``importlib.resources``): ``monai_t1t2/bundles`` links to the top-level ``bundles/``; a wheel holds a copy.
 DEFAULT_BUNDLE = Path(str(importlib.resources.files("monai_t1t2") / "bundles" / "t1t2_translation"))
@@ -135,31 +135,6 @@ def _load_state(network: nn.Module, weights: PathLike) -> nn.Module:
     return network
 
 
-def generator_weights(source: PathLike) -> dict[str, torch.Tensor]:
-    """The generator's plain state dict from a bundle directory (its ``models/model.pt``), a
-    ``models/model.pt`` file or a ``monai-t1t2 train`` Lightning checkpoint (``generator.*`` entries)."""
-    source = Path(source)
-    path = source / "models" / "model.pt" if source.is_dir() else source
-    if not path.is_file():
-        raise T1T2Error(f"{source}: no weights there (give a bundle directory, its models/model.pt or a .ckpt)")
-    try:
-        state = torch.load(str(path), map_location="cpu", weights_only=False)
-    except (RuntimeError, OSError, EOFError, ValueError) as err:
-        raise T1T2Error(f"{path}: not a PyTorch weights file ({type(err).__name__}: {err})") from None
-    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
-        state = _generator_entries(state["state_dict"])
-    if not isinstance(state, dict) or not all(isinstance(value, torch.Tensor) for value in state.values()):
-        raise T1T2Error(f"{path}: holds no state dict of tensors")
-    return state
-
-
-def _generator_entries(state_dict: dict[str, Any]) -> dict[str, Any]:
-    """A Lightning state dict's ``generator.*`` entries without the prefix (others as they are)."""
-    if not any(key.startswith("generator.") for key in state_dict):
-        return state_dict
-    return {key[len("generator."):]: value for key, value in state_dict.items() if key.startswith("generator.")}
-
-
 def build_translator(network: nn.Module, weights: PathLike | None, roi_size: Sequence[int], spatial_dims: int = 3,
                      device: str | torch.device | None = None, preprocessing=None, inferer=None,
                      postprocessing=None) -> Translator:
@@ -212,7 +187,7 @@ def _checkpoint_translator(checkpoint: Path, device: str | torch.device | None) 
     spatial_dims = int(hparams.get("spatial_dims", 3))
     network = build_generator(spatial_dims=spatial_dims, **dict(hparams.get("generator") or DEFAULT_GENERATOR))
     try:
-        network.load_state_dict(_generator_entries(weights))
+        network.load_state_dict(generator_entries(weights))
     except RuntimeError as err:
         raise T1T2Error(f"{checkpoint}: generator weights do not match its hyper-parameters ({err})") from None
     return Translator(network, tuple(hparams.get("patch_size", (64, 64, 64))), spatial_dims, resolve_device(device),

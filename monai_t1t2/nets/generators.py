@@ -6,11 +6,14 @@ baseline) to a T2 patch of the same shape in ``[0, 1]``-ish units (sigmoid outpu
 
 from __future__ import annotations
 
-from typing import Sequence
+from pathlib import Path
+from typing import Any, Sequence
 
 import torch
 from monai.networks.nets import UNet
 from torch import nn
+
+from monai_t1t2.errors import T1T2Error
 
 
 #: The generator a module or a checkpoint gets when no ``generator`` settings are given (the one
@@ -136,3 +139,28 @@ def patch_inferer(roi_size: Sequence[int], sw_batch_size: int = 4, overlap: floa
         raise ValueError(f"sw_batch_size {sw_batch_size}: must be at least 1")
     return SlidingWindowInferer(roi_size=tuple(int(v) for v in roi_size), sw_batch_size=int(sw_batch_size),
                                 overlap=float(overlap), mode="gaussian", padding_mode="constant", cval=0.0)
+
+
+def generator_weights(source: str | Path) -> dict[str, torch.Tensor]:
+    """The generator's plain state dict from a bundle directory (its ``models/model.pt``), a
+    ``models/model.pt`` file or a ``monai-t1t2 train`` Lightning checkpoint (``generator.*`` entries)."""
+    source = Path(source)
+    path = source / "models" / "model.pt" if source.is_dir() else source
+    if not path.is_file():
+        raise T1T2Error(f"{source}: no weights there (give a bundle directory, its models/model.pt or a .ckpt)")
+    try:
+        state = torch.load(str(path), map_location="cpu", weights_only=False)
+    except (RuntimeError, OSError, EOFError, ValueError) as err:
+        raise T1T2Error(f"{path}: not a PyTorch weights file ({type(err).__name__}: {err})") from None
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = generator_entries(state["state_dict"])
+    if not isinstance(state, dict) or not all(isinstance(value, torch.Tensor) for value in state.values()):
+        raise T1T2Error(f"{path}: holds no state dict of tensors")
+    return state
+
+
+def generator_entries(state_dict: dict[str, Any]) -> dict[str, Any]:
+    """A Lightning state dict's ``generator.*`` entries without the prefix (others as they are)."""
+    if not any(key.startswith("generator.") for key in state_dict):
+        return state_dict
+    return {key[len("generator."):]: value for key, value in state_dict.items() if key.startswith("generator.")}

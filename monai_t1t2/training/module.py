@@ -17,7 +17,8 @@ import pytorch_lightning as pl
 import torch
 
 from monai_t1t2.losses import MaskedL1SSIMLoss
-from monai_t1t2.nets.generators import DEFAULT_GENERATOR, SliceWise, build_discriminator, build_generator, patch_inferer
+from monai_t1t2.nets.generators import (DEFAULT_GENERATOR, SliceWise, build_discriminator, build_generator,
+                                        generator_weights, patch_inferer)
 
 
 
@@ -43,9 +44,9 @@ class TranslationModule(pl.LightningModule):
         adversarial_weight: weight of the pix2pix-style PatchGAN term; 0 (default) disables it.
         overlap, sw_batch_size: sliding-window settings of validation (:func:`~monai_t1t2.nets.generators.patch_inferer`).
         png_every_n_epochs: write a three-plane PNG (T1 / prediction / T2) every N epochs.
-        init_weights: fine-tune: the generator starts ``fit`` from these weights (a bundle directory,
-            its ``models/model.pt`` or a ``monai-t1t2 train`` checkpoint) instead of random ones; a
-            resumed ``--ckpt_path`` restores its own weights over them.
+        init_weights: the generator starts from these weights (a bundle directory, its ``models/model.pt``
+            or a ``monai-t1t2 train`` checkpoint) instead of random ones: ``fit`` fine-tunes them,
+            ``validate`` scores them; a ``--ckpt_path`` restores its own weights over them.
     """
 
     def __init__(
@@ -202,12 +203,12 @@ class TranslationModule(pl.LightningModule):
     _RESUME_FREE = ("overlap", "sw_batch_size", "png_every_n_epochs", "init_weights")
 
     def setup(self, stage: str) -> None:
-        """``fit`` with ``init_weights``: load them into the generator. Lightning calls this before it
-        restores a ``--ckpt_path``, so a resumed run continues from its checkpoint, not from these."""
-        if stage != "fit" or not self.hparams.get("init_weights"):
+        """With ``init_weights``, load them into the generator (``fit`` fine-tunes them, ``validate``
+        scores them). Lightning calls this before it restores a ``--ckpt_path``, so a resumed run
+        continues from its checkpoint, not from these."""
+        if not self.hparams.get("init_weights"):
             return
         from monai_t1t2.errors import T1T2Error
-        from monai_t1t2.inference.translation import generator_weights
 
         source = self.hparams.init_weights
         weights, own = generator_weights(source), self.generator.state_dict()
