@@ -247,7 +247,7 @@ def test_resume_refuses_missing_garbage_and_foreign_checkpoints(tmp_path, capsys
     assert error.startswith("monai-t1t2: error:") and "learning_rate" in error and "ssim_weight" in error
 
 
-def test_init_weights_starts_fit_from_them_and_a_resume_keeps_its_checkpoint(tmp_path):
+def test_init_weights_start_fit_and_validate_from_them_and_a_resume_keeps_its_checkpoint(tmp_path):
     from monai_t1t2.training.module import current_hparams
 
     run = tmp_path / "run"
@@ -269,6 +269,10 @@ def test_init_weights_starts_fit_from_them_and_a_resume_keeps_its_checkpoint(tmp
         assert not torch.equal(module.generator.state_dict()[next(iter(expected))], next(iter(expected.values())))
         module.setup("fit")
         assert_generator_is(module, expected)
+    # train validate --model.init_weights scores them (setup loads them in every stage).
+    module = TranslationModule(**dict(hparams, init_weights=str(tmp_path / "bundle")))
+    module.setup("validate")
+    assert_generator_is(module, expected)
     # Resumed with --ckpt_path, the checkpoint's weights win over init_weights (Lightning restores after setup).
     pl.seed_everything(2)
     torch.save(TranslationModule(**hparams).generator.state_dict(), tmp_path / "other.pt")
