@@ -16,6 +16,7 @@ from typing import Any, Sequence
 import pytorch_lightning as pl
 import torch
 
+from monai_t1t2.errors import T1T2Error
 from monai_t1t2.losses import MaskedL1SSIMLoss
 from monai_t1t2.nets.generators import (DEFAULT_GENERATOR, SliceWise, build_discriminator, build_generator,
                                         generator_weights, patch_inferer)
@@ -208,8 +209,6 @@ class TranslationModule(pl.LightningModule):
         continues from its checkpoint, not from these."""
         if not self.hparams.get("init_weights"):
             return
-        from monai_t1t2.errors import T1T2Error
-
         source = self.hparams.init_weights
         weights, own = generator_weights(source), self.generator.state_dict()
         missing, unexpected = sorted(set(own) - set(weights)), sorted(set(weights) - set(own))
@@ -229,8 +228,6 @@ class TranslationModule(pl.LightningModule):
         automatic optimisation) counted its steps in the manual loop: they are carried over to the
         automatic one, so a resumed run keeps its global step.
         """
-        from monai_t1t2.errors import T1T2Error
-
         loops = (checkpoint.get("loops") or {}).get("fit_loop") or {}
         manual = loops.get("epoch_loop.manual_optimization.optim_step_progress")
         automatic = loops.get("epoch_loop.automatic_optimization.optim_progress")
@@ -299,7 +296,6 @@ def _comparable(value: Any) -> Any:
 
 def check_checkpoint_argument(args: Sequence[str]) -> None:
     """``--ckpt_path FILE`` of ``monai-t1t2 train``: the file exists and is a Lightning checkpoint (else T1T2Error)."""
-    from monai_t1t2.errors import T1T2Error
 
     args = list(args)
     paths = [args[i + 1] for i, a in enumerate(args[:-1]) if a == "--ckpt_path"]
@@ -441,7 +437,6 @@ def _parse_checkpoint_hparams(cli) -> None:
     ``patch_size`` (the data module's, :func:`add_links`). The checkpoint is read once."""
     import sys
 
-    from monai_t1t2.errors import T1T2Error
 
     subcommand = cli.config.get("subcommand")
     ckpt_path = cli.config[subcommand].get("ckpt_path") if subcommand else None
