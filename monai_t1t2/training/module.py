@@ -296,7 +296,6 @@ def _comparable(value: Any) -> Any:
 
 def check_checkpoint_argument(args: Sequence[str]) -> None:
     """``--ckpt_path FILE`` of ``monai-t1t2 train``: the file exists and is a Lightning checkpoint (else T1T2Error)."""
-
     args = list(args)
     paths = [args[i + 1] for i, a in enumerate(args[:-1]) if a == "--ckpt_path"]
     paths += [a.split("=", 1)[1] for a in args if a.startswith("--ckpt_path=")]
@@ -436,7 +435,6 @@ def _parse_checkpoint_hparams(cli) -> None:
     checkpoint's settings under today's names (:func:`current_hparams`) and without the linked
     ``patch_size`` (the data module's, :func:`add_links`). The checkpoint is read once."""
     import sys
-
 
     subcommand = cli.config.get("subcommand")
     ckpt_path = cli.config[subcommand].get("ckpt_path") if subcommand else None
