@@ -24,6 +24,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 from tqdm import tqdm
@@ -70,7 +71,7 @@ def ridge(x: np.ndarray, y: np.ndarray, alpha: float = 1.0):
     return lambda new: (np.atleast_2d(new) - mean) / scale @ coef + y.mean()
 
 
-def predictors(rows: list[dict]) -> dict[str, callable]:
+def predictors() -> dict[str, Callable]:
     """Each predictor as ``fit(train_rows) -> predict(row) -> level``."""
     def constant(train):
         value = np.mean([r["wm_ref"] for r in train])
@@ -123,7 +124,7 @@ def main() -> None:
           f"test mean {np.mean([r['wm_ref'] for r in test]):.3f} sd {np.std([r['wm_ref'] for r in test]):.3f} (n = {len(test)})")
 
     table = {}
-    for name, fit in predictors(training).items():
+    for name, fit in predictors().items():
         loo = [fit(training[:i] + training[i + 1:])(row) for i, row in enumerate(training)]
         final = fit(training)
         table[name] = {**{f"loo_{k}": v for k, v in scores(truth, loo).items()},
