@@ -53,16 +53,16 @@ from monai_t1t2.nets.meshnet import label_names  # noqa: E402
 from monai_t1t2.regions import labels_to_groups  # noqa: E402
 
 
-def regions(case: dict) -> tuple[np.ndarray, np.ndarray]:
-    """The protocol's tumour (inside the brain) and normal white matter of a case (metrics.py)."""
+def regions(case: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The protocol's tumour (inside the brain), normal white matter (metrics.py) and region groups of a case."""
     tumour = case["tumor_seg"] & case["mask"]
     groups = labels_to_groups(case["labels"], label_names(PARCELLATION_MODEL), tumour)
-    return tumour, normal_white_matter(groups, tumour, case["mask"])
+    return tumour, normal_white_matter(groups, tumour, case["mask"]), groups
 
 
 def levels(image: np.ndarray, case: dict) -> dict[str, float]:
     """Mean of ``image``, normalised as the protocol does, in the tumour and in normal white matter."""
-    tumour, white = case["regions"]
+    tumour, white, _ = case["regions"]
     normalised = normalise_for_scoring(image, case["mask"])
     return {"tumour": float(normalised[tumour].mean(dtype=np.float64)),
             "wm": float(normalised[white].mean(dtype=np.float64))}

@@ -31,13 +31,11 @@ from tqdm import tqdm
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
-from quality import DATALIST, PARCELLATION_MODEL, _cell  # noqa: E402
+from quality import DATALIST, _cell  # noqa: E402
 from tumour_contrast import levels, load  # noqa: E402
 
 from monai_t1t2.io import load_datalist  # noqa: E402
 from monai_t1t2.metrics import normalise_for_scoring  # noqa: E402
-from monai_t1t2.nets.meshnet import label_names  # noqa: E402
-from monai_t1t2.regions import labels_to_groups  # noqa: E402
 
 FEATURES = ("t1_wm", "t1_grey", "t1_csf", "t1_p5", "t1_p25", "t1_p50", "t1_p75", "dark_share")
 
@@ -51,11 +49,10 @@ def source(case: str) -> str:
 def features(case: dict) -> dict[str, float]:
     """Whole-brain features of the normalised T1, and the real T2's normal white-matter level (``wm_ref``)."""
     t1 = normalise_for_scoring(case["t1"], case["mask"])
-    tumour, _ = case["regions"]
-    groups = labels_to_groups(case["labels"], label_names(PARCELLATION_MODEL), tumour)
+    _, white, groups = case["regions"]
     brain = t1[case["mask"]]
     p5, p25, p50, p75 = np.percentile(brain, [5, 25, 50, 75])
-    return {"t1_wm": levels(case["t1"], case)["wm"],
+    return {"t1_wm": float(t1[white].mean(dtype=np.float64)),  # = levels(case["t1"], case)["wm"]
             "t1_grey": float(t1[(groups == 2) & case["mask"]].mean()),
             "t1_csf": float(t1[(groups == 4) & case["mask"]].mean()),
             "t1_p5": float(p5), "t1_p25": float(p25), "t1_p50": float(p50), "t1_p75": float(p75),
@@ -96,9 +93,10 @@ def predictors() -> dict[str, Callable]:
             "source mean": by_source}
 
 
-def scores(truth: list[float], predicted: list[float]) -> dict[str, float]:
+def scores(truth: list[float], predicted: list[float], correlate: bool = True) -> dict[str, float]:
+    """MAE, correlation (NaN without ``correlate`` or for a flat prediction) and spread of the predicted levels."""
     truth, predicted = np.asarray(truth), np.asarray(predicted)
-    r = float(np.corrcoef(truth, predicted)[0, 1]) if np.std(predicted) > 1e-9 else float("nan")
+    r = float(np.corrcoef(truth, predicted)[0, 1]) if correlate and np.std(predicted) > 1e-9 else float("nan")
     return {"mae": float(np.abs(truth - predicted).mean()), "r": r, "sd_pred": float(predicted.std())}
 
 
@@ -127,10 +125,11 @@ def main() -> None:
     for name, fit in predictors().items():
         loo = [fit(training[:i] + training[i + 1:])(row) for i, row in enumerate(training)]
         final = fit(training)
-        table[name] = {**{f"loo_{k}": v for k, v in scores(truth, loo).items()},
-                       **{f"test_{k}": v for k, v in scores([r["wm_ref"] for r in test], [final(r) for r in test]).items()}}
-        if name == "constant":  # its leave-one-out values move against the left-out case: r = -1 says nothing
-            table[name]["loo_r"] = table[name]["test_r"] = float("nan")
+        # The constant's leave-one-out values move against the left-out case: its r (-1) says nothing.
+        correlate = name != "constant"
+        table[name] = {**{f"loo_{k}": v for k, v in scores(truth, loo, correlate).items()},
+                       **{f"test_{k}": v for k, v in scores([r["wm_ref"] for r in test], [final(r) for r in test],
+                                                            correlate).items()}}
     for path in args.model_levels:
         for model, factors in json.loads(Path(path).read_text())["factors"].items():
             table[f"model {model}"] = {"loo_mae": float("nan"), "loo_r": float("nan"), "loo_sd_pred": float("nan"),
