@@ -32,7 +32,9 @@ Choices the protocol leaves open, made here:
 - Normal white matter: the parcellation's white matter (group 1) minus the tumour dilated by 3
   voxels with a 3D cross (6-connected structuring element, 3 iterations: city-block distance <= 3).
 - ``mae_tumour`` needs only ``tumor_seg``; the other region MAEs need ``labels``; a group absent
-  from the mask is NaN. ``tumour_contrast_error`` needs both ``tumor_seg`` and ``labels``.
+  from the mask is NaN. ``tumour_contrast_error`` needs both ``tumor_seg`` and ``labels``. Region
+  group codes (``groups``, as :func:`monai_t1t2.regions.labels_to_groups` makes them) may stand in
+  for ``labels``: the training's validation passes the groups its data pipeline already holds.
 - SSIM is computed with a separable Gaussian (the same kernel as MONAI's 3D one, which is the outer
   product of three 1D Gaussians) on the mask's bounding box plus the 5-voxel window margin: the
   same map at every covered mask voxel as ``compute_ssim_and_cs`` on the whole volume
@@ -245,12 +247,12 @@ def _as_array(volume: np.ndarray | torch.Tensor, role: str) -> np.ndarray:
     return array
 
 
-def _prepare_inputs(pred, ref, mask, tumor_seg, labels) -> dict[str, np.ndarray | None]:
+def _prepare_inputs(pred, ref, mask, tumor_seg, labels, groups=None) -> dict[str, np.ndarray | None]:
     """Load, reorient and grid-check every input; return ``(X, Y, Z)`` arrays (None when not given)."""
     from monai.data import MetaTensor
 
-    given = {"ref": ref, "pred": pred, "mask": mask, "tumor_seg": tumor_seg, "labels": labels}
-    loaded = {role: _to_ras(_load(v, role, allow_constant=role in ("mask", "tumor_seg", "labels")))
+    given = {"ref": ref, "pred": pred, "mask": mask, "tumor_seg": tumor_seg, "labels": labels, "groups": groups}
+    loaded = {role: _to_ras(_load(v, role, allow_constant=role in ("mask", "tumor_seg", "labels", "groups")))
               for role, v in given.items() if v is not None}
     grids = [(role, v) for role, v in loaded.items() if isinstance(v, MetaTensor)]
     for role, volume in grids[1:]:
@@ -274,6 +276,7 @@ def evaluate(
     tumor_seg: VolumeLike | None = None,
     labels: VolumeLike | None = None,
     label_names: Sequence[str] | None = None,
+    groups: VolumeLike | None = None,
 ) -> dict[str, float]:
     """Score a synthetic T2 against the real T2 with the protocol of ``EVALUATION.md``.
 
@@ -286,6 +289,8 @@ def evaluate(
         labels: parcellation labels (integers), optional; enables region MAEs and the tumour contrast.
         label_names: names of the parcellation's labels, index = label value; default the names of
             the default parcellation model (read only when ``labels`` is given).
+        groups: region group codes (:data:`monai_t1t2.regions.REGION_GROUPS`), instead of ``labels``
+            (not both): the parcellation already mapped to groups, tumour voxels group 7 or not.
 
     Returns:
         ``{"psnr", "mae", "ssim", "ssim_tumour", "ssim_non_tumour", "mae_non_tumour", "e_z", "e_xy", "r_z",
@@ -300,7 +305,9 @@ def evaluate(
         >>> scores = evaluate("synT2.nii.gz", "t2.nii.gz", mask="brain.nii.gz")  # doctest: +SKIP
         >>> round(scores["ssim"], 3)  # doctest: +SKIP
     """
-    inputs = _prepare_inputs(pred, ref, mask, tumor_seg, labels)
+    if labels is not None and groups is not None:
+        raise ValueError("give labels or groups, not both")
+    inputs = _prepare_inputs(pred, ref, mask, tumor_seg, labels, groups)
     ref_array, pred_array = inputs["ref"].astype(np.float32), inputs["pred"].astype(np.float32)
     brain = ref_array > 0 if inputs["mask"] is None else inputs["mask"] > 0
     if not brain.any():
@@ -326,15 +333,20 @@ def evaluate(
     gradients = gradient_errors(error, brain)
     scores.update({key: gradients[key] for key in ("r_z", "e_z", "e_xy")})
     scores["slice_flicker"] = slice_flicker(error, brain)
-    scores.update(_region_scores(pred_n, ref_n, brain, inputs["tumor_seg"], inputs["labels"], label_names))
+    scores.update(_region_scores(pred_n, ref_n, brain, inputs["tumor_seg"], inputs["labels"], label_names,
+                                 inputs["groups"]))
     return scores
 
 
 def _region_scores(pred_n: np.ndarray, ref_n: np.ndarray, brain: np.ndarray, tumor_seg: np.ndarray | None,
-                   labels: np.ndarray | None, label_names: Sequence[str] | None) -> dict[str, float]:
+                   labels: np.ndarray | None, label_names: Sequence[str] | None,
+                   groups: np.ndarray | None = None) -> dict[str, float]:
     """Region MAEs and the tumour contrast error (NaN where the inputs are missing)."""
     tumour = np.asarray(tumor_seg) > 0 if tumor_seg is not None else np.zeros(brain.shape, bool)
-    if labels is not None:
+    parcellated = labels is not None or groups is not None
+    if groups is not None:
+        groups = np.where(tumour, TUMOUR_GROUP, np.rint(groups)).astype(np.uint8)
+    elif labels is not None:
         if label_names is None:
             from monai_t1t2.nets.meshnet import DEFAULT_MODEL, label_names as model_label_names
 
@@ -344,10 +356,10 @@ def _region_scores(pred_n: np.ndarray, ref_n: np.ndarray, brain: np.ndarray, tum
         groups = np.where(tumour, TUMOUR_GROUP, 0).astype(np.uint8)
     absolute = np.abs(pred_n - ref_n)
     scores = {f"mae_{name}": _masked_mean(absolute, (groups == code) & brain) for code, name in REGION_GROUPS.items()}
-    if labels is None:
+    if not parcellated:
         scores.update({f"mae_{name}": float("nan") for code, name in REGION_GROUPS.items() if code != TUMOUR_GROUP})
     contrast = {"c_pred": float("nan"), "c_ref": float("nan")}
-    if labels is not None and tumor_seg is not None:
+    if parcellated and tumor_seg is not None:
         white = normal_white_matter(groups, tumour, brain)
         contrast = {"c_pred": tumour_contrast(pred_n, tumour & brain, white),
                     "c_ref": tumour_contrast(ref_n, tumour & brain, white)}

@@ -166,3 +166,7 @@ def test_data_module_with_parcellation_feeds_region_weights_and_groups(tmp_path)
     tumour = patches["tumour"] > 0
     assert tumour.any() and bool((groups[tumour] == TUMOUR_GROUP).all())
     assert bool((weights > 0).all())
+    # The validation volume carries its groups too (for the tumour contrast error of the validation metrics).
+    validation = next(iter(data.val_dataloader()))
+    assert validation["groups"].shape == validation["t1"].shape
+    assert bool((validation["groups"][validation["tumour"] > 0] == TUMOUR_GROUP).all())

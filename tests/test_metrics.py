@@ -185,6 +185,23 @@ def test_tumour_contrast_error_matches_its_analytic_value(pred_tumour):
     assert math.isnan(scores["mae_deep_grey"])  # group absent
 
 
+def test_region_groups_stand_in_for_labels():
+    from monai_t1t2.regions import labels_to_groups
+
+    ref, labels, tumour, brain = tumour_phantom(150.0)
+    pred, *_ = tumour_phantom(200.0)
+    from_labels = evaluate(pred, ref, mask=brain, tumor_seg=tumour, labels=labels, label_names=NAMES)
+    # Groups as the training pipeline holds them (float, tumour already group 7) and without the tumour.
+    for groups in (labels_to_groups(labels, NAMES, tumour).astype(np.float32), labels_to_groups(labels, NAMES)):
+        from_groups = evaluate(pred, ref, mask=brain, tumor_seg=tumour, groups=groups)
+        assert from_groups.keys() == from_labels.keys()
+        for key, value in from_labels.items():
+            assert from_groups[key] == pytest.approx(value, nan_ok=True), key
+    assert from_labels["tumour_contrast_error"] == pytest.approx(0.5, abs=1e-5)
+    with pytest.raises(ValueError, match="not both"):
+        evaluate(pred, ref, mask=brain, tumor_seg=tumour, labels=labels, groups=labels)
+
+
 def test_normal_white_matter_excludes_three_voxel_margin():
     groups = np.ones((15, 15, 15), np.uint8)
     tumour = np.zeros(groups.shape, bool)

@@ -325,3 +325,39 @@ def test_a_manual_optimisation_checkpoint_keeps_its_global_step():
     loops = checkpoint["loops"]["fit_loop"]
     assert loops["epoch_loop.automatic_optimization.optim_progress"]["optimizer"]["step"]["total"]["completed"] == 700
     assert loops["epoch_loop.manual_optimization.optim_step_progress"]["total"]["completed"] == 0
+
+
+def test_validation_logs_the_tumour_metrics_over_the_cases_that_have_a_tumour():
+    """``val/tumour_contrast_error`` (from the batch's region groups) and the tumour / non-tumour SSIM
+    are the protocol's values, averaged over the validation cases with a tumour; a case without one
+    adds nothing to them, and a validation without any tumour logs none of them."""
+    from test_metrics import NAMES, tumour_phantom
+    from monai_t1t2.metrics import evaluate
+    from monai_t1t2.regions import labels_to_groups
+
+    t2, labels, tumour, brain = tumour_phantom(150.0)
+    t1 = np.where(brain, 1.0 - t2 / t2.max(), 0).astype(np.float32)
+    as_item = lambda array: torch.as_tensor(np.asarray(array, np.float32))[None]  # noqa: E731
+    with_tumour = {"t1": as_item(t1), "t2": as_item(t2 / t2.max()), "brain": as_item(brain),
+                   "tumour": as_item(tumour), "groups": as_item(labels_to_groups(labels, NAMES, tumour))}
+    without = dict(with_tumour, tumour=torch.zeros_like(with_tumour["tumour"]))
+    pl.seed_everything(0)
+    module = TranslationModule(generator={"name": "unet", "channels": [4, 8], "num_res_units": 0},
+                               patch_size=(16, 16, 16), sw_batch_size=2)
+    module.eval()
+    with torch.no_grad():
+        prediction = module.predict_volume(with_tumour["t1"][None], with_tumour["brain"][None])[0, 0].numpy()
+    expected = evaluate(prediction, with_tumour["t2"][0].numpy(), mask=brain, tumor_seg=tumour,
+                        groups=with_tumour["groups"][0].numpy())
+    assert np.isfinite(expected["tumour_contrast_error"]) and expected["tumour_contrast_error"] > 0
+
+    def validate(items):
+        trainer = pl.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False)
+        trainer.validate(module, torch.utils.data.DataLoader(items, batch_size=1), verbose=False)
+        return {key: float(value) for key, value in trainer.callback_metrics.items()}
+
+    logged = validate([with_tumour, without])
+    for name in ("tumour_contrast_error", "ssim_tumour", "ssim_non_tumour"):
+        assert logged[f"val/{name}"] == pytest.approx(expected[name], rel=1e-4), name
+    assert "val/ssim" in logged
+    assert not any(key.endswith(("tumour_contrast_error", "ssim_tumour")) for key in validate([without, without]))

@@ -240,8 +240,9 @@ class PairedDataModule(pl.LightningDataModule):
                 for s in subjects]
 
     def prepare_data(self) -> None:
-        # Parcellations are computed once (rank 0) and cached on disk by file hash.
-        self._with_parcellations(self.train_subjects)
+        # Parcellations are computed once (rank 0) and cached on disk by file hash; the validation
+        # cases' give the tumour contrast error of the validation metrics.
+        self._with_parcellations(self.train_subjects + self.val_subjects)
 
     def setup(self, stage: str | None = None) -> None:
         train = self.train_subjects
@@ -261,8 +262,9 @@ class PairedDataModule(pl.LightningDataModule):
         )
         self.train_dataset = ConcatDataset([cached] * self.hparams.repeats_per_epoch)
         self.val_dataset = CacheDataset(
-            [_drop_none(s) for s in self.val_subjects],
-            mt.Compose(self._deterministic_transforms(False) + [mt.EnsureTyped(self._volume_keys(False), dtype=torch.float32)]),
+            [_drop_none(s) for s in self._with_parcellations(self.val_subjects)],
+            mt.Compose(self._deterministic_transforms(with_labels)
+                       + [mt.EnsureTyped(self._volume_keys(with_labels), dtype=torch.float32)]),
             cache_rate=self.hparams.cache_rate, progress=False,
         ) if self.val_subjects else None
 

@@ -2,7 +2,8 @@
 
 Training runs on brain-only patches from :class:`~monai_t1t2.training.data.PairedDataModule`;
 validation translates whole held-out volumes with the package's sliding window (``patch_inferer``)
-(Gaussian blending) and logs the brain-masked PSNR / SSIM / MAE of ``EVALUATION.md``.
+(Gaussian blending) and logs the brain-masked PSNR / SSIM / MAE of ``EVALUATION.md`` and, over the
+cases with a tumour mask, the tumour / non-tumour SSIM and (with a parcellation) the tumour contrast error.
 The 2D baseline is the same code with ``spatial_dims: 2`` and a ``(P, P, 1)`` patch: the
 generator then sees one axial slice at a time, in training and in the sliding window.
 """
@@ -175,19 +176,40 @@ class TranslationModule(pl.LightningModule):
         prediction = self.inferer(t1, self)
         return prediction if brain is None else prediction * (brain > 0)
 
+    # Logged only over the validation cases where they exist (a tumour mask; a parcellation for the contrast).
+    _TUMOUR_METRICS = ("tumour_contrast_error", "ssim_tumour", "ssim_non_tumour")
+
+    def on_validation_epoch_start(self) -> None:
+        self._tumour_scores: dict[str, list[float]] = {name: [] for name in self._TUMOUR_METRICS}
+
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         from monai_t1t2.metrics import evaluate
 
         prediction = self.predict_volume(batch["t1"], batch["brain"])
         as_numpy = lambda tensor: tensor[0, 0].detach().float().cpu().numpy()  # noqa: E731
-        scores = evaluate(as_numpy(prediction), as_numpy(batch["t2"]), mask=as_numpy(batch["brain"]) > 0)
+        tumour = as_numpy(batch["tumour"]) if "tumour" in batch and bool(batch["tumour"].any()) else None
+        groups = as_numpy(batch["groups"]) if "groups" in batch else None
+        scores = evaluate(as_numpy(prediction), as_numpy(batch["t2"]), mask=as_numpy(batch["brain"]) > 0,
+                          tumor_seg=tumour, groups=groups)
         for name in ("psnr", "ssim", "mae"):
             self.log(f"val/{name}", float(scores[name]), batch_size=1, sync_dist=True, prog_bar=name == "ssim")
+        for name in self._TUMOUR_METRICS:
+            if math.isfinite(scores[name]):
+                self._tumour_scores[name].append(float(scores[name]))
         if batch_idx == 0 and self._png_due():
             # Trainer.log_dir broadcasts under DDP: every rank must ask, or rank 0 waits forever.
             folder = Path(self.trainer.log_dir or self.trainer.default_root_dir) / "validation_png"
             if self.trainer.is_global_zero:
                 self._save_png(folder, batch, prediction)
+
+    def on_validation_epoch_end(self) -> None:
+        # Means over the cases that have them, summed over every rank first: under DDP each rank must
+        # log the same keys (a rank whose cases have no tumour would otherwise never log and hang the sync).
+        for name, values in self._tumour_scores.items():
+            total = torch.tensor([sum(values), len(values)], dtype=torch.float64, device=self.device)
+            total = self.trainer.strategy.reduce(total, reduce_op="sum")
+            if total[1] > 0:
+                self.log(f"val/{name}", float(total[0] / total[1]), sync_dist=False, rank_zero_only=False)
 
     def _png_due(self) -> bool:
         every = self.hparams.png_every_n_epochs
