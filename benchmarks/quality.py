@@ -54,7 +54,7 @@ sys.path.insert(0, str(REPO))
 
 from monai_t1t2.geometry import bounding_box  # noqa: E402
 from monai_t1t2.io import load_datalist  # noqa: E402
-from monai_t1t2.training.data import PairedDataModule  # noqa: E402
+from monai_t1t2.training.data import PairedDataModule, split_subjects  # noqa: E402
 from monai_t1t2.metrics import evaluate  # noqa: E402
 from monai_t1t2.training.module import TranslationModule, load_module  # noqa: E402
 from monai_t1t2.nets.generators import patch_inferer  # noqa: E402
@@ -66,6 +66,8 @@ DATALIST = REPO.parent / "shared" / "data" / "datalist.json"
 PARCELLATION_MODEL = DEFAULT_MODEL
 LUT_BINS = 128
 BASELINES = ("inverted_t1", "lut")
+# The test groups of the split; ``validation`` when --validation scores the recipe's held-out training subjects.
+GROUPS = ("cohort", "cross-source", "validation")
 ANATOMY_OFF = {"perceptual_weight": 0.0, "tumour_weight": 0.0, "region_stats_weight": 0.0}
 # Metrics of the tables: brain, tumour (BraSyn-style: inside the tumour and outside it), consistency.
 METRICS = ("ssim", "psnr", "mae", "ssim_tumour", "ssim_non_tumour", "mae_tumour", "mae_non_tumour",
@@ -242,7 +244,7 @@ def markdown_report(results: dict, groups: dict, names: list[str], reference: st
         for case in cases:
             lines.append(f"| {case} | {groups[case]} | "
                          + " | ".join(_cell(results[case].get(n, {}).get(metric)) for n in names) + " |")
-        for group in ("cohort", "cross-source"):
+        for group in GROUPS:
             members = [c for c in cases if groups[c] == group]
             if not members:
                 continue
@@ -289,7 +291,7 @@ def markdown_report(results: dict, groups: dict, names: list[str], reference: st
 def _group_mean_rows(results: dict, groups: dict, cases: list[str], names: list[str], metrics) -> list[str]:
     """Table rows ``| group (n) | variant | mean of each metric |`` per test group, finite values only."""
     rows = []
-    for group in ("cohort", "cross-source"):
+    for group in GROUPS:
         members = [c for c in cases if groups[c] == group]
         for name in names if members else []:
             means = []
@@ -310,7 +312,7 @@ def paired_differences(results: dict, groups: dict, cases: list[str], names: lis
     metrics = ("ssim", "psnr", "mae", "ssim_tumour", "mae_tumour", "tumour_contrast_error")
     lines = [f"\n### differences against {reference}, per case: mean ± standard deviation over the cases\n",
              "| group | variant | " + " | ".join(metrics) + " |", "|---|---|" + "---|" * len(metrics)]
-    for group in ("cohort", "cross-source"):
+    for group in GROUPS:
         members = [c for c in cases if groups[c] == group]
         for name in others if members else []:
             row = []
@@ -358,6 +360,13 @@ def main() -> None:
                         help="score a trained Lightning checkpoint under NAME; repeatable")
     parser.add_argument("--roi", action="append", default=[], metavar="NAME=N",
                         help="score checkpoint NAME with an N^3 sliding window instead of its training patch (3D only)")
+    parser.add_argument("--flip", action="append", default=[], metavar="NAME=AXES",
+                        help="score checkpoint NAME with mirror test-time augmentation along AXES (e.g. 0 = left-right, "
+                             "0,1); see monai_t1t2.nets.generators.FlipAveragingInferer")
+    parser.add_argument("--validation", action="store_true",
+                        help="score the validation subjects that --config's recipe holds out of `training` (its "
+                             "val_cases, or val_fraction drawn with the data seed) instead of the test list; the "
+                             "lookup table is then fitted on the other training subjects")
     parser.add_argument("--train", nargs="+", default=[], metavar="VARIANT",
                         help="train these variants here (see the module docstring), e.g. 3d 2d 3d_l1_ssim 3d_region_stats")
     parser.add_argument("--steps", type=int, help="optimiser steps per training (default: the config's max_steps)")
@@ -390,9 +399,15 @@ def main() -> None:
     rois = dict(item.split("=", 1) for item in args.roi if "=" in item)
     if len(rois) != len(args.roi) or not set(rois) <= set(checkpoints) or not all(v.isdigit() for v in rois.values()):
         parser.error("--roi takes NAME=N, NAME one of the --checkpoint names, N an integer")
+    flips = dict(item.split("=", 1) for item in args.flip if "=" in item)
+    if (len(flips) != len(args.flip) or not set(flips) <= set(checkpoints)
+            or not all(all(a.strip().isdigit() for a in v.split(",")) for v in flips.values())):
+        parser.error("--flip takes NAME=AXES, NAME one of the --checkpoint names, AXES integers joined by commas")
+    flips = {name: [int(a) for a in value.split(",")] for name, value in flips.items()}
     steps = args.steps or (config["trainer"].get("max_steps") if config["trainer"].get("max_steps", -1) > 0 else None)
     if args.train and not (steps or args.max_time):
         parser.error(f"{args.config} has no positive trainer.max_steps: give --steps or --max-time")
+    data_config = config["data"]
     config = {"model": config["model"], "data": config["data"],
               "precision": config["trainer"].get("precision", "32-true")}
     if args.learning_rate:
@@ -405,8 +420,16 @@ def main() -> None:
     test_cases = {s["case"]: s for s in test}
     if set(test_cases) & {s["case"] for s in training}:
         raise SystemExit(f"{datalist}: a test subject is in the training list")
+    if args.validation:
+        # The recipe's own draw (PairedDataModule's split), so these are the cases its training never saw.
+        training, held_out = split_subjects(training, data_config.get("val_cases"), data_config.get("val_fraction", 0.25),
+                                            data_config.get("seed", 0))
+        test_cases = {s["case"]: s for s in held_out}
+    unknown_cases = sorted(set(args.cases or []) - set(test_cases))
+    if unknown_cases:
+        parser.error(f"--cases {unknown_cases}: not among the scored subjects {sorted(test_cases)}")
     cases = args.cases or list(test_cases)
-    groups = {case: group_of(test_cases[case]) for case in cases}
+    groups = {case: "validation" if args.validation else group_of(test_cases[case]) for case in cases}
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"cpu ({torch.get_num_threads()} threads)"
 
     started = time.time()
@@ -417,11 +440,16 @@ def main() -> None:
         module, step = load_checkpoint(path)
         models[name] = module
         trained[name] = {"checkpoint": str(path), "steps": step}
-        if name in rois:
-            if module.hparams.spatial_dims != 3:
-                parser.error(f"--roi {name}: {path} is not a 3D model")
-            module.inferer = patch_inferer((int(rois[name]),) * 3, module.hparams.sw_batch_size, module.hparams.overlap)
-            trained[name]["roi"] = int(rois[name])
+        if name in rois and module.hparams.spatial_dims != 3:
+            parser.error(f"--roi {name}: {path} is not a 3D model")
+        if name in rois or name in flips:
+            roi = (int(rois[name]),) * 3 if name in rois else module.hparams.patch_size
+            try:
+                module.inferer = patch_inferer(roi, module.hparams.sw_batch_size, module.hparams.overlap, flips.get(name, ()))
+            except ValueError as err:
+                parser.error(f"--flip {name}: {err}")
+            trained[name].update({"roi": int(rois[name])} if name in rois else {},
+                                 **({"flip_axes": flips[name]} if name in flips else {}))
     for variant in args.train:
         save_to = Path(args.save_dir) / f"{variant}.ckpt" if args.save_dir else None
         module, seconds, step = train(config, variant, datalist, cache_dir, args.seed, steps, args.max_time,

@@ -121,15 +121,45 @@ class SliceWise(nn.Module):
         return self.network(patches[..., 0])[..., None]
 
 
-def patch_inferer(roi_size: Sequence[int], sw_batch_size: int = 4, overlap: float = 0.5):
+class FlipAveragingInferer:
+    """Test-time augmentation around a sliding window: the mean of ``inferer(volume)`` and, for each
+    axis in ``flip_axes``, ``inferer`` on the volume mirrored along that spatial axis, mirrored back.
+
+    Axes count the spatial dimensions of ``(B, C, X, Y, Z)`` from 0; the package's preprocessing puts
+    volumes in RAS, so ``(0,)`` is the left-right mirror (the brain's near-symmetry). Each axis costs one
+    more pass of the sliding window. ``roi_size``, ``sw_batch_size`` and ``overlap`` are the wrapped
+    inferer's (:func:`patch_inferer` builds it).
+    """
+
+    def __init__(self, inferer, flip_axes: Sequence[int]) -> None:
+        self.inferer = inferer
+        self.flip_axes = tuple(int(axis) for axis in flip_axes)
+
+    def __getattr__(self, name: str) -> Any:
+        if name in ("roi_size", "sw_batch_size", "overlap", "mode"):
+            return getattr(self.inferer, name)
+        raise AttributeError(name)
+
+    def __call__(self, inputs: torch.Tensor, network, *args: Any, **kwargs: Any) -> torch.Tensor:
+        total = self.inferer(inputs, network, *args, **kwargs)
+        for axis in self.flip_axes:
+            dim = 2 + axis
+            total = total + self.inferer(inputs.flip(dim), network, *args, **kwargs).flip(dim)
+        return total / (1 + len(self.flip_axes))
+
+
+def patch_inferer(roi_size: Sequence[int], sw_batch_size: int = 4, overlap: float = 0.5,
+                  flip_axes: Sequence[int] = ()):
     """The sliding window that applies a patch-trained generator to a whole volume: MONAI
-    ``SlidingWindowInferer`` with Gaussian blending of the overlaps and zero padding.
+    ``SlidingWindowInferer`` with Gaussian blending of the overlaps and zero padding; with
+    ``flip_axes``, wrapped in :class:`FlipAveragingInferer` (mirror test-time augmentation).
 
     The one inferer of the package: training's validation, :func:`monai_t1t2.inference.translation.translate`
     and the translation bundle's ``inferer`` component all build theirs here.
 
     Raises:
-        ValueError: ``overlap`` outside ``[0, 1)`` or ``sw_batch_size`` below 1.
+        ValueError: ``overlap`` outside ``[0, 1)``, ``sw_batch_size`` below 1, or a flip axis not in
+            0, 1, 2 (or repeated).
     """
     from monai.inferers import SlidingWindowInferer
 
@@ -137,8 +167,12 @@ def patch_inferer(roi_size: Sequence[int], sw_batch_size: int = 4, overlap: floa
         raise ValueError(f"overlap {overlap}: must be in [0, 1)")
     if sw_batch_size < 1:
         raise ValueError(f"sw_batch_size {sw_batch_size}: must be at least 1")
-    return SlidingWindowInferer(roi_size=tuple(int(v) for v in roi_size), sw_batch_size=int(sw_batch_size),
-                                overlap=float(overlap), mode="gaussian", padding_mode="constant", cval=0.0)
+    flip_axes = tuple(flip_axes or ())
+    if any(axis not in (0, 1, 2) for axis in flip_axes) or len(set(flip_axes)) != len(flip_axes):
+        raise ValueError(f"flip_axes {list(flip_axes)}: spatial axes 0, 1, 2, each at most once")
+    inferer = SlidingWindowInferer(roi_size=tuple(int(v) for v in roi_size), sw_batch_size=int(sw_batch_size),
+                                   overlap=float(overlap), mode="gaussian", padding_mode="constant", cval=0.0)
+    return FlipAveragingInferer(inferer, flip_axes) if flip_axes else inferer
 
 
 def generator_weights(source: str | Path) -> dict[str, torch.Tensor]:
