@@ -41,7 +41,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
                        overlap=args.overlap, sw_batch_size=args.sw_batch_size, overwrite=args.overwrite,
                        mask=args.mask, mask_method=args.mask_method, force=args.force, qc=args.qc,
                        manifest=args.manifest, report=args.report, devices=args.devices, num_nodes=args.num_nodes,
-                       datalist_key=args.datalist_key)
+                       datalist_key=args.datalist_key, flip_axes=args.flip_axes)
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
@@ -96,6 +96,10 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when available")
     predict.add_argument("--overlap", type=float, help="sliding-window overlap in [0, 1) (default: the model's, 0.5)")
     predict.add_argument("--sw-batch-size", type=int, help="patches per network call (default: the model's, 4)")
+    predict.add_argument("--flip-axes", type=int, nargs="*", metavar="AXIS",
+                         help="mirror test-time augmentation: also translate the T1 mirrored along these RAS axes "
+                              "(0 = left-right) and average (each axis doubles the network time; measured on the "
+                              "shipped model: SSIM, PSNR and MAE better, tumour contrast worse; default: the model's, none)")
     predict.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     predict.add_argument("--mask", help="brain mask of the (single) input, on its grid; overrides --mask-method")
     predict.add_argument("--mask-method", default="auto", choices=("auto", "nonzero", "network", "head"),

@@ -283,7 +283,7 @@ def translation_components(crop_margin: int = CROP_MARGIN_VOXELS, pixdim: Sequen
       (``Spacingd``: bilinear for the T1, nearest for the mask), percentile normalisation inside
       the brain (:class:`PercentileNormalised`, ``EVALUATION.md`` units).
     * ``inferer``: :func:`monai_t1t2.nets.generators.patch_inferer` (refers to ``@roi_size``,
-      ``@sw_batch_size``, ``@overlap``).
+      ``@sw_batch_size``, ``@overlap``, ``@flip_axes``: mirror test-time augmentation, ``[]`` for none).
     * ``postprocessing``: the prediction masked by the network-grid brain, brought back onto the
       input grid by the inverse of the preprocessing (``Invertd``: resampling, reorientation, the
       crop's padding), masked by the input-grid brain so the background stays exactly 0, clipped to [0, 1].
@@ -299,7 +299,7 @@ def translation_components(crop_margin: int = CROP_MARGIN_VOXELS, pixdim: Sequen
             {"_target_": "monai_t1t2.transforms.PercentileNormalised", "keys": "image", "mask_key": "brain"},
         ]},
         "inferer": {"_target_": "monai_t1t2.nets.generators.patch_inferer", "roi_size": "@roi_size",
-                    "sw_batch_size": "@sw_batch_size", "overlap": "@overlap"},
+                    "sw_batch_size": "@sw_batch_size", "overlap": "@overlap", "flip_axes": "@flip_axes"},
         "postprocessing": {"_target_": "Compose", "transforms": [
             {"_target_": "MaskIntensityd", "keys": "pred", "mask_key": "brain"},
             {"_target_": "Invertd", "keys": "pred", "transform": "@preprocessing", "orig_keys": "image",

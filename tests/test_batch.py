@@ -217,3 +217,25 @@ def test_two_process_predict_shards_without_loss_or_duplication(tmp_path, tiny_m
     assert len(list(out.glob("*_synT2.nii.gz"))) == 5
     assert not (out / batch.PARTS).exists() or not list((out / batch.PARTS).iterdir()), "the parts are merged"
 
+
+
+def test_mirror_averaging_from_the_command_line(tmp_path, tiny_model, capsys):
+    import torch
+
+    weights = torch.load(tiny_model / "models" / "model.pt")
+    weights["gate"] = torch.ones_like(weights["gate"])  # the residual head on: a network that is not mirror-symmetric
+    torch.save(weights, tiny_model / "models" / "model.pt")
+    files = make_collection(tmp_path / "in", valid=1, broken=False)
+    common = [str(files["sub-00"]), "--model", str(tiny_model), "--device", "cpu"]
+    assert main(["predict", *common, "-o", str(tmp_path / "bad"), "--flip-axes", "3"]) != 0
+    assert "--flip-axes [3]" in capsys.readouterr().err and not (tmp_path / "bad").exists()
+    assert main(["predict", *common, "-o", str(tmp_path / "plain")]) == 0
+    assert main(["predict", *common, "-o", str(tmp_path / "mirrored"), "--flip-axes", "0"]) == 0
+    volumes, sidecars = {}, {}
+    for name in ("plain", "mirrored"):
+        volumes[name] = nib.load(str(tmp_path / name / "sub-00_synT2.nii.gz")).get_fdata()
+        sidecars[name] = json.loads((tmp_path / name / "sub-00_synT2.json").read_text())
+    assert sidecars["plain"]["MirrorAveragedAxes"] == [] and sidecars["mirrored"]["MirrorAveragedAxes"] == [0]
+    # The average differs from the plain output and stays in the output's [0, 1] units.
+    assert not np.allclose(volumes["plain"], volumes["mirrored"])
+    assert volumes["mirrored"].min() >= 0 and volumes["mirrored"].max() <= 1

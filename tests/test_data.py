@@ -170,3 +170,28 @@ def test_data_module_with_parcellation_feeds_region_weights_and_groups(tmp_path)
     validation = next(iter(data.val_dataloader()))
     assert validation["groups"].shape == validation["t1"].shape
     assert bool((validation["groups"][validation["tumour"] > 0] == TUMOUR_GROUP).all())
+
+
+@pytest.mark.parametrize("mirror", [False, True])
+def test_mirror_augment_flips_the_pair_left_right_together(tmp_path, mirror):
+    import torch
+
+    from monai_t1t2.training.data import PairedDataModule
+
+    # Inside the head the intensity rises along x (RAS axis 0, left to right): a mirrored patch falls.
+    head = synthetic_head((40, 40, 32)) > 0
+    ramp = np.where(head, 10.0 + np.arange(40, dtype=np.float32)[:, None, None], 0.0).astype(np.float32)
+    for case in ("a", "b"):
+        write_nifti(tmp_path / case / "t1.nii.gz", ramp)
+        write_nifti(tmp_path / case / "t2.nii.gz", ramp)
+    data = PairedDataModule(str(tmp_path), val_cases=["b"], patch_size=(16, 16, 16), samples_per_volume=24,
+                            repeats_per_epoch=1, augment=False, intensity_augment=False, mirror_augment=mirror,
+                            quality_control=False)
+    data.setup("fit")
+    patches = next(iter(data.train_dataloader()))
+    assert torch.equal(patches["t1"], patches["t2"])  # the pair is flipped together
+    t1, brain = patches["t1"][:, 0], patches["brain"][:, 0] > 0
+    inside = brain[:, 1:] & brain[:, :-1]
+    slope = torch.stack([(t1[i, 1:] - t1[i, :-1])[inside[i]].mean() for i in range(len(t1))])
+    falling = int((slope < 0).sum())
+    assert (0 < falling < len(t1)) if mirror else falling == 0

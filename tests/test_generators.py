@@ -52,3 +52,29 @@ def test_discriminator_scores_patches():
     discriminator = build_discriminator(channels=4, num_layers_d=2)
     scores = discriminator(torch.rand(1, 2, 32, 32, 32))[-1]
     assert scores.ndim == 5 and scores.shape[1] == 1
+
+
+def test_flip_averaging_mirrors_along_the_named_axis_and_back():
+    from monai_t1t2.nets.generators import FlipAveragingInferer, patch_inferer
+
+    # A network that is not mirror-symmetric: it adds a ramp along the first spatial axis. With one
+    # window (roi = the volume) the sliding window is the network itself, so the average is known.
+    ramp = torch.arange(8, dtype=torch.float32).view(1, 1, 8, 1, 1)
+    network = lambda x: x + ramp  # noqa: E731
+    volume = torch.rand(1, 1, 8, 6, 4)
+    plain = patch_inferer((8, 6, 4), 1, 0.0)
+    assert torch.allclose(plain(volume, network), volume + ramp)
+    mirrored = patch_inferer((8, 6, 4), 1, 0.0, flip_axes=[0])
+    assert isinstance(mirrored, FlipAveragingInferer)
+    assert torch.allclose(mirrored(volume, network), volume + 3.5, atol=1e-5)  # (ramp + its mirror) / 2
+    # Along another axis the ramp is not mirrored: both passes add it as is.
+    assert torch.allclose(patch_inferer((8, 6, 4), 1, 0.0, flip_axes=[2])(volume, network), volume + ramp, atol=1e-5)
+    assert mirrored.roi_size == (8, 6, 4) and mirrored.overlap == 0.0 and mirrored.sw_batch_size == 1
+
+
+@pytest.mark.parametrize("axes", [[3], [-1], [0, 0]])
+def test_flip_axes_must_be_distinct_spatial_axes(axes):
+    from monai_t1t2.nets.generators import patch_inferer
+
+    with pytest.raises(ValueError, match="flip_axes"):
+        patch_inferer((8, 8, 8), 1, 0.5, flip_axes=axes)

@@ -141,6 +141,7 @@ class Settings:
     device: str | None = None
     overlap: float | None = None
     sw_batch_size: int | None = None
+    flip_axes: list[int] | None = None
     png: bool = False
     overwrite: bool = False
     mask_method: str = "auto"
@@ -184,10 +185,11 @@ def translate_one(path: Path, target: Path, translator, settings: Settings) -> d
     if problems:
         print(f"monai-t1t2: warning: {path}: translated although {'; '.join(problems)}", file=sys.stderr)
     synthetic = translate(t1, translator, mask=mask, overlap=settings.overlap, sw_batch_size=settings.sw_batch_size,
-                          stages=stages)
+                          stages=stages, flip_axes=settings.flip_axes)
     clock.reset()
     # The sidecar first: an output with a matching sidecar is complete; a sidecar alone is an interrupted one.
-    write_sidecar(target, path, translator, method, problems)
+    write_sidecar(target, path, translator, method, problems,
+                  getattr(translator.inferer, "flip_axes", []) if settings.flip_axes is None else settings.flip_axes)
     write_volume(synthetic, target, reference=path, overwrite=True,
                  inputs=[*settings.inputs, *([settings.mask] if settings.mask else [])],
                  descrip=f"synthetic T2w, monai-t1t2 {monai_t1t2.__version__}", intent_name="synthetic T2w")
@@ -349,13 +351,18 @@ def run_batch(
     num_nodes: int = 1,
     datalist_key: str = "test",
     progress: bool = True,
+    flip_axes: Sequence[int] | None = None,
 ) -> int:
-    """``monai-t1t2 predict``: translate a collection; exit status (module docstring)."""
+    """``monai-t1t2 predict``: translate a collection; exit status (module docstring).
+
+    ``flip_axes``: mirror test-time augmentation (:func:`monai_t1t2.inference.translation.translate`);
+    None: the model's setting."""
     try:
         # The sliding window's own checks, before any work (None: the model's inferer decides).
-        patch_inferer((1, 1, 1), 4 if sw_batch_size is None else sw_batch_size, 0.5 if overlap is None else overlap)
+        patch_inferer((1, 1, 1), 4 if sw_batch_size is None else sw_batch_size, 0.5 if overlap is None else overlap,
+                      flip_axes or ())
     except ValueError as err:
-        raise T1T2Error("--" + str(err).replace("sw_batch_size", "sw-batch-size")) from None
+        raise T1T2Error("--" + str(err).replace("sw_batch_size", "sw-batch-size").replace("flip_axes", "flip-axes")) from None
     if qc not in QC_MODES:
         raise T1T2Error(f"--qc {qc}: choose one of {', '.join(QC_MODES)}")
     if mask_method not in MASK_METHODS:
@@ -414,7 +421,8 @@ def run_batch(
             continue
         jobs.append({"input": str(path), "output": str(target), "input_sha256": input_hash})
     settings = Settings(output_dir=output_dir, model=model, device=device, overlap=overlap,
-                        sw_batch_size=sw_batch_size, png=png, overwrite=overwrite, mask_method=mask_method,
+                        sw_batch_size=sw_batch_size, flip_axes=None if flip_axes is None else list(flip_axes),
+                        png=png, overwrite=overwrite, mask_method=mask_method,
                         mask=Path(mask) if mask is not None else None, qc=qc, thumbnails=report is not None,
                         inputs=list(paths))
     if devices == 1 and num_nodes == 1:
@@ -539,7 +547,8 @@ def _sha256_of(path: str, size: int, mtime_ns: int) -> str:
     return digest.hexdigest()
 
 
-def write_sidecar(target: Path, source: Path, translator: Translator, mask_method: str, problems: Sequence[str]) -> Path:
+def write_sidecar(target: Path, source: Path, translator: Translator, mask_method: str, problems: Sequence[str],
+                  flip_axes: Sequence[int] = ()) -> Path:
     """The provenance sidecar of one synthetic T2 (written atomically)."""
     import datetime
 
@@ -549,7 +558,8 @@ def write_sidecar(target: Path, source: Path, translator: Translator, mask_metho
         "GeneratedBy": [{"Name": "monai-t1t2", "Version": monai_t1t2.__version__}],
         "Sources": [str(source)], "SourceSHA256": _sha256(source),
         "Model": translator.source, "ModelSHA256": _sha256(translator.source),
-        "SlidingWindowROI": list(translator.roi_size), "MaskMethod": mask_method,
+        "SlidingWindowROI": list(translator.roi_size), "MirrorAveragedAxes": [int(a) for a in flip_axes],
+        "MaskMethod": mask_method,
         "InputProblems": list(problems), "Forced": bool(problems),
         "Units": "normalised T2 (0.5th-99.5th brain percentile range mapped to [0, 1])",
         "DateCreated": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -658,10 +668,11 @@ def run_predict(inputs: Sequence[PathLike], output_dir: PathLike, model: PathLik
                 device: str | None = None, overlap: float | None = None, sw_batch_size: int | None = None, overwrite: bool = False,
                 mask: PathLike | None = None, mask_method: str = "auto", force: bool = False, qc: str = "reject",
                 manifest: PathLike | None = None, report: PathLike | None = None, devices: int = 1,
-                num_nodes: int = 1, datalist_key: str = "test") -> int:
+                num_nodes: int = 1, datalist_key: str = "test", flip_axes: Sequence[int] | None = None) -> int:
     """``monai-t1t2 predict``: translate a collection (:func:`monai_t1t2.inference.batch.run_batch`); exit status."""
     from monai_t1t2.inference.batch import run_batch
 
     return run_batch(inputs, output_dir, model=model, device=device, overlap=overlap, sw_batch_size=sw_batch_size,
                      png=png, overwrite=overwrite, mask=mask, mask_method=mask_method, qc="flag" if force else qc,
-                     manifest=manifest, report=report, devices=devices, num_nodes=num_nodes, datalist_key=datalist_key)
+                     manifest=manifest, report=report, devices=devices, num_nodes=num_nodes, datalist_key=datalist_key,
+                     flip_axes=flip_axes)

@@ -121,6 +121,8 @@ class PairedDataModule(pl.LightningDataModule):
             dilated by ``tumour_margin`` voxels); the rest are centred on brain. 0 samples brain only.
         tumour_margin: width of the tumour's edge zone, in voxels.
         augment: spatial augmentation (pair-preserving flips and a small random affine).
+        mirror_augment: the left-right mirror alone (the pair and its masks flipped along RAS axis 0 with
+            probability 0.5; no resampling, so cheap); ``None`` follows ``augment``.
         intensity_augment: T1-only contrast augmentation (gamma, bias field, histogram shift), so the
             model does not learn one scanner's T1 curve; ``None`` follows ``augment``.
         cache_dtype: dtype of the cached brain-cropped volumes (``float16`` halves the memory of the
@@ -151,6 +153,7 @@ class PairedDataModule(pl.LightningDataModule):
         tumour_margin: int = 4,
         intensity_augment: bool | None = None,
         cache_dtype: str = "float16",
+        mirror_augment: bool | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -209,10 +212,12 @@ class PairedDataModule(pl.LightningDataModule):
                                      tumour_fraction=self.hparams.tumour_fraction),
                  mt.EnsureTyped(keys, dtype=torch.float32, track_meta=False)]
         intensity = self.hparams.augment if self.hparams.intensity_augment is None else self.hparams.intensity_augment
+        mirror = self.hparams.augment if self.hparams.mirror_augment is None else self.hparams.mirror_augment
+        if mirror:
+            steps.append(mt.RandFlipd(keys, prob=0.5, spatial_axis=0))
         if self.hparams.augment:
             flat = patch[2] == 1  # 2D baseline: keep slices axial, never flip/rotate across them
             steps += [
-                mt.RandFlipd(keys, prob=0.5, spatial_axis=0),
                 mt.RandFlipd(keys, prob=0.5, spatial_axis=1),
                 mt.RandAffined(keys, prob=0.3, rotate_range=(0.0, 0.0, 0.1) if flat else (0.1, 0.1, 0.1),
                                scale_range=(0.05, 0.05, 0.0 if flat else 0.05),

@@ -418,6 +418,7 @@ def bundle_inference_config(network_def: dict[str, Any], roi_size: Sequence[int]
         "roi_size": [int(v) for v in roi_size],
         "overlap": 0.5,
         "sw_batch_size": 4,
+        "flip_axes": [],
         "mask_method": "auto",
         "png": False,
         "overwrite": False,
