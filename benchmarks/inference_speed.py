@@ -10,6 +10,7 @@ Usage (from the repo root)::
     python benchmarks/inference_speed.py                    # the bundle's trained model
     python benchmarks/inference_speed.py --random-init      # default architecture, random weights
     python benchmarks/inference_speed.py --model runs/last.ckpt --devices cpu cuda --repeats 3
+    python benchmarks/inference_speed.py --devices cpu --flip-axes 0   # + a row with mirror averaging
 
 Peak memory: on CPU the rise of the process's resident set (sampled every 2 ms) over its level
 before the call; on GPU ``torch.cuda.max_memory_allocated``.
@@ -117,17 +118,25 @@ def run(args: argparse.Namespace) -> str:
                                                 args.overlap, mode="gaussian")
 
         def package():
-            return translate(volume, translator, overlap=args.overlap, sw_batch_size=args.sw_batch_size)
+            return translate(volume, translator, overlap=args.overlap, sw_batch_size=args.sw_batch_size, flip_axes=[])
+
+        def mirrored():
+            return translate(volume, translator, overlap=args.overlap, sw_batch_size=args.sw_batch_size,
+                             flip_axes=args.flip_axes)
 
         centre = [slice(max(0, n // 2 - 20), n // 2 + 20) for n in volume.shape[1:]]
         translate(volume[(slice(None), *centre)], translator)  # warm-up: lazy imports, allocator
-        timings = {"plain": [], "package": []}
+        calls = {"plain": plain, "package": package, **({"mirrored": mirrored} if args.flip_axes else {})}
+        timings = {name: [] for name in calls}
         for _ in range(args.repeats):
-            for name, call in (("plain", plain), ("package", package)):
+            for name, call in calls.items():
                 timings[name].append(measure(call, device))
         plain_s = statistics.median(t for t, _ in timings["plain"])
         plain_mib = max(m for _, m in timings["plain"])
-        for name, label in (("plain", "plain sliding_window_inference"), ("package", "monai_t1t2.translate")):
+        labels = {"plain": "plain sliding_window_inference", "package": "monai_t1t2.translate",
+                  "mirrored": f"monai_t1t2.translate, flip_axes {args.flip_axes}"}
+        for name in calls:
+            label = labels[name]
             seconds = statistics.median(t for t, _ in timings[name])
             mib = max(m for _, m in timings[name])
             rows.append(f"| {device_name} | {label} | {seconds:.2f} | {mib:.0f} | {seconds / plain_s:.2f} | "
@@ -151,6 +160,8 @@ def main(argv=None) -> int:
     parser.add_argument("--overlap", type=float, default=0.5)
     parser.add_argument("--sw-batch-size", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--flip-axes", type=int, nargs="*", default=[],
+                        help="also time translate() with mirror averaging along these axes (e.g. 0)")
     parser.add_argument("--seed", type=int, default=0)
     print(run(parser.parse_args(argv)))
     return 0

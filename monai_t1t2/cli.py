@@ -98,8 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--sw-batch-size", type=int, help="patches per network call (default: the model's, 4)")
     predict.add_argument("--flip-axes", type=int, nargs="*", metavar="AXIS",
                          help="mirror test-time augmentation: also translate the T1 mirrored along these RAS axes "
-                              "(0 = left-right) and average (each axis doubles the network time; measured on the "
-                              "shipped model: SSIM, PSNR and MAE better, tumour contrast worse; default: the model's, none)")
+                              "(0 = left-right) and average; each axis adds one pass of the network (default: the model's, none; "
+                              "measured in benchmarks/README.md, 'Mirror averaging')")
     predict.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     predict.add_argument("--mask", help="brain mask of the (single) input, on its grid; overrides --mask-method")
     predict.add_argument("--mask-method", default="auto", choices=("auto", "nonzero", "network", "head"),

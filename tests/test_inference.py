@@ -261,6 +261,15 @@ def test_bundle_run_translates_a_folder(tmp_path, tiny_bundle):
     np.testing.assert_array_equal(written.affine, nib.load(data / "sub-01_T1w.nii.gz").affine)
     expected = inference.translate(data / "sub-01_T1w.nii.gz", model=tiny_bundle, device="cpu")[0].numpy()
     np.testing.assert_allclose(written.get_fdata(), expected, atol=1e-6)
+    # The bundle's mirror averaging, set from the command line like any bundle setting, and recorded.
+    mirrored = tmp_path / "mirrored"
+    command[command.index(str(out))] = str(mirrored)
+    result = subprocess.run(command + ["--force", "true", "--flip_axes", "[0]"], cwd=REPO, capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert json.loads((mirrored / "sub-01_T1w_synT2.json").read_text())["MirrorAveragedAxes"] == [0]
+    expected = inference.translate(data / "sub-01_T1w.nii.gz", model=tiny_bundle, device="cpu", flip_axes=[0])[0].numpy()
+    np.testing.assert_allclose(nib.load(mirrored / "sub-01_T1w_synT2.nii.gz").get_fdata(), expected, atol=1e-6)
 
 
 def test_bundle_metadata_validates_offline(tmp_path):

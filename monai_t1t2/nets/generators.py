@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import torch
+from monai.inferers import Inferer
 from monai.networks.nets import UNet
 from torch import nn
 
@@ -121,7 +122,7 @@ class SliceWise(nn.Module):
         return self.network(patches[..., 0])[..., None]
 
 
-class FlipAveragingInferer:
+class FlipAveragingInferer(Inferer):
     """Test-time augmentation around a sliding window: the mean of ``inferer(volume)`` and, for each
     axis in ``flip_axes``, ``inferer`` on the volume mirrored along that spatial axis, mirrored back.
 
@@ -131,7 +132,8 @@ class FlipAveragingInferer:
     inferer's (:func:`patch_inferer` builds it).
     """
 
-    def __init__(self, inferer, flip_axes: Sequence[int]) -> None:
+    def __init__(self, inferer: Inferer, flip_axes: Sequence[int]) -> None:
+        super().__init__()
         self.inferer = inferer
         self.flip_axes = tuple(int(axis) for axis in flip_axes)
 
