@@ -59,7 +59,7 @@ from monai_t1t2.metrics import evaluate  # noqa: E402
 from monai_t1t2.training.module import TranslationModule, load_module  # noqa: E402
 from monai_t1t2.nets.generators import patch_inferer  # noqa: E402
 from monai_t1t2.nets.meshnet import DEFAULT_MODEL, cached_parcellation, label_names  # noqa: E402
-from monai_t1t2.transforms import PercentileNormalise  # noqa: E402
+from monai_t1t2.transforms import INPUT_FLOOR, PercentileNormalise  # noqa: E402
 from monai_t1t2.regions import REGION_GROUPS  # noqa: E402
 
 DATALIST = REPO.parent / "shared" / "data" / "datalist.json"
@@ -174,11 +174,11 @@ def apply_lookup_table(table: np.ndarray, case: dict) -> np.ndarray:
 def predict_in_brain_box(t1: np.ndarray, translate_window) -> np.ndarray:
     """Translate the brain's bounding box (+8 voxels) of a raw T1 ``(X, Y, Z)``; zero outside the brain.
 
-    ``translate_window`` maps the percentile-normalised box ``(1, 1, *box)`` (a CPU tensor) to a
-    prediction of the same shape.
+    ``translate_window`` maps the percentile-normalised box ``(1, 1, *box)`` (a CPU tensor; brain voxels
+    at least ``INPUT_FLOOR``, so ``window > 0`` is the brain) to a prediction of the same shape.
     """
     brain = t1 > 0
-    normalised = PercentileNormalise()(t1, brain)
+    normalised = PercentileNormalise(floor=INPUT_FLOOR)(t1, brain)  # > 0 exactly on the brain
     box = bounding_box(brain, 8)
     output = np.zeros_like(t1)
     with torch.inference_mode():

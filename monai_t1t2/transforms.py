@@ -16,6 +16,11 @@ from monai.transforms import MapTransform, Transform
 # Percentiles of the scoring protocol (EVALUATION.md): robust to a few hot voxels.
 LOWER_PERCENTILE = 0.5
 UPPER_PERCENTILE = 99.5
+#: Smallest value of the normalised T1 inside the brain where the T1 is the network's input. The
+#: percentile clip maps the darkest 0.5 % of the brain (ventricular CSF, brightest in T2) to 0, the
+#: background's value; the residual head's prior (``1 - t1`` where ``t1 > 0``) then took them for
+#: background and left black holes in the synthetic T2's ventricles. Scoring keeps the protocol's 0.
+INPUT_FLOOR = 1e-3
 
 
 def _to_numpy(image: np.ndarray | torch.Tensor) -> np.ndarray:
@@ -32,10 +37,14 @@ class PercentileNormalise(Transform):
 
     Args:
         lower, upper: percentiles in ``[0, 100]``.
+        floor: smallest value inside the mask: 0 (the protocol, for scoring and targets), or
+            :data:`INPUT_FLOOR` for a network input, so that no brain voxel takes the background's 0.
     """
 
-    def __init__(self, lower: float = LOWER_PERCENTILE, upper: float = UPPER_PERCENTILE) -> None:
-        self.lower, self.upper = lower, upper
+    def __init__(self, lower: float = LOWER_PERCENTILE, upper: float = UPPER_PERCENTILE, floor: float = 0.0) -> None:
+        if not 0 <= floor < 1:
+            raise ValueError(f"floor {floor}: must be in [0, 1)")
+        self.lower, self.upper, self.floor = lower, upper, floor
 
     def __call__(self, image, mask=None):
         values = _to_numpy(image)
@@ -47,8 +56,8 @@ class PercentileNormalise(Transform):
         scale = max(float(high - low), 1e-6)
         if isinstance(image, torch.Tensor):
             inside_t = torch.as_tensor(inside.copy(), device=image.device)  # broadcast views are read-only
-            return torch.where(inside_t, ((image - float(low)) / scale).clamp(0, 1), torch.zeros_like(image))
-        return np.where(inside, np.clip((values - low) / scale, 0, 1), 0).astype(np.float32)
+            return torch.where(inside_t, ((image - float(low)) / scale).clamp(self.floor, 1), torch.zeros_like(image))
+        return np.where(inside, np.clip((values - low) / scale, self.floor, 1), 0).astype(np.float32)
 
 
 class PercentileNormalised(MapTransform):
@@ -57,13 +66,14 @@ class PercentileNormalised(MapTransform):
     Args:
         keys: images to normalise, each on its own.
         mask_key: optional key of a brain mask shared by all ``keys``; default ``image > 0``.
+        floor: see :class:`PercentileNormalise` (:data:`INPUT_FLOOR` for the network's T1).
     """
 
     def __init__(self, keys: KeysCollection, mask_key: str | None = None, lower: float = LOWER_PERCENTILE,
-                 upper: float = UPPER_PERCENTILE, allow_missing_keys: bool = False) -> None:
+                 upper: float = UPPER_PERCENTILE, allow_missing_keys: bool = False, floor: float = 0.0) -> None:
         super().__init__(keys, allow_missing_keys)
         self.mask_key = mask_key
-        self.normalise = PercentileNormalise(lower, upper)
+        self.normalise = PercentileNormalise(lower, upper, floor)
 
     def __call__(self, data: Mapping[Hashable, object]) -> dict:
         d = dict(data)
@@ -281,7 +291,8 @@ def translation_components(crop_margin: int = CROP_MARGIN_VOXELS, pixdim: Sequen
     * ``preprocessing``: crop to the brain's box plus ``crop_margin`` voxels (``CropForegroundd``,
       so a full-head scan is not resampled in full), RAS (``Orientationd``), ``pixdim`` mm
       (``Spacingd``: bilinear for the T1, nearest for the mask), percentile normalisation inside
-      the brain (:class:`PercentileNormalised`, ``EVALUATION.md`` units).
+      the brain (:class:`PercentileNormalised`, ``EVALUATION.md`` units, brain voxels at least
+      :data:`INPUT_FLOOR`).
     * ``inferer``: :func:`monai_t1t2.nets.generators.patch_inferer` (refers to ``@roi_size``,
       ``@sw_batch_size``, ``@overlap``, ``@flip_axes``: mirror test-time augmentation, ``[]`` for none).
     * ``postprocessing``: the prediction masked by the network-grid brain, brought back onto the
@@ -296,7 +307,8 @@ def translation_components(crop_margin: int = CROP_MARGIN_VOXELS, pixdim: Sequen
             {"_target_": "Orientationd", "keys": both, "axcodes": "RAS", "labels": [["L", "R"], ["P", "A"], ["I", "S"]]},
             {"_target_": "Spacingd", "keys": both, "pixdim": [float(p) for p in pixdim], "mode": ["bilinear", "nearest"],
              "padding_mode": "zeros"},
-            {"_target_": "monai_t1t2.transforms.PercentileNormalised", "keys": "image", "mask_key": "brain"},
+            {"_target_": "monai_t1t2.transforms.PercentileNormalised", "keys": "image", "mask_key": "brain",
+             "floor": INPUT_FLOOR},
         ]},
         "inferer": {"_target_": "monai_t1t2.nets.generators.patch_inferer", "roi_size": "@roi_size",
                     "sw_batch_size": "@sw_batch_size", "overlap": "@overlap", "flip_axes": "@flip_axes"},

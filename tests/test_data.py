@@ -177,6 +177,7 @@ def test_mirror_augment_flips_the_pair_left_right_together(tmp_path, mirror):
     import torch
 
     from monai_t1t2.training.data import PairedDataModule
+    from monai_t1t2.transforms import INPUT_FLOOR
 
     # Inside the head the intensity rises along x (RAS axis 0, left to right): a mirrored patch falls.
     head = synthetic_head((40, 40, 32)) > 0
@@ -189,9 +190,33 @@ def test_mirror_augment_flips_the_pair_left_right_together(tmp_path, mirror):
                             quality_control=False)
     data.setup("fit")
     patches = next(iter(data.train_dataloader()))
-    assert torch.equal(patches["t1"], patches["t2"])  # the pair is flipped together
+    # The pair is flipped together (the T1, the network's input, is floored at INPUT_FLOOR in the brain).
+    expected_t1 = torch.where(patches["brain"] > 0, patches["t2"].clamp(min=INPUT_FLOOR), patches["t2"])
+    assert torch.allclose(patches["t1"], expected_t1, atol=1e-5)
     t1, brain = patches["t1"][:, 0], patches["brain"][:, 0] > 0
     inside = brain[:, 1:] & brain[:, :-1]
     slope = torch.stack([(t1[i, 1:] - t1[i, :-1])[inside[i]].mean() for i in range(len(t1))])
     falling = int((slope < 0).sum())
     assert (0 < falling < len(t1)) if mirror else falling == 0
+
+
+def test_network_input_floor_keeps_the_darkest_brain_voxels_apart_from_the_background():
+    """The protocol's clip maps the darkest 0.5 % of the brain to 0; as a network input they stay at
+    INPUT_FLOOR, so the residual head's prior (1 - t1 where t1 > 0) makes them bright, as CSF is in T2."""
+    import torch
+
+    from monai_t1t2.nets.generators import build_generator
+    from monai_t1t2.transforms import INPUT_FLOOR, PercentileNormalise
+
+    volume = np.zeros((20, 20, 20), np.float32)
+    volume[4:16, 4:16, 4:16] = np.random.default_rng(0).uniform(10, 100, (12, 12, 12))
+    brain = volume > 0
+    protocol, network_input = PercentileNormalise()(volume, brain), PercentileNormalise(floor=INPUT_FLOOR)(volume, brain)
+    darkest = brain & (protocol == 0)
+    assert darkest.sum() >= 8 and (network_input[darkest] == np.float32(INPUT_FLOOR)).all()
+    assert np.allclose(network_input[brain], np.maximum(protocol[brain], INPUT_FLOOR)) and (network_input[~brain] == 0).all()
+    head = build_generator(head="residual", channels=[4, 8], num_res_units=0).eval()  # gate 0: the floor itself
+    prior = head(torch.as_tensor(network_input)[None, None])[0, 0].detach().numpy()
+    assert prior[darkest].min() > 0.99 and (prior[~brain] == 0).all()
+    with pytest.raises(ValueError, match="floor"):
+        PercentileNormalise(floor=1.0)

@@ -21,7 +21,7 @@ from monai.data import CacheDataset, DataLoader, list_data_collate
 from monai_t1t2.errors import DatasetError, GridMismatchError, InvalidVolumeError
 from monai_t1t2.geometry import same_grid
 from monai_t1t2.io import Subject, load_subjects
-from monai_t1t2.transforms import BrainMaskd, PercentileNormalised, RegionWeightsd, TumourMaskd
+from monai_t1t2.transforms import INPUT_FLOOR, BrainMaskd, PercentileNormalised, RegionWeightsd, TumourMaskd
 
 
 
@@ -186,7 +186,9 @@ class PairedDataModule(pl.LightningDataModule):
         fraction = {} if self.hparams.min_brain_fraction is None else {"min_brain_fraction": self.hparams.min_brain_fraction}
         tumour = {"tumour_key": "tumour", "tumour_margin": self.hparams.tumour_margin} if self.hparams.tumour_fraction else {}
         steps.append(SamplingMaskd(keys="t1", mask_key="sampling_mask", brain_key="brain", **fraction, **tumour))
-        steps.append(PercentileNormalised(image_keys, mask_key="brain"))
+        # The T1 is the network's input: its brain voxels stay above the background's 0 (INPUT_FLOOR).
+        steps.append(PercentileNormalised("t1", mask_key="brain", floor=INPUT_FLOOR))
+        steps.append(PercentileNormalised("t2", mask_key="brain"))
         if with_labels:
             from monai_t1t2.nets.meshnet import label_names
 
