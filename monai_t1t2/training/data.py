@@ -121,6 +121,9 @@ class PairedDataModule(pl.LightningDataModule):
             dilated by ``tumour_margin`` voxels); the rest are centred on brain. 0 samples brain only.
         tumour_margin: width of the tumour's edge zone, in voxels.
         augment: spatial augmentation (pair-preserving flips and a small random affine).
+        input_floor: smallest normalised T1 value inside the brain (:data:`~monai_t1t2.transforms.INPUT_FLOOR`,
+            so no brain voxel takes the background's 0); 0 reproduces models trained before it existed
+            (0.8.0 and earlier). The export step writes it into the bundle's preprocessing.
         mirror_augment: the left-right mirror alone (the pair and its masks flipped along RAS axis 0 with
             probability 0.5; no resampling, so cheap); ``None`` follows ``augment``.
         intensity_augment: T1-only contrast augmentation (gamma, bias field, histogram shift), so the
@@ -154,6 +157,7 @@ class PairedDataModule(pl.LightningDataModule):
         intensity_augment: bool | None = None,
         cache_dtype: str = "float16",
         mirror_augment: bool | None = None,
+        input_floor: float = INPUT_FLOOR,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -186,8 +190,8 @@ class PairedDataModule(pl.LightningDataModule):
         fraction = {} if self.hparams.min_brain_fraction is None else {"min_brain_fraction": self.hparams.min_brain_fraction}
         tumour = {"tumour_key": "tumour", "tumour_margin": self.hparams.tumour_margin} if self.hparams.tumour_fraction else {}
         steps.append(SamplingMaskd(keys="t1", mask_key="sampling_mask", brain_key="brain", **fraction, **tumour))
-        # The T1 is the network's input: its brain voxels stay above the background's 0 (INPUT_FLOOR).
-        steps.append(PercentileNormalised("t1", mask_key="brain", floor=INPUT_FLOOR))
+        # The T1 is the network's input: its brain voxels stay above the background's 0 (input_floor).
+        steps.append(PercentileNormalised("t1", mask_key="brain", floor=self.hparams.input_floor))
         steps.append(PercentileNormalised("t2", mask_key="brain"))
         if with_labels:
             from monai_t1t2.nets.meshnet import label_names
