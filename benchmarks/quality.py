@@ -57,9 +57,9 @@ from monai_t1t2.io import load_datalist  # noqa: E402
 from monai_t1t2.training.data import PairedDataModule, split_subjects  # noqa: E402
 from monai_t1t2.metrics import evaluate  # noqa: E402
 from monai_t1t2.training.module import TranslationModule, load_module  # noqa: E402
-from monai_t1t2.nets.generators import patch_inferer  # noqa: E402
+from monai_t1t2.nets.generators import input_floor_of, patch_inferer  # noqa: E402
 from monai_t1t2.nets.meshnet import DEFAULT_MODEL, cached_parcellation, label_names  # noqa: E402
-from monai_t1t2.transforms import INPUT_FLOOR, PercentileNormalise  # noqa: E402
+from monai_t1t2.transforms import PercentileNormalise  # noqa: E402
 from monai_t1t2.regions import REGION_GROUPS  # noqa: E402
 
 DATALIST = REPO.parent / "shared" / "data" / "datalist.json"
@@ -171,14 +171,14 @@ def apply_lookup_table(table: np.ndarray, case: dict) -> np.ndarray:
 
 
 # ----- trained models -------------------------------------------------------------------------
-def predict_in_brain_box(t1: np.ndarray, translate_window) -> np.ndarray:
+def predict_in_brain_box(t1: np.ndarray, translate_window, input_floor: float = 0.0) -> np.ndarray:
     """Translate the brain's bounding box (+8 voxels) of a raw T1 ``(X, Y, Z)``; zero outside the brain.
 
     ``translate_window`` maps the percentile-normalised box ``(1, 1, *box)`` (a CPU tensor; brain voxels
-    at least ``INPUT_FLOOR``, so ``window > 0`` is the brain) to a prediction of the same shape.
+    at least ``input_floor``, the floor the model was trained with) to a prediction of the same shape.
     """
     brain = t1 > 0
-    normalised = PercentileNormalise(floor=INPUT_FLOOR)(t1, brain)  # > 0 exactly on the brain
+    normalised = PercentileNormalise(floor=input_floor)(t1, brain)
     box = bounding_box(brain, 8)
     output = np.zeros_like(t1)
     with torch.inference_mode():
@@ -187,14 +187,16 @@ def predict_in_brain_box(t1: np.ndarray, translate_window) -> np.ndarray:
 
 
 def predict(module: TranslationModule, t1: np.ndarray) -> np.ndarray:
-    """:func:`predict_in_brain_box` with the module's own sliding window, on the module's device."""
+    """:func:`predict_in_brain_box` with the module's own sliding window, on the module's device, with
+    the T1 input floor it was trained with (``module.input_floor``, set by :func:`load_checkpoint` and
+    :func:`train`). The prediction is masked by the brain box's brain (raw T1 > 0), not by the
+    normalised T1 > 0, which would drop the brain's darkest voxels when the floor is 0."""
     module.eval()
 
     def translate_window(window: torch.Tensor) -> torch.Tensor:
-        window = window.to(module.device)
-        return module.predict_volume(window, (window > 0).float())
+        return module.predict_volume(window.to(module.device))
 
-    return predict_in_brain_box(t1, translate_window)
+    return predict_in_brain_box(t1, translate_window, getattr(module, "input_floor", 0.0))
 
 
 def train(config: dict, variant: str, datalist: Path, cache_dir: Path, seed: int, steps: int | None,
@@ -217,6 +219,7 @@ def train(config: dict, variant: str, datalist: Path, cache_dir: Path, seed: int
     started = time.time()
     trainer.fit(module, data)
     seconds = time.time() - started
+    module.input_floor = float(data.hparams.input_floor)
     if save_to is not None:
         save_to.parent.mkdir(parents=True, exist_ok=True)
         trainer.save_checkpoint(str(save_to))
@@ -224,9 +227,11 @@ def train(config: dict, variant: str, datalist: Path, cache_dir: Path, seed: int
 
 
 def load_checkpoint(path: str) -> tuple[TranslationModule, int]:
+    """The module of a checkpoint and its step; ``module.input_floor`` is the T1 input floor it was trained with."""
     module = load_module(path)
-    step = int(torch.load(path, map_location="cpu", weights_only=False).get("global_step", 0))
-    return module, step
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    module.input_floor = input_floor_of(state)
+    return module, int(state.get("global_step", 0))
 
 
 # ----- report ---------------------------------------------------------------------------------

@@ -59,6 +59,8 @@ def main() -> None:
     state = {"state_dict": {**{k: v for k, v in template["state_dict"].items() if not k.startswith("generator.")},
                             **{f"generator.{k}": v for k, v in averaged.items()}},
              "hyper_parameters": template["hyper_parameters"], "global_step": 0,
+             # The data settings (the T1 input floor among them) the sources were trained with.
+             **{k: template[k] for k in ("datamodule_hparams_name", "datamodule_hyper_parameters") if k in template},
              "averaged_from": list(args.sources)}
     save_torch(state, output)
     print(f"{output}: generator averaged over {len(args.sources)} source(s): {', '.join(args.sources)}")

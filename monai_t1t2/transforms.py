@@ -279,7 +279,8 @@ CROP_MARGIN_VOXELS = 8
 NETWORK_PIXDIM = (1.0, 1.0, 1.0)
 
 
-def translation_components(crop_margin: int = CROP_MARGIN_VOXELS, pixdim: Sequence[float] = NETWORK_PIXDIM) -> dict:
+def translation_components(crop_margin: int = CROP_MARGIN_VOXELS, pixdim: Sequence[float] = NETWORK_PIXDIM,
+                           input_floor: float = 0.0) -> dict:
     """The translation bundle's ``preprocessing``, ``inferer`` and ``postprocessing`` as MONAI config items.
 
     The one statement of the pipeline around the network: :func:`monai_t1t2.inference.translation.translate`
@@ -292,7 +293,7 @@ def translation_components(crop_margin: int = CROP_MARGIN_VOXELS, pixdim: Sequen
       so a full-head scan is not resampled in full), RAS (``Orientationd``), ``pixdim`` mm
       (``Spacingd``: bilinear for the T1, nearest for the mask), percentile normalisation inside
       the brain (:class:`PercentileNormalised`, ``EVALUATION.md`` units, brain voxels at least
-      :data:`INPUT_FLOOR`).
+      ``input_floor``: the floor the model was trained with, :data:`INPUT_FLOOR` since it exists, 0 before).
     * ``inferer``: :func:`monai_t1t2.nets.generators.patch_inferer` (refers to ``@roi_size``,
       ``@sw_batch_size``, ``@overlap``, ``@flip_axes``: mirror test-time augmentation, ``[]`` for none).
     * ``postprocessing``: the prediction masked by the network-grid brain, brought back onto the
@@ -308,7 +309,7 @@ def translation_components(crop_margin: int = CROP_MARGIN_VOXELS, pixdim: Sequen
             {"_target_": "Spacingd", "keys": both, "pixdim": [float(p) for p in pixdim], "mode": ["bilinear", "nearest"],
              "padding_mode": "zeros"},
             {"_target_": "monai_t1t2.transforms.PercentileNormalised", "keys": "image", "mask_key": "brain",
-             "floor": INPUT_FLOOR},
+             "floor": float(input_floor)},
         ]},
         "inferer": {"_target_": "monai_t1t2.nets.generators.patch_inferer", "roi_size": "@roi_size",
                     "sw_batch_size": "@sw_batch_size", "overlap": "@overlap", "flip_axes": "@flip_axes"},

@@ -47,9 +47,39 @@ def test_shipped_bundle_config_is_the_export_steps():
 
     shipped = json.loads((BUNDLE / "configs" / "inference.json").read_text())
     network_def = {k: v for k, v in shipped["network_def"].items() if k not in ("_target_", "spatial_dims")}
-    assert shipped == bundle_inference_config(network_def, shipped["roi_size"], shipped["spatial_dims"])
+    floor = next(step["floor"] for step in shipped["preprocessing"]["transforms"] if "floor" in step)
+    assert shipped == bundle_inference_config(network_def, shipped["roi_size"], shipped["spatial_dims"], floor)
     for component in ("network_def", "preprocessing", "inferer", "postprocessing"):
         assert component in shipped
+
+
+def test_the_t1_input_floor_travels_with_the_model(tmp_path):
+    """A model trained with a T1 input floor runs with it: the export step writes it into the bundle's
+    preprocessing, a checkpoint's translator reads it, both translate alike; checkpoints from before the
+    setting ran with 0, which leaves the darkest brain voxels dark under a residual head."""
+    from monai_t1t2.training.module import export_bundle
+
+    torch.manual_seed(0)
+    generator = build_generator(channels=[4, 8], num_res_units=0, head="residual")
+    state = {"generator." + key: value for key, value in generator.state_dict().items()}
+    hparams = {"generator": {"channels": [4, 8], "num_res_units": 0, "head": "residual", "name": "unet",
+                             "norm": "instance"}, "spatial_dims": 3, "patch_size": TINY_ROI}
+    head = synthetic_head()
+    t1 = MetaTensor(torch.as_tensor(head)[None], affine=torch.eye(4, dtype=torch.float64))
+    outputs = {}
+    for name, data in (("floored", {"datamodule_hyper_parameters": {"input_floor": 1e-3}}), ("before", {})):
+        checkpoint = tmp_path / f"{name}.ckpt"
+        torch.save({"state_dict": state, "hyper_parameters": hparams, **data}, checkpoint)
+        bundle = export_bundle(checkpoint, tmp_path / name)
+        config = json.loads((bundle / "configs" / "inference.json").read_text())
+        floor = next(step["floor"] for step in config["preprocessing"]["transforms"] if "floor" in step)
+        assert floor == (1e-3 if data else 0.0)
+        outputs[name] = inference.translate(t1, model=bundle, device="cpu", mask_method="nonzero")[0].numpy()
+        from_checkpoint = inference.translate(t1, model=checkpoint, device="cpu", mask_method="nonzero")[0].numpy()
+        np.testing.assert_allclose(outputs[name], from_checkpoint, atol=1e-5)
+    # Gate 0: the output is the prior, 1 - t1 in the brain; the darkest voxels are bright only with the floor.
+    darkest = (head > 0) & (head <= np.percentile(head[head > 0], 0.5))
+    assert darkest.any() and outputs["floored"][darkest].min() > 0.99 and outputs["before"][darkest].max() < 0.01
 
 
 @pytest.fixture(scope="module")

@@ -45,7 +45,7 @@ from monai_t1t2.errors import InvalidVolumeError, T1T2Error
 from monai_t1t2.geometry import to_ras
 from monai_t1t2.io import PathLike, read_volume, spacing_of, validate_array
 from monai_t1t2.masks import MAX_BRAIN_ML, MIN_BRAIN_ML, brain_mask, mask_volume_ml
-from monai_t1t2.nets.generators import SliceWise, generator_entries, patch_inferer
+from monai_t1t2.nets.generators import SliceWise, generator_entries, input_floor_of, patch_inferer
 
 # Package data (``importlib.resources``): ``monai_t1t2/bundles`` links to the top-level ``bundles/``; a wheel holds a copy.
 DEFAULT_BUNDLE = Path(str(importlib.resources.files("monai_t1t2") / "bundles" / "t1t2_translation"))
@@ -101,15 +101,16 @@ class Translator:
 
 
 def pipeline_components(config: dict, roi_size: Sequence[int], sw_batch_size: int = 4, overlap: float = 0.5,
-                        flip_axes: Sequence[int] = ()) -> dict:
+                        flip_axes: Sequence[int] = (), input_floor: float = 0.0) -> dict:
     """``preprocessing``, ``inferer`` and ``postprocessing`` parsed from a bundle config (a dict of its
-    items), each falling back to :func:`monai_t1t2.transforms.translation_components`'."""
+    items), each falling back to :func:`monai_t1t2.transforms.translation_components`' (with the T1
+    ``input_floor`` the model was trained with)."""
     from monai.bundle import ConfigParser
 
     from monai_t1t2.transforms import translation_components
 
     items = {"roi_size": list(roi_size), "sw_batch_size": sw_batch_size, "overlap": overlap, "flip_axes": list(flip_axes),
-             **translation_components(), **config}
+             **translation_components(input_floor=input_floor), **config}
     parser = ConfigParser(items)
     return {name: parser.get_parsed_content(name) for name in ("preprocessing", "inferer", "postprocessing")}
 
@@ -191,8 +192,10 @@ def _checkpoint_translator(checkpoint: Path, device: str | torch.device | None) 
         network.load_state_dict(generator_entries(weights))
     except RuntimeError as err:
         raise T1T2Error(f"{checkpoint}: generator weights do not match its hyper-parameters ({err})") from None
-    return Translator(network, tuple(hparams.get("patch_size", (64, 64, 64))), spatial_dims, resolve_device(device),
-                      str(checkpoint))
+    roi_size = tuple(hparams.get("patch_size", (64, 64, 64)))
+    # The pipeline around it with the T1 input floor it was trained with.
+    components = pipeline_components({}, roi_size, input_floor=input_floor_of(state))
+    return Translator(network, roi_size, spatial_dims, resolve_device(device), str(checkpoint), **components)
 
 
 def load_translator(model: PathLike | Translator | None = None, device: str | torch.device | None = None) -> Translator:

@@ -195,6 +195,12 @@ def generator_weights(source: str | Path) -> dict[str, torch.Tensor]:
     return state
 
 
+def input_floor_of(checkpoint_state: dict[str, Any]) -> float:
+    """The T1 input floor a checkpoint's model was trained with (its data module's ``input_floor``);
+    checkpoints from before the setting existed were trained with 0."""
+    return float((checkpoint_state.get("datamodule_hyper_parameters") or {}).get("input_floor", 0.0))
+
+
 def generator_entries(state_dict: dict[str, Any]) -> dict[str, Any]:
     """A Lightning state dict's ``generator.*`` entries without the prefix (others as they are)."""
     if not any(key.startswith("generator.") for key in state_dict):

@@ -20,7 +20,7 @@ import torch
 from monai_t1t2.errors import T1T2Error
 from monai_t1t2.losses import MaskedL1SSIMLoss
 from monai_t1t2.nets.generators import (DEFAULT_GENERATOR, SliceWise, build_discriminator, build_generator,
-                                        generator_weights, patch_inferer)
+                                        generator_weights, input_floor_of, patch_inferer)
 
 
 
@@ -395,11 +395,13 @@ def _export_generator(state: dict[str, Any], output: str | Path, half: bool = Tr
     return dict(hparams["generator"], spatial_dims=hparams["spatial_dims"])
 
 
-def bundle_inference_config(network_def: dict[str, Any], roi_size: Sequence[int], spatial_dims: int = 3) -> dict[str, Any]:
+def bundle_inference_config(network_def: dict[str, Any], roi_size: Sequence[int], spatial_dims: int = 3,
+                            input_floor: float = 0.0) -> dict[str, Any]:
     """The translation bundle's ``configs/inference.json`` (MONAI model-zoo shape) for a trained generator.
 
     Components: ``network_def``, ``preprocessing``, ``inferer``, ``postprocessing``
-    (:func:`monai_t1t2.transforms.translation_components`), the ``translator`` that joins them and
+    (:func:`monai_t1t2.transforms.translation_components`, with the T1 ``input_floor`` the model was
+    trained with), the ``translator`` that joins them and
     the ``evaluator`` that translates ``dataset_dir`` into ``output_dir`` with the package's input
     checks and provenance sidecars (``python -m monai.bundle run``).
     """
@@ -424,7 +426,7 @@ def bundle_inference_config(network_def: dict[str, Any], roi_size: Sequence[int]
         "overwrite": False,
         "force": False,
         "network_def": network,
-        **translation_components(),
+        **translation_components(input_floor=input_floor),
         "translator": {"_target_": "monai_t1t2.inference.translation.build_translator", "network": "@network_def",
                        "weights": "@model_path", "roi_size": "@roi_size", "spatial_dims": "@spatial_dims",
                        "device": "@device", "preprocessing": "@preprocessing", "inferer": "@inferer",
@@ -438,7 +440,8 @@ def bundle_inference_config(network_def: dict[str, Any], roi_size: Sequence[int]
 
 def export_bundle(checkpoint: str | Path, bundle_dir: str | Path) -> Path:
     """The export step: a trained checkpoint into a translation bundle's ``models/model.pt`` and
-    ``configs/inference.json`` (network and ROI from the checkpoint's hyper-parameters; never edited by hand).
+    ``configs/inference.json`` (network, ROI and T1 input floor from the checkpoint's hyper-parameters;
+    never edited by hand).
 
     ``configs/metadata.json``, ``docs/`` and ``LICENSE`` are the bundle's own and are left as they are.
     """
@@ -450,7 +453,8 @@ def export_bundle(checkpoint: str | Path, bundle_dir: str | Path) -> Path:
     state = torch.load(str(checkpoint), map_location="cpu", weights_only=False)
     network_def = _export_generator(state, bundle_dir / "models" / "model.pt")
     spatial_dims = int(network_def.pop("spatial_dims"))
-    config = bundle_inference_config(network_def, state["hyper_parameters"]["patch_size"], spatial_dims)
+    config = bundle_inference_config(network_def, state["hyper_parameters"]["patch_size"], spatial_dims,
+                                     input_floor_of(state))
     atomic_write_text(json.dumps(config, indent=4) + "\n", bundle_dir / "configs" / "inference.json")
     return bundle_dir
 
