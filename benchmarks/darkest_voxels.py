@@ -1,0 +1,56 @@
+"""The brain's darkest T1 voxels: what the real T2 holds there and what a model writes there.
+
+The protocol's percentile normalisation maps the darkest 0.5 % of the brain's T1 to 0, the background's
+value; a model fed that T1 (input floor 0) can take them for background. Per subject this prints the
+share of brain voxels at 0 after normalisation, the share of them inside the tumour, the real T2 there
+(protocol units), and with ``--checkpoint`` the mean a model writes there (as ``translate`` writes it,
+with the checkpoint's own input floor; ``quality.predict``). Prints a markdown table.
+
+    python benchmarks/darkest_voxels.py --checkpoint 0.8.0=runs/soup/shipped_080.ckpt \\
+        --cases Brats18_CBICA_AQO_1 Brats18_TCIA10_637_1 Brats18_CBICA_ASY_1 BrainLesion-case-A Brats18_TCIA02_606_1
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+from quality import DATALIST, load_case, load_checkpoint, predict  # noqa: E402
+from monai_t1t2.io import load_datalist  # noqa: E402
+from monai_t1t2.transforms import PercentileNormalise  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--cases", nargs="+", required=True, help="training or test case names of the datalist")
+    parser.add_argument("--checkpoint", action="append", default=[], metavar="NAME=PATH")
+    parser.add_argument("--datalist", default=str(DATALIST))
+    args = parser.parse_args()
+    subjects = {s["case"]: s for key in ("training", "test") for s in load_datalist(Path(args.datalist), key)}
+    unknown = sorted(set(args.cases) - set(subjects))
+    if unknown:
+        parser.error(f"--cases {unknown}: not in {args.datalist}")
+    models = {name: load_checkpoint(path)[0] for name, path in (item.split("=", 1) for item in args.checkpoint)}
+    print("| case | brain voxels at 0 | of them in the tumour | real T2 there | "
+          + " | ".join(f"{name} there" for name in models) + " |")
+    print("|---|---|---|---|" + "---|" * len(models))
+    for case in args.cases:
+        volumes = load_case(subjects[case], parcellation=False)
+        brain = volumes["t1"] > 0
+        darkest = brain & (PercentileNormalise()(volumes["t1"], brain) == 0)
+        tumour = volumes["tumor_seg"] if volumes["tumor_seg"] is not None else np.zeros_like(brain)
+        real = PercentileNormalise()(volumes["t2"], volumes["mask"])[darkest & volumes["mask"]].mean()
+        written = [predict(module, volumes["t1"])[darkest].mean() for module in models.values()]
+        print(f"| {case} | {darkest.sum() / brain.sum():.4f} | {(darkest & tumour).sum() / max(darkest.sum(), 1):.3f} "
+              f"| {real:.3f} | " + " | ".join(f"{value:.3f}" for value in written) + " |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
