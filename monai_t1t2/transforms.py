@@ -16,10 +16,10 @@ from monai.transforms import MapTransform, Transform
 # Percentiles of the scoring protocol (EVALUATION.md): robust to a few hot voxels.
 LOWER_PERCENTILE = 0.5
 UPPER_PERCENTILE = 99.5
-#: Smallest value of the normalised T1 inside the brain where the T1 is the network's input. The
-#: percentile clip maps the darkest 0.5 % of the brain (ventricular CSF, brightest in T2) to 0, the
-#: background's value; the residual head's prior (``1 - t1`` where ``t1 > 0``) then took them for
-#: background and left black holes in the synthetic T2's ventricles. Scoring keeps the protocol's 0.
+#: A floor for the normalised T1 inside the brain where the T1 is the network's input (opt-in: the
+#: data module's ``input_floor``). The percentile clip maps the darkest 0.5 % of the brain (ventricular
+#: CSF, the brain's partial-volume rim) to 0, the background's value; the residual head's prior (``1 - t1``
+#: where ``t1 > 0``) takes them for background and they come out dark. Scoring keeps the protocol's 0.
 INPUT_FLOOR = 1e-3
 
 

@@ -187,7 +187,7 @@ def test_mirror_augment_flips_the_pair_left_right_together(tmp_path, mirror):
         write_nifti(tmp_path / case / "t2.nii.gz", ramp)
     data = PairedDataModule(str(tmp_path), val_cases=["b"], patch_size=(16, 16, 16), samples_per_volume=24,
                             repeats_per_epoch=1, augment=False, intensity_augment=False, mirror_augment=mirror,
-                            quality_control=False)
+                            quality_control=False, input_floor=INPUT_FLOOR)
     data.setup("fit")
     patches = next(iter(data.train_dataloader()))
     # The pair is flipped together (the T1, the network's input, is floored at INPUT_FLOOR in the brain).

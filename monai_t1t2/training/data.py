@@ -21,7 +21,7 @@ from monai.data import CacheDataset, DataLoader, list_data_collate
 from monai_t1t2.errors import DatasetError, GridMismatchError, InvalidVolumeError
 from monai_t1t2.geometry import same_grid
 from monai_t1t2.io import Subject, load_subjects
-from monai_t1t2.transforms import INPUT_FLOOR, BrainMaskd, PercentileNormalised, RegionWeightsd, TumourMaskd
+from monai_t1t2.transforms import BrainMaskd, PercentileNormalised, RegionWeightsd, TumourMaskd
 
 
 
@@ -121,9 +121,10 @@ class PairedDataModule(pl.LightningDataModule):
             dilated by ``tumour_margin`` voxels); the rest are centred on brain. 0 samples brain only.
         tumour_margin: width of the tumour's edge zone, in voxels.
         augment: spatial augmentation (pair-preserving flips and a small random affine).
-        input_floor: smallest normalised T1 value inside the brain (:data:`~monai_t1t2.transforms.INPUT_FLOOR`,
-            so no brain voxel takes the background's 0); 0 reproduces models trained before it existed
-            (0.8.0 and earlier). The export step writes it into the bundle's preprocessing.
+        input_floor: smallest normalised T1 value inside the brain. 0 (default, every shipped model): the
+            darkest 0.5 % of the brain take the background's 0 and come out dark; :data:`~monai_t1t2.transforms.INPUT_FLOOR`
+            keeps them apart, but a 0.8.0 fine-tune with it scored worse on validation (benchmarks/README.md,
+            "The brain's darkest 0.5 %"). The export step writes it into the bundle's preprocessing.
         mirror_augment: the left-right mirror alone (the pair and its masks flipped along RAS axis 0 with
             probability 0.5; no resampling, so cheap); ``None`` follows ``augment``.
         intensity_augment: T1-only contrast augmentation (gamma, bias field, histogram shift), so the
@@ -157,7 +158,7 @@ class PairedDataModule(pl.LightningDataModule):
         intensity_augment: bool | None = None,
         cache_dtype: str = "float16",
         mirror_augment: bool | None = None,
-        input_floor: float = INPUT_FLOOR,
+        input_floor: float = 0.0,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -190,7 +191,7 @@ class PairedDataModule(pl.LightningDataModule):
         fraction = {} if self.hparams.min_brain_fraction is None else {"min_brain_fraction": self.hparams.min_brain_fraction}
         tumour = {"tumour_key": "tumour", "tumour_margin": self.hparams.tumour_margin} if self.hparams.tumour_fraction else {}
         steps.append(SamplingMaskd(keys="t1", mask_key="sampling_mask", brain_key="brain", **fraction, **tumour))
-        # The T1 is the network's input: its brain voxels stay above the background's 0 (input_floor).
+        # The T1 is the network's input: with input_floor > 0 its brain voxels stay above the background's 0.
         steps.append(PercentileNormalised("t1", mask_key="brain", floor=self.hparams.input_floor))
         steps.append(PercentileNormalised("t2", mask_key="brain"))
         if with_labels:
