@@ -32,7 +32,7 @@ from monai.inferers import sliding_window_inference
 
 from monai_t1t2.inference.translation import DEFAULT_BUNDLE, Translator, describe, load_translator, translate
 from monai_t1t2.io import read_volume
-from monai_t1t2.transforms import INPUT_FLOOR, PercentileNormalise
+from monai_t1t2.transforms import PercentileNormalise
 
 DEFAULT_CASE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "paired" / "BraTS-GLI-00001-000" / "t1.nii.gz"
 PAGE_MIB = __import__("os").sysconf("SC_PAGE_SIZE") / 2**20
@@ -110,7 +110,7 @@ def run(args: argparse.Namespace) -> str:
             continue
         device = torch.device(device_name)
         translator = random_translator(args.seed, device_name) if args.random_init else load_translator(args.model, device)
-        normalised = PercentileNormalise(floor=INPUT_FLOOR)(volume.as_tensor(), volume.as_tensor() > 0)[None].to(device)
+        normalised = PercentileNormalise()(volume.as_tensor(), volume.as_tensor() > 0)[None].to(device)
 
         def plain():
             with torch.inference_mode():

@@ -49,8 +49,6 @@ class TranslationModule(pl.LightningModule):
         init_weights: the generator starts from these weights (a bundle directory, its ``models/model.pt``
             or a ``monai-t1t2 train`` checkpoint) instead of random ones: ``fit`` fine-tunes them,
             ``validate`` scores them; a ``--ckpt_path`` restores its own weights over them.
-        flip_axes: validation's mirror test-time augmentation (:class:`~monai_t1t2.nets.generators.FlipAveragingInferer`):
-            spatial axes to mirror along, e.g. ``[0]`` for left-right; empty (default): none.
     """
 
     def __init__(
@@ -72,13 +70,12 @@ class TranslationModule(pl.LightningModule):
         sw_batch_size: int = 4,
         png_every_n_epochs: int = 5,
         init_weights: str | None = None,
-        flip_axes: Sequence[int] = (),
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
         # Lightning's automatic optimisation; the GAN's two optimisers step by hand (toggle_optimizer).
         self.automatic_optimization = adversarial_weight <= 0
-        self.inferer = patch_inferer(patch_size, sw_batch_size, overlap, flip_axes)
+        self.inferer = patch_inferer(patch_size, sw_batch_size, overlap)
         generator = dict(DEFAULT_GENERATOR if generator is None else generator)
         self.hparams.generator = generator
         self.generator = build_generator(spatial_dims=spatial_dims, **generator)
@@ -226,7 +223,7 @@ class TranslationModule(pl.LightningModule):
                              title=f"validation, epoch {self.current_epoch + 1}")
 
     # Settings that change what is trained; the sliding-window and PNG settings may differ on resume.
-    _RESUME_FREE = ("overlap", "sw_batch_size", "png_every_n_epochs", "init_weights", "flip_axes")
+    _RESUME_FREE = ("overlap", "sw_batch_size", "png_every_n_epochs", "init_weights")
 
     def setup(self, stage: str) -> None:
         """With ``init_weights``, load them into the generator (``fit`` fine-tunes them, ``validate``
