@@ -4,7 +4,11 @@ The protocol's percentile normalisation maps the darkest 0.5 % of the brain's T1
 value; a model fed that T1 (input floor 0) can take them for background. Per subject this prints the
 share of brain voxels at 0 after normalisation, the share of them inside the tumour, the real T2 there
 (protocol units), and with ``--checkpoint`` the mean a model writes there (as ``translate`` writes it,
-with the checkpoint's own input floor; ``quality.predict``). Prints a markdown table.
+with the checkpoint's own input floor; ``quality.predict``). With ``--fill-sigma`` it also prints, for the
+first checkpoint, the mean absolute error there of the prediction as written and of a fill from the
+neighbours (normalised convolution: the Gaussian-weighted mean of the prediction over the other brain
+voxels, one column per sigma in voxels): does the context say what those voxels should be? Prints a
+markdown table.
 
     python benchmarks/darkest_voxels.py --checkpoint 0.8.0=runs/soup/shipped_080.ckpt \\
         --cases Brats18_CBICA_AQO_1 Brats18_TCIA10_637_1 Brats18_CBICA_ASY_1 BrainLesion-case-A Brats18_TCIA02_606_1
@@ -17,6 +21,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from scipy.ndimage import gaussian_filter
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -29,27 +34,45 @@ from monai_t1t2.transforms import PercentileNormalise  # noqa: E402
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--cases", nargs="+", required=True, help="training or test case names of the datalist")
+    parser.add_argument("--cases", nargs="+", default=[], help="training or test case names of the datalist")
+    parser.add_argument("--training", action="store_true", help="every subject of the datalist's training list")
     parser.add_argument("--checkpoint", action="append", default=[], metavar="NAME=PATH")
     parser.add_argument("--datalist", default=str(DATALIST))
+    parser.add_argument("--fill-sigma", nargs="*", type=float, default=[], metavar="SIGMA",
+                        help="with --checkpoint: errors of the first model there, as written and filled from its neighbours")
     args = parser.parse_args()
     subjects = {s["case"]: s for key in ("training", "test") for s in load_datalist(Path(args.datalist), key)}
+    if args.training:
+        args.cases = args.cases + [s["case"] for s in load_datalist(Path(args.datalist), "training")]
+    if not args.cases:
+        parser.error("name --cases or --training")
     unknown = sorted(set(args.cases) - set(subjects))
     if unknown:
         parser.error(f"--cases {unknown}: not in {args.datalist}")
     models = {name: load_checkpoint(path)[0] for name, path in (item.split("=", 1) for item in args.checkpoint)}
-    print("| case | brain voxels at 0 | of them in the tumour | real T2 there | "
-          + " | ".join(f"{name} there" for name in models) + " |")
-    print("|---|---|---|---|" + "---|" * len(models))
+    if args.fill_sigma and not models:
+        parser.error("--fill-sigma needs a --checkpoint")
+    errors = [f"{next(iter(models))} error as written"] + [f"error filled (sigma {s:g})" for s in args.fill_sigma] if args.fill_sigma else []
+    print("| " + " | ".join(["case", "brain voxels at 0", "of them in the tumour", "real T2 there"]
+                             + [f"{name} there" for name in models] + errors) + " |")
+    print("|---|---|---|---|" + "---|" * (len(models) + len(errors)))
     for case in args.cases:
         volumes = load_case(subjects[case], parcellation=False)
         brain = volumes["t1"] > 0
         darkest = brain & (PercentileNormalise()(volumes["t1"], brain) == 0)
         tumour = volumes["tumor_seg"] if volumes["tumor_seg"] is not None else np.zeros_like(brain)
-        real = PercentileNormalise()(volumes["t2"], volumes["mask"])[darkest & volumes["mask"]].mean()
-        written = [predict(module, volumes["t1"])[darkest].mean() for module in models.values()]
+        t2 = PercentileNormalise()(volumes["t2"], volumes["mask"])
+        real = t2[darkest & volumes["mask"]].mean()
+        predictions = [predict(module, volumes["t1"]) for module in models.values()]
+        written = [prediction[darkest].mean() for prediction in predictions]
+        if args.fill_sigma:
+            scored = darkest & volumes["mask"]
+            others = (brain & ~darkest).astype(np.float32)
+            fills = [predictions[0]] + [gaussian_filter(predictions[0] * others, sigma)
+                                        / np.maximum(gaussian_filter(others, sigma), 1e-6) for sigma in args.fill_sigma]
+            written += [np.abs(fill - t2)[scored].mean() for fill in fills]
         print(f"| {case} | {darkest.sum() / brain.sum():.4f} | {(darkest & tumour).sum() / max(darkest.sum(), 1):.3f} "
-              f"| {real:.3f} | " + " | ".join(f"{value:.3f}" for value in written) + " |", flush=True)
+              f"| {real:.3f} |" + "".join(f" {value:.3f} |" for value in written), flush=True)
 
 
 if __name__ == "__main__":
