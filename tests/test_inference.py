@@ -472,6 +472,7 @@ def test_predict_takes_a_mask_file_and_marks_outputs_synthetic(tmp_path, tiny_bu
     assert sidecar["SyntheticImage"] is True and sidecar["MaskMethod"] == f"file {mask}"
     assert sidecar["SourceSHA256"] == hashlib.sha256(t1.read_bytes()).hexdigest()
     assert sidecar["ModelSHA256"] and sidecar["GeneratedBy"][0]["Name"] == "monai-t1t2"
+    assert sidecar["ModelVersion"] is None, "the tiny bundle has no metadata.json"
     assert main(["predict", str(t1), str(t1.with_name("b.nii.gz")), "-o", str(out), "--mask", str(mask)]) == 2
 
 
@@ -483,3 +484,21 @@ def test_bundle_errors_are_one_line_in_bundle_terms(tmp_path, tiny_bundle):
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
     assert result.stderr.strip().splitlines()[-1] == (f"monai-t1t2 bundle: error: dataset_dir {tmp_path / 'nowhere'}: "
                                                       "no such folder (pass --dataset_dir FOLDER of T1 volumes)")
+
+
+def test_model_version_is_the_bundles_metadata_version(tmp_path):
+    """Each sidecar names the bundle version of the weights it was made with; a checkpoint has none."""
+    from monai_t1t2.inference.batch import model_version
+
+    bundle = tmp_path / "bundle"
+    (bundle / "models").mkdir(parents=True)
+    (bundle / "configs").mkdir()
+    (bundle / "models" / "model.pt").write_bytes(b"")
+    assert model_version(bundle / "models" / "model.pt") is None
+    (bundle / "configs" / "metadata.json").write_text(json.dumps({"version": "1.2.3"}))
+    assert model_version(bundle / "models" / "model.pt") == "1.2.3"
+    (bundle / "configs" / "metadata.json").write_text("{not json")
+    assert model_version(bundle / "models" / "model.pt") is None
+    assert model_version(tmp_path / "run" / "last.ckpt") is None
+    shipped = json.loads((BUNDLE / "configs" / "metadata.json").read_text())["version"]
+    assert model_version(BUNDLE / "models" / "model.pt") == shipped

@@ -547,6 +547,17 @@ def _sha256_of(path: str, size: int, mtime_ns: int) -> str:
     return digest.hexdigest()
 
 
+def model_version(model: PathLike) -> str | None:
+    """The bundle version (``configs/metadata.json``) of a bundle's ``models/model.pt``; None for a
+    checkpoint or weights outside a bundle."""
+    metadata = Path(model).parent.parent / "configs" / "metadata.json"
+    try:
+        version = json.loads(metadata.read_text())["version"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return str(version)
+
+
 def write_sidecar(target: Path, source: Path, translator: Translator, mask_method: str, problems: Sequence[str],
                   flip_axes: Sequence[int] = ()) -> Path:
     """The provenance sidecar of one synthetic T2 (written atomically)."""
@@ -557,7 +568,8 @@ def write_sidecar(target: Path, source: Path, translator: Translator, mask_metho
         "Description": "synthetic T2-weighted image translated from a T1-weighted image; not an acquisition",
         "GeneratedBy": [{"Name": "monai-t1t2", "Version": monai_t1t2.__version__}],
         "Sources": [str(source)], "SourceSHA256": _sha256(source),
-        "Model": translator.source, "ModelSHA256": _sha256(translator.source),
+        "Model": translator.source, "ModelVersion": model_version(translator.source),
+        "ModelSHA256": _sha256(translator.source),
         "SlidingWindowROI": list(translator.roi_size), "MirrorAveragedAxes": [int(a) for a in flip_axes],
         "MaskMethod": mask_method,
         "InputProblems": list(problems), "Forced": bool(problems),
