@@ -52,7 +52,9 @@ def main() -> None:
     models = {name: load_checkpoint(path)[0] for name, path in (item.split("=", 1) for item in args.checkpoint)}
     if args.fill_sigma and not models:
         parser.error("--fill-sigma needs a --checkpoint")
-    errors = [f"{next(iter(models))} error as written"] + [f"error filled (sigma {s:g})" for s in args.fill_sigma] if args.fill_sigma else []
+    errors = []
+    if args.fill_sigma:
+        errors = [f"{next(iter(models))} error as written"] + [f"error filled (sigma {s:g})" for s in args.fill_sigma]
     print("| " + " | ".join(["case", "brain voxels at 0", "of them in the tumour", "real T2 there"]
                              + [f"{name} there" for name in models] + errors) + " |")
     print("|---|---|---|---|" + "---|" * (len(models) + len(errors)))

@@ -378,7 +378,7 @@ def translate(
         sw_batch_size: patches per network call; None: the model's inferer's (4 by default).
         flip_axes: mirror test-time augmentation (:class:`~monai_t1t2.nets.generators.FlipAveragingInferer`):
             RAS axes to average over, e.g. ``[0]`` (left-right; one more pass of the network per axis); ``[]``: none;
-            None: the model's inferer's (none by default). Measured on the shipped model
+            None: the model's inferer's (none by default). Measured on model 0.8.0
             (benchmarks/README.md, "Mirror averaging"): SSIM higher on 10 of 12 test subjects, not on
             the 2 validation subjects.
 
