@@ -83,6 +83,30 @@ class PercentileNormalised(MapTransform):
         return d
 
 
+class BrainFloord(MapTransform):
+    """Raise every voxel inside ``d[mask_key]`` to at least ``floor`` (outside it unchanged).
+
+    The network's T1 input floor (:data:`INPUT_FLOOR`), applied in float32 after the cache and after
+    the T1's intensity augmentation, so that the floored voxels hold exactly ``floor`` in training as at
+    inference (a float16 cache or a gamma change would otherwise move them).
+    """
+
+    def __init__(self, keys: KeysCollection, mask_key: str = "brain", floor: float = INPUT_FLOOR,
+                 allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+        if not 0 <= floor < 1:
+            raise ValueError(f"floor {floor}: must be in [0, 1)")
+        self.mask_key, self.floor = mask_key, floor
+
+    def __call__(self, data: Mapping[Hashable, object]) -> dict:
+        d = dict(data)
+        inside = torch.as_tensor(d[self.mask_key]) > 0
+        for key in self.key_iterator(d):
+            image = torch.as_tensor(d[key])
+            d[key] = torch.where(inside, image.clamp_min(self.floor), image)
+        return d
+
+
 class BrainMaskd(MapTransform):
     """Add a brain mask ``d[mask_key]`` = voxels where every one of ``keys`` is > 0.
 

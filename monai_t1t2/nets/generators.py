@@ -15,6 +15,7 @@ from monai.networks.nets import UNet
 from torch import nn
 
 from monai_t1t2.errors import T1T2Error
+from monai_t1t2.transforms import INPUT_FLOOR
 
 
 #: The generator a module or a checkpoint gets when no ``generator`` settings are given (the one
@@ -35,25 +36,37 @@ class Generator(nn.Module):
       anatomy sharp from the first step and spends its few CPU steps on the contrast.
       In eval mode the output is clamped to ``[0, 1]``.
 
+    With ``mask_input``, the T1 must come with the input floor (:data:`~monai_t1t2.transforms.INPUT_FLOOR`
+    on every brain voxel, 0 outside: the data module's and the bundle's ``input_floor``). The backbone
+    then sees two channels, the T1 and the brain mask ``t1 > 0``, so it can tell the brain's darkest
+    voxels (ventricular CSF or the skull-stripped rim, at the floor) from the background and the rim
+    from the CSF; the prior stays 0 at the floor as without it. A one-channel model's weights load
+    into it with :func:`expand_input_channels` (the mask's weights 0), so a fine-tune starts from
+    exactly what that model computes on the T1.
+
     Args:
-        backbone: any MONAI network with one input and one output channel.
+        backbone: any MONAI network with one output channel, and one input channel (two with ``mask_input``).
         head: ``"sigmoid"`` or ``"residual"``.
+        mask_input: give the backbone the brain mask as a second channel (needs the input floor).
     """
 
-    def __init__(self, backbone: nn.Module, head: str = "sigmoid") -> None:
+    def __init__(self, backbone: nn.Module, head: str = "sigmoid", mask_input: bool = False) -> None:
         super().__init__()
         if head not in ("sigmoid", "residual"):
             raise ValueError(f"unknown generator head '{head}': choose sigmoid or residual")
-        self.backbone, self.head = backbone, head
+        self.backbone, self.head, self.mask_input = backbone, head, mask_input
         if head == "residual":
             self.gate = nn.Parameter(torch.zeros(()))
 
     def forward(self, t1: torch.Tensor) -> torch.Tensor:
         """``(B, 1, *spatial)`` normalised T1 in ``[0, 1]`` -> synthetic T2 of the same shape."""
+        features = torch.cat([t1, (t1 > 0).to(t1.dtype)], 1) if self.mask_input else t1
         if self.head == "sigmoid":
-            return torch.sigmoid(self.backbone(t1))
-        prior = torch.where(t1 > 0, 1.0 - t1, torch.zeros_like(t1))
-        output = prior + self.gate * self.backbone(t1)
+            return torch.sigmoid(self.backbone(features))
+        # Half a floor above it: a float16 copy of the floor still counts as the floor.
+        lit = t1 > 1.5 * INPUT_FLOOR if self.mask_input else t1 > 0
+        prior = torch.where(lit, 1.0 - t1, torch.zeros_like(t1))
+        output = prior + self.gate * self.backbone(features)
         return output if self.training else output.clamp(0.0, 1.0)
 
 
@@ -67,6 +80,7 @@ def build_generator(
     feature_size: int = 24,
     img_size: Sequence[int] = (64, 64, 64),
     head: str = DEFAULT_GENERATOR["head"],
+    mask_input: bool = False,
 ) -> Generator:
     """Build a generator by name.
 
@@ -80,16 +94,18 @@ def build_generator(
         dropout: dropout probability.
         feature_size, img_size: SwinUNETR only.
         head: output head of :class:`Generator` (``"sigmoid"`` or ``"residual"``).
+        mask_input: the brain mask as a second input channel (:class:`Generator`; needs the T1 input floor).
     """
     name = name.lower()
+    in_channels = 2 if mask_input else 1
     if name == "unet":
-        backbone = UNet(spatial_dims=spatial_dims, in_channels=1, out_channels=1, channels=tuple(channels),
+        backbone = UNet(spatial_dims=spatial_dims, in_channels=in_channels, out_channels=1, channels=tuple(channels),
                         strides=(2,) * (len(channels) - 1), num_res_units=num_res_units, norm=norm, dropout=dropout)
     elif name == "dynunet":
         from monai.networks.nets import DynUNet
 
         levels = len(channels)
-        backbone = DynUNet(spatial_dims=spatial_dims, in_channels=1, out_channels=1, kernel_size=[3] * levels,
+        backbone = DynUNet(spatial_dims=spatial_dims, in_channels=in_channels, out_channels=1, kernel_size=[3] * levels,
                            strides=[1] + [2] * (levels - 1), upsample_kernel_size=[2] * (levels - 1),
                            filters=list(channels), norm_name=norm, dropout=dropout or None, res_block=True)
     elif name == "swinunetr":
@@ -97,10 +113,10 @@ def build_generator(
 
         if spatial_dims != 3:
             raise ValueError("swinunetr is built in 3D only")
-        backbone = SwinUNETR(in_channels=1, out_channels=1, feature_size=feature_size, spatial_dims=3)
+        backbone = SwinUNETR(in_channels=in_channels, out_channels=1, feature_size=feature_size, spatial_dims=3)
     else:
         raise ValueError(f"unknown generator '{name}': choose unet, dynunet or swinunetr")
-    return Generator(backbone, head=head)
+    return Generator(backbone, head=head, mask_input=mask_input)
 
 
 def build_discriminator(spatial_dims: int = 3, channels: int = 32, num_layers_d: int = 3) -> nn.Module:
@@ -193,6 +209,23 @@ def generator_weights(source: str | Path) -> dict[str, torch.Tensor]:
     if not isinstance(state, dict) or not all(isinstance(value, torch.Tensor) for value in state.values()):
         raise T1T2Error(f"{path}: holds no state dict of tensors")
     return state
+
+
+def expand_input_channels(weights: dict[str, torch.Tensor], own: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``weights`` of a one-input-channel generator made to fit ``own`` (its state dict) where ``own``
+    takes more input channels: each tensor that differs only in its input-channel dimension (dim 1 of
+    a convolution's weight) is padded with zeros there, so the added channels start with no effect."""
+    out = dict(weights)
+    for key, target in own.items():
+        source = weights.get(key)
+        if (source is None or source.shape == target.shape or source.dim() != target.dim() or source.dim() < 2
+                or source.shape[0] != target.shape[0] or source.shape[2:] != target.shape[2:]
+                or source.shape[1] > target.shape[1]):
+            continue
+        padded = torch.zeros(target.shape, dtype=source.dtype)
+        padded[:, : source.shape[1]] = source
+        out[key] = padded
+    return out
 
 
 def input_floor_of(checkpoint_state: dict[str, Any]) -> float:

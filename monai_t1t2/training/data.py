@@ -191,8 +191,9 @@ class PairedDataModule(pl.LightningDataModule):
         fraction = {} if self.hparams.min_brain_fraction is None else {"min_brain_fraction": self.hparams.min_brain_fraction}
         tumour = {"tumour_key": "tumour", "tumour_margin": self.hparams.tumour_margin} if self.hparams.tumour_fraction else {}
         steps.append(SamplingMaskd(keys="t1", mask_key="sampling_mask", brain_key="brain", **fraction, **tumour))
-        # The T1 is the network's input: with input_floor > 0 its brain voxels stay above the background's 0.
-        steps.append(PercentileNormalised("t1", mask_key="brain", floor=self.hparams.input_floor))
+        # The T1 is the network's input: with input_floor > 0 its brain voxels are raised above the
+        # background's 0 after the cache and the augmentation (_floor_steps), in float32.
+        steps.append(PercentileNormalised("t1", mask_key="brain"))
         steps.append(PercentileNormalised("t2", mask_key="brain"))
         if with_labels:
             from monai_t1t2.nets.meshnet import label_names
@@ -240,7 +241,16 @@ class PairedDataModule(pl.LightningDataModule):
                 mt.RandBiasFieldd("t1", prob=0.3, coeff_range=(0.0, 0.1)),
                 mt.ScaleIntensityRanged("t1", a_min=0.0, a_max=1.0, b_min=0.0, b_max=1.0, clip=True),
             ]
-        return steps
+        return steps + self._floor_steps()
+
+    def _floor_steps(self) -> list:
+        """The T1 input floor, last, on float32 volumes: the floored voxels hold exactly ``input_floor``
+        (as the inference preprocessing gives them), whatever the cache dtype and the augmentation did."""
+        if not self.hparams.input_floor:
+            return []
+        from monai_t1t2.transforms import BrainFloord
+
+        return [BrainFloord("t1", mask_key="brain", floor=self.hparams.input_floor)]
 
     # ----- Lightning hooks --------------------------------------------------------------
     def _with_parcellations(self, subjects: Sequence[Subject]) -> list[Subject]:
@@ -276,7 +286,8 @@ class PairedDataModule(pl.LightningDataModule):
         self.val_dataset = CacheDataset(
             [_drop_none(s) for s in self._with_parcellations(self.val_subjects)],
             mt.Compose(self._deterministic_transforms(with_labels)
-                       + [mt.EnsureTyped(self._volume_keys(with_labels), dtype=torch.float32)]),
+                       + [mt.EnsureTyped(self._volume_keys(with_labels), dtype=torch.float32)]
+                       + self._floor_steps()),
             cache_rate=self.hparams.cache_rate, progress=False,
         ) if self.val_subjects else None
 

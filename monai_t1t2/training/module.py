@@ -20,7 +20,8 @@ import torch
 from monai_t1t2.errors import T1T2Error
 from monai_t1t2.losses import MaskedL1SSIMLoss
 from monai_t1t2.nets.generators import (DEFAULT_GENERATOR, SliceWise, build_discriminator, build_generator,
-                                        generator_weights, input_floor_of, patch_inferer)
+                                        expand_input_channels, generator_weights, input_floor_of, patch_inferer)
+from monai_t1t2.transforms import INPUT_FLOOR
 
 
 
@@ -229,10 +230,17 @@ class TranslationModule(pl.LightningModule):
         """With ``init_weights``, load them into the generator (``fit`` fine-tunes them, ``validate``
         scores them). Lightning calls this before it restores a ``--ckpt_path``, so a resumed run
         continues from its checkpoint, not from these."""
+        if self.generator.mask_input:
+            floor = getattr(getattr(self.trainer, "datamodule", None), "hparams", {}).get("input_floor", INPUT_FLOOR)
+            if floor != INPUT_FLOOR:
+                raise T1T2Error(f"generator mask_input: the T1 must carry the input floor: set "
+                                f"--data.input_floor {INPUT_FLOOR} (it is {floor})")
         if not self.hparams.get("init_weights"):
             return
         source = self.hparams.init_weights
         weights, own = generator_weights(source), self.generator.state_dict()
+        if self.generator.mask_input:  # a one-channel model's weights, the mask's channel at 0
+            weights = expand_input_channels(weights, own)
         missing, unexpected = sorted(set(own) - set(weights)), sorted(set(weights) - set(own))
         reshaped = [key for key in own if key in weights and weights[key].shape != own[key].shape]
         if missing or unexpected or reshaped:
