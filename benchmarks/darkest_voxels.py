@@ -4,7 +4,8 @@ The protocol's percentile normalisation maps the darkest 0.5 % of the brain's T1
 value; a model fed that T1 (input floor 0) can take them for background. Per subject this prints the
 share of brain voxels at 0 after normalisation, the share of them inside the tumour, the real T2 there
 (protocol units), and with ``--checkpoint`` the mean a model writes there (as ``translate`` writes it,
-with the checkpoint's own input floor; ``quality.predict``). With ``--fill-sigma`` it also prints, for the
+with the checkpoint's own input floor; ``quality.predict``) and its mean absolute error against the real
+T2 there. With ``--fill-sigma`` it also prints, for the
 first checkpoint, the mean absolute error there of the prediction as written and of a fill from the
 neighbours (normalised convolution: the Gaussian-weighted mean of the prediction over the other brain
 voxels, one column per sigma in voxels): does the context say what those voxels should be? Prints a
@@ -55,9 +56,9 @@ def main() -> None:
     errors = []
     if args.fill_sigma:
         errors = [f"{next(iter(models))} error as written"] + [f"error filled (sigma {s:g})" for s in args.fill_sigma]
-    print("| " + " | ".join(["case", "brain voxels at 0", "of them in the tumour", "real T2 there"]
-                             + [f"{name} there" for name in models] + errors) + " |")
-    print("|---|---|---|---|" + "---|" * (len(models) + len(errors)))
+    columns = [f"{name} there" for name in models] + [f"{name} error" for name in models] + errors
+    print("| " + " | ".join(["case", "brain voxels at 0", "of them in the tumour", "real T2 there"] + columns) + " |")
+    print("|---|---|---|---|" + "---|" * len(columns))
     for case in args.cases:
         volumes = load_case(subjects[case], parcellation=False)
         brain = volumes["t1"] > 0
@@ -66,9 +67,10 @@ def main() -> None:
         t2 = PercentileNormalise()(volumes["t2"], volumes["mask"])
         real = t2[darkest & volumes["mask"]].mean()
         predictions = [predict(module, volumes["t1"]) for module in models.values()]
-        written = [prediction[darkest].mean() for prediction in predictions]
+        scored = darkest & volumes["mask"]
+        written = ([prediction[darkest].mean() for prediction in predictions]
+                   + [np.abs(prediction - t2)[scored].mean() for prediction in predictions])
         if args.fill_sigma:
-            scored = darkest & volumes["mask"]
             others = (brain & ~darkest).astype(np.float32)
             fills = [predictions[0]] + [gaussian_filter(predictions[0] * others, sigma)
                                         / np.maximum(gaussian_filter(others, sigma), 1e-6) for sigma in args.fill_sigma]

@@ -220,3 +220,36 @@ def test_network_input_floor_keeps_the_darkest_brain_voxels_apart_from_the_backg
     assert prior[darkest].min() > 0.99 and (prior[~brain] == 0).all()
     with pytest.raises(ValueError, match="floor"):
         PercentileNormalise(floor=1.0)
+
+
+def test_input_floor_is_applied_last_so_the_floored_voxels_hold_it_exactly(tmp_path):
+    """The floor comes after the float16 cache and the T1's intensity augmentation (a gamma change
+    would move a floor applied before it): in training patches and the validation volume the darkest
+    brain voxels hold exactly INPUT_FLOOR, as the inference preprocessing gives them, the background 0."""
+    import torch
+
+    from monai_t1t2.training.data import PairedDataModule
+    from monai_t1t2.transforms import INPUT_FLOOR, BrainFloord
+
+    head = synthetic_head((40, 40, 32)) > 0
+    rng = np.random.default_rng(0)
+    for case in ("a", "b"):
+        write_nifti(tmp_path / case / "t1.nii.gz", np.where(head, rng.uniform(10, 100, head.shape), 0).astype(np.float32))
+        write_nifti(tmp_path / case / "t2.nii.gz", np.where(head, rng.uniform(10, 100, head.shape), 0).astype(np.float32))
+    data = PairedDataModule(str(tmp_path), val_cases=["b"], patch_size=(16, 16, 16), samples_per_volume=24,
+                            repeats_per_epoch=1, augment=False, intensity_augment=True, quality_control=False,
+                            input_floor=INPUT_FLOOR, cache_dtype="float16")
+    data.setup("fit")
+    floor = torch.tensor(INPUT_FLOOR, dtype=torch.float32)
+    torch.manual_seed(0)
+    for volumes in (next(iter(data.train_dataloader())), next(iter(data.val_dataloader()))):
+        t1, brain = volumes["t1"], volumes["brain"] > 0
+        assert t1.dtype == torch.float32
+        assert bool((t1[brain] >= floor).all()) and int((t1[brain] == floor).sum()) > 0
+        assert bool((t1[~brain] == 0).all())
+    # The transform alone: raised inside the mask only.
+    d = BrainFloord("t1", mask_key="brain", floor=0.25)({"t1": torch.tensor([0.0, 0.1, 0.5, 0.0]),
+                                                          "brain": torch.tensor([1, 1, 1, 0])})
+    assert d["t1"].tolist() == [0.25, 0.25, 0.5, 0.0]
+    with pytest.raises(ValueError, match="floor"):
+        BrainFloord("t1", floor=1.0)

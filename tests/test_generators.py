@@ -78,3 +78,38 @@ def test_flip_axes_must_be_distinct_spatial_axes(axes):
 
     with pytest.raises(ValueError, match="flip_axes"):
         patch_inferer((8, 8, 8), 1, 0.5, flip_axes=axes)
+
+
+def test_mask_input_starts_from_a_one_channel_model_and_sees_the_mask():
+    """One-channel weights load into a mask-input generator with the mask's weights at 0: on the T1
+    with the input floor it computes what the one-channel model computes on the T1 without it (the
+    prior 0 at the floor in both); the mask reaches the backbone once its weights move."""
+    from monai_t1t2.nets.generators import expand_input_channels
+    from monai_t1t2.transforms import INPUT_FLOOR
+
+    torch.manual_seed(0)
+    one = build_generator(head="residual", **TINY)
+    with torch.no_grad():
+        one.gate.fill_(0.5)
+    masked = build_generator(head="residual", mask_input=True, **TINY)
+    weights = expand_input_channels(one.state_dict(), masked.state_dict())
+    widened = [key for key, value in weights.items() if value.shape != one.state_dict()[key].shape]
+    assert widened and all(weights[key][:, 1].abs().sum() == 0 for key in widened)
+    masked.load_state_dict(weights)
+    t1 = torch.rand(1, 1, 16, 16, 16) * 0.9 + 0.05
+    t1[..., :4] = 0  # background
+    t1[..., 8, 8, 8] = 0  # a brain voxel the percentile clip took to 0
+    brain = torch.zeros_like(t1, dtype=torch.bool)
+    brain[..., 4:] = True
+    floored = torch.where(brain, t1.clamp_min(INPUT_FLOOR), t1)
+    one.eval(), masked.eval()
+    with torch.no_grad():
+        expected, got = one(t1), masked(floored)
+        assert torch.allclose(expected, got, atol=1e-3)  # the floor itself moves the backbone by ~1e-4
+        masked.state_dict()[widened[0]][:, 1].fill_(0.1)  # shares the parameter's storage
+        assert not torch.allclose(expected, masked(floored), atol=1e-3)
+    # Same shapes pass through; a tensor that differs elsewhere than in its input channels is left to the caller.
+    assert expand_input_channels(one.state_dict(), one.state_dict()).keys() == one.state_dict().keys()
+    wider = build_generator(head="residual", channels=[8, 8], num_res_units=0)
+    kept = expand_input_channels(one.state_dict(), wider.state_dict())
+    assert all(torch.equal(kept[key], value) for key, value in one.state_dict().items())

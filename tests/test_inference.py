@@ -82,6 +82,40 @@ def test_the_t1_input_floor_travels_with_the_model(tmp_path):
     assert darkest.any() and outputs["floored"][darkest].min() > 0.99 and outputs["before"][darkest].max() < 0.01
 
 
+def test_a_mask_input_model_runs_from_its_bundle_and_its_checkpoint_alike(tmp_path):
+    """A generator with the brain mask as a second input channel: the export step writes ``mask_input``
+    and its floor into the bundle, which translates as the checkpoint does; the darkest brain voxels
+    (at the floor) keep the prior's 0, the mask reaching the backbone."""
+    from monai_t1t2.training.module import export_bundle
+
+    torch.manual_seed(0)
+    settings = {"channels": [4, 8], "num_res_units": 0, "head": "residual", "name": "unet", "norm": "instance",
+                "mask_input": True}
+    generator = build_generator(**settings)
+    with torch.no_grad():
+        generator.gate.fill_(0.5)
+    checkpoint = tmp_path / "masked.ckpt"
+    torch.save({"state_dict": {"generator." + k: v for k, v in generator.state_dict().items()},
+                "hyper_parameters": {"generator": settings, "spatial_dims": 3, "patch_size": TINY_ROI},
+                "datamodule_hyper_parameters": {"input_floor": 1e-3}}, checkpoint)
+    bundle = export_bundle(checkpoint, tmp_path / "masked")
+    config = json.loads((bundle / "configs" / "inference.json").read_text())
+    assert config["network_def"]["mask_input"] is True
+    head = synthetic_head()
+    t1 = MetaTensor(torch.as_tensor(head)[None], affine=torch.eye(4, dtype=torch.float64))
+    from_bundle = inference.translate(t1, model=bundle, device="cpu", mask_method="nonzero")[0].numpy()
+    from_checkpoint = inference.translate(t1, model=checkpoint, device="cpu", mask_method="nonzero")[0].numpy()
+    np.testing.assert_allclose(from_bundle, from_checkpoint, atol=5e-3)  # the bundle's weights are float16
+    with torch.no_grad():
+        generator.gate.fill_(0.0)
+    torch.save({"state_dict": {"generator." + k: v for k, v in generator.state_dict().items()},
+                "hyper_parameters": {"generator": settings, "spatial_dims": 3, "patch_size": TINY_ROI},
+                "datamodule_hyper_parameters": {"input_floor": 1e-3}}, checkpoint)
+    prior = inference.translate(t1, model=checkpoint, device="cpu", mask_method="nonzero")[0].numpy()
+    darkest = (head > 0) & (head <= np.percentile(head[head > 0], 0.5))
+    assert darkest.any() and prior[darkest].max() < 0.01 and prior[(head > 0) & ~darkest].mean() > 0.2
+
+
 @pytest.fixture(scope="module")
 def tiny_bundle(tmp_path_factory) -> Path:
     return make_tiny_bundle(tmp_path_factory.mktemp("bundle") / "t1t2_translation")

@@ -297,6 +297,23 @@ def test_init_weights_that_are_missing_or_do_not_fit_give_one_line_errors(tmp_pa
     assert "wider.pt: its weights do not fit this generator" in error, error
 
 
+def test_a_mask_input_generator_needs_the_input_floor_and_starts_from_one_channel_weights(tmp_path, capsys):
+    data = synthetic_dataset(tmp_path / "data")
+    masked = ["--model.generator", "{name: unet, channels: [4, 8], num_res_units: 0, norm: instance, mask_input: true}"]
+    assert main(train_command(data, tmp_path / "run", "--trainer.max_epochs", "1", *masked)) == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "mask_input" in error and "--data.input_floor 0.001" in error, error
+    # One-channel weights (a shipped bundle's) fit it, the mask channel's weights at 0.
+    one = TranslationModule(generator={"name": "unet", "channels": [4, 8], "num_res_units": 0, "norm": "instance"})
+    torch.save(one.generator.state_dict(), tmp_path / "one.pt")
+    run = tmp_path / "run_floor"
+    assert main(train_command(data, run, "--trainer.max_epochs", "1", *masked, "--data.input_floor", "0.001",
+                              "--model.init_weights", str(tmp_path / "one.pt"))) == 0
+    weights = torch.load(str(next(run.rglob("last.ckpt"))), map_location="cpu", weights_only=False)["state_dict"]
+    first = next(key for key, value in weights.items() if key.startswith("generator.") and value.dim() == 5)
+    assert weights[first].shape[1] == 2
+
+
 def test_load_module_takes_an_older_checkpoints_renamed_settings(tmp_path):
     from monai_t1t2.training.module import load_module
 

@@ -213,14 +213,14 @@ def generator_weights(source: str | Path) -> dict[str, torch.Tensor]:
 
 def expand_input_channels(weights: dict[str, torch.Tensor], own: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """``weights`` of a one-input-channel generator made to fit ``own`` (its state dict) where ``own``
-    takes more input channels: each tensor that differs only in its input-channel dimension (dim 1 of
-    a convolution's weight) is padded with zeros there, so the added channels start with no effect."""
+    takes more input channels: each tensor that reads the input (a convolution weight with one input
+    channel) and differs from ``own``'s only there is padded with zeros, so the added channels start
+    with no effect. Any other difference is left for the caller's shape check."""
     out = dict(weights)
     for key, target in own.items():
         source = weights.get(key)
-        if (source is None or source.shape == target.shape or source.dim() != target.dim() or source.dim() < 2
-                or source.shape[0] != target.shape[0] or source.shape[2:] != target.shape[2:]
-                or source.shape[1] > target.shape[1]):
+        if (source is None or source.dim() < 3 or source.dim() != target.dim() or source.shape[1] != 1
+                or target.shape[1] <= 1 or source.shape[0] != target.shape[0] or source.shape[2:] != target.shape[2:]):
             continue
         padded = torch.zeros(target.shape, dtype=source.dtype)
         padded[:, : source.shape[1]] = source

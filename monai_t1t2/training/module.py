@@ -231,7 +231,8 @@ class TranslationModule(pl.LightningModule):
         scores them). Lightning calls this before it restores a ``--ckpt_path``, so a resumed run
         continues from its checkpoint, not from these."""
         if self.generator.mask_input:
-            floor = getattr(getattr(self.trainer, "datamodule", None), "hparams", {}).get("input_floor", INPUT_FLOOR)
+            # (the data module's floor, when a trainer with one is attached)
+            floor = getattr(getattr(self._trainer, "datamodule", None), "hparams", {}).get("input_floor", INPUT_FLOOR)
             if floor != INPUT_FLOOR:
                 raise T1T2Error(f"generator mask_input: the T1 must carry the input floor: set "
                                 f"--data.input_floor {INPUT_FLOOR} (it is {floor})")
