@@ -56,7 +56,7 @@ from monai_t1t2.geometry import bounding_box  # noqa: E402
 from monai_t1t2.io import load_datalist  # noqa: E402
 from monai_t1t2.training.data import PairedDataModule, split_subjects  # noqa: E402
 from monai_t1t2.metrics import evaluate  # noqa: E402
-from monai_t1t2.training.module import TranslationModule, load_module  # noqa: E402
+from monai_t1t2.training.module import TranslationModule, module_from_state  # noqa: E402
 from monai_t1t2.nets.generators import input_floor_of, patch_inferer  # noqa: E402
 from monai_t1t2.nets.meshnet import DEFAULT_MODEL, cached_parcellation, label_names  # noqa: E402
 from monai_t1t2.transforms import PercentileNormalise  # noqa: E402
@@ -228,8 +228,8 @@ def train(config: dict, variant: str, datalist: Path, cache_dir: Path, seed: int
 
 def load_checkpoint(path: str) -> tuple[TranslationModule, int]:
     """The module of a checkpoint and its step; ``module.input_floor`` is the T1 input floor it was trained with."""
-    module = load_module(path)
     state = torch.load(path, map_location="cpu", weights_only=False)
+    module = module_from_state(state)
     module.input_floor = input_floor_of(state)
     return module, int(state.get("global_step", 0))
 
@@ -368,6 +368,10 @@ def main() -> None:
     parser.add_argument("--flip", action="append", default=[], metavar="NAME=AXES",
                         help="score checkpoint NAME with mirror test-time augmentation along AXES (e.g. 0 = left-right, "
                              "0,1); see monai_t1t2.nets.generators.FlipAveragingInferer")
+    parser.add_argument("--zero-darkest", action="append", default=[], metavar="NAME",
+                        help="score checkpoint NAME also zeroed where the normalised T1 is 0 (the brain's darkest "
+                             "0.5 %%), as this benchmark scored every model before 2026-12-04: for comparison with "
+                             "recorded scores of that time whose checkpoints are gone (the 2D baseline)")
     parser.add_argument("--validation", action="store_true",
                         help="score the validation subjects that --config's recipe holds out of `training` (its "
                              "val_cases, or val_fraction drawn with the data seed) instead of the test list; the "
@@ -463,7 +467,10 @@ def main() -> None:
         trained[variant] = {"seconds": seconds, "steps": step, **({"init_from": args.init_from} if args.init_from else {}),
                             **({"learning_rate": args.learning_rate} if args.learning_rate else {})}
         print(f"{variant}: trained {step} steps in {seconds:.0f} s", flush=True)
-    names = list(BASELINES) + list(models)
+    unknown_zeroed = sorted(set(args.zero_darkest) - set(models))
+    if unknown_zeroed:
+        parser.error(f"--zero-darkest {unknown_zeroed}: not a --checkpoint name")
+    names = list(BASELINES) + [n for name in models for n in [name] + ([f"{name}_zeroed"] * (name in args.zero_darkest))]
     header = (f"split {datalist.name}: {len(training)} training subjects, {len(cases)} test subjects; device {device}; "
               + "; ".join(f"{n}: {t}" for n, t in trained.items()))
     results, label_list = {}, label_names(PARCELLATION_MODEL)
@@ -475,6 +482,9 @@ def main() -> None:
             begun = time.time()
             predictions[name] = predict(module, volumes["t1"])
             seconds[name] = time.time() - begun
+            if name in args.zero_darkest:
+                brain = volumes["t1"] > 0
+                predictions[f"{name}_zeroed"] = predictions[name] * (PercentileNormalise()(volumes["t1"], brain) > 0)
         results[case] = {}
         for name, prediction in predictions.items():
             scores = evaluate(prediction, volumes["t2"], mask=volumes["mask"], tumor_seg=volumes["tumor_seg"],

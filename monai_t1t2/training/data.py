@@ -124,7 +124,9 @@ class PairedDataModule(pl.LightningDataModule):
         input_floor: smallest normalised T1 value inside the brain. 0 (default, every shipped model): the
             darkest 0.5 % of the brain take the background's 0 and come out dark; :data:`~monai_t1t2.transforms.INPUT_FLOOR`
             keeps them apart, but a 0.8.0 fine-tune with it scored worse on validation (benchmarks/README.md,
-            "The brain's darkest 0.5 %"). The export step writes it into the bundle's preprocessing.
+            "The brain's darkest 0.5 %"). A generator with ``mask_input`` needs it. It is applied last, in
+            float32, after the cache and the augmentation, so the floored voxels hold exactly the floor.
+            The export step writes it into the bundle's preprocessing.
         mirror_augment: the left-right mirror alone (the pair and its masks flipped along RAS axis 0 with
             probability 0.5; no resampling, so cheap); ``None`` follows ``augment``.
         intensity_augment: T1-only contrast augmentation (gamma, bias field, histogram shift), so the

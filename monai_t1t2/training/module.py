@@ -373,7 +373,11 @@ def current_hparams(saved: dict[str, Any]) -> dict[str, Any]:
 def load_module(checkpoint: str | Path, map_location: str | torch.device = "cpu") -> TranslationModule:
     """A :class:`TranslationModule` with its weights from a ``monai-t1t2 train`` checkpoint (older
     checkpoints' renamed hyper-parameters are taken under their new names: :func:`current_hparams`)."""
-    state = torch.load(str(checkpoint), map_location=map_location, weights_only=False)
+    return module_from_state(torch.load(str(checkpoint), map_location=map_location, weights_only=False))
+
+
+def module_from_state(state: dict[str, Any]) -> TranslationModule:
+    """:func:`load_module` on a checkpoint already loaded (``torch.load``'s dictionary)."""
     module = TranslationModule(**current_hparams(state["hyper_parameters"]))
     module.load_state_dict(state["state_dict"])
     return module
