@@ -346,7 +346,11 @@ def print_report(paths: list[str], reference: str | None = None) -> None:
     """Merge the ``quality.json`` of several runs (later files win per case and variant) and print the tables."""
     results, groups, notes = {}, {}, []
     for path in paths:
-        run = json.loads(Path(path).read_text())
+        try:
+            run = json.loads(Path(path).read_text())
+            run["results"], run["groups"], run["settings"]
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            raise SystemExit(f"--report {path}: not a quality.json of this benchmark ({type(err).__name__}: {err})") from None
         for case, per_variant in run["results"].items():
             results.setdefault(case, {}).update(per_variant)
         groups.update(run["groups"])
