@@ -378,3 +378,26 @@ def test_validation_logs_the_tumour_metrics_over_the_cases_that_have_a_tumour():
         assert logged[f"val/{name}"] == pytest.approx(expected[name], rel=1e-4), name
     assert "val/ssim" in logged
     assert not any(key.endswith(("tumour_contrast_error", "ssim_tumour")) for key in validate([without, without]))
+
+
+def test_dark_term_is_the_mean_error_over_the_darkest_brain_voxels_only():
+    from monai_t1t2.transforms import INPUT_FLOOR
+
+    module = TranslationModule(generator={"name": "unet", "channels": [4, 8], "num_res_units": 0, "norm": "instance"},
+                               brain_masked_loss=True, dark_weight=2.0)
+    t1 = torch.full((1, 1, 8, 8, 8), 0.5)
+    brain = torch.ones_like(t1)
+    brain[..., :2] = 0
+    t1[..., :2] = 0  # background: not dark brain
+    t1[..., 4, 4, 4] = INPUT_FLOOR  # two darkest brain voxels
+    t1[..., 5, 5, 5] = INPUT_FLOOR
+    target = torch.full_like(t1, 0.3)
+    prediction = target.clone()
+    prediction[..., 4, 4, 4] = 0.0  # error 0.3 and 0.1 there, and a large one in the background (no loss)
+    prediction[..., 5, 5, 5] = 0.2
+    prediction[..., 0] = 1.0
+    terms = module.generator_loss({"t1": t1, "t2": target, "brain": brain}, prediction)
+    assert torch.isclose(terms["dark"], torch.tensor(0.2))
+    plain = TranslationModule(generator={"name": "unet", "channels": [4, 8], "num_res_units": 0, "norm": "instance"},
+                              brain_masked_loss=True).generator_loss({"t1": t1, "t2": target, "brain": brain}, prediction)
+    assert "dark" not in plain and torch.isclose(terms["total"] - plain["total"], 2.0 * terms["dark"])
