@@ -23,6 +23,12 @@ UPPER_PERCENTILE = 99.5
 INPUT_FLOOR = 1e-3
 
 
+def at_input_floor(t1):
+    """The brain's darkest voxels as the network sees its T1: at the input floor (or at 0 without one),
+    with half a floor of tolerance so that a float16 copy of the floor still counts."""
+    return t1 <= 1.5 * INPUT_FLOOR
+
+
 def _to_numpy(image: np.ndarray | torch.Tensor) -> np.ndarray:
     return image.detach().cpu().numpy() if isinstance(image, torch.Tensor) else np.asarray(image)
 

@@ -15,7 +15,7 @@ from monai.networks.nets import UNet
 from torch import nn
 
 from monai_t1t2.errors import T1T2Error
-from monai_t1t2.transforms import INPUT_FLOOR
+from monai_t1t2.transforms import at_input_floor
 
 
 #: The generator a module or a checkpoint gets when no ``generator`` settings are given (the one
@@ -63,8 +63,7 @@ class Generator(nn.Module):
         features = torch.cat([t1, (t1 > 0).to(t1.dtype)], 1) if self.mask_input else t1
         if self.head == "sigmoid":
             return torch.sigmoid(self.backbone(features))
-        # Half a floor above it: a float16 copy of the floor still counts as the floor.
-        lit = t1 > 1.5 * INPUT_FLOOR if self.mask_input else t1 > 0
+        lit = ~at_input_floor(t1) if self.mask_input else t1 > 0
         prior = torch.where(lit, 1.0 - t1, torch.zeros_like(t1))
         output = prior + self.gate * self.backbone(features)
         return output if self.training else output.clamp(0.0, 1.0)

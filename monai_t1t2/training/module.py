@@ -21,7 +21,7 @@ from monai_t1t2.errors import T1T2Error
 from monai_t1t2.losses import MaskedL1SSIMLoss
 from monai_t1t2.nets.generators import (DEFAULT_GENERATOR, SliceWise, build_discriminator, build_generator,
                                         expand_input_channels, generator_weights, input_floor_of, patch_inferer)
-from monai_t1t2.transforms import INPUT_FLOOR
+from monai_t1t2.transforms import INPUT_FLOOR, at_input_floor
 
 
 
@@ -44,9 +44,10 @@ class TranslationModule(pl.LightningModule):
         tumour_weight: weight of :class:`~monai_t1t2.losses.TumourPreservationLoss`; 0 disables it.
         region_stats_weight: weight of :class:`~monai_t1t2.losses.RegionStatisticsLoss` (needs the
             region groups of the data module's ``parcellation_model``); 0 disables it.
-        dark_weight: weight of an L1 term over the brain's darkest T1 voxels alone (those at the input
-            floor, or at 0 without one; normalised T1 at most 1.5e-3: 0.5 % of the brain, where the real T2 is the dark rim or mid-grey
-            CSF), their mean error, so that they weigh as much as the brain's whole L1 at weight 1; 0 disables it.
+        dark_weight: weight of an L1 term over the brain's darkest T1 voxels alone
+            (:func:`~monai_t1t2.transforms.at_input_floor`: 0.5 % of the brain, where the real T2 is the
+            dark rim or mid-grey CSF), their mean error, so that at weight 1 they weigh as much as the
+            brain's whole L1; 0 disables it.
         adversarial_weight: weight of the pix2pix-style PatchGAN term; 0 (default) disables it.
         overlap, sw_batch_size: sliding-window settings of validation (:func:`~monai_t1t2.nets.generators.patch_inferer`).
         png_every_n_epochs: write a three-plane PNG (T1 / prediction / T2) every N epochs.
@@ -136,9 +137,8 @@ class TranslationModule(pl.LightningModule):
                 raise ValueError("region_stats_weight needs region groups in the batch: set data.parcellation_model")
             terms["region_stats"] = self.region_stats_loss(prediction, target, batch["groups"], batch.get("weights"))
             total = total + hp.region_stats_weight * terms["region_stats"]
-        if hp.get("dark_weight", 0.0) > 0:
-            t1 = batch["t1"]
-            darkest = (batch["brain"] > 0) & (t1 <= 1.5 * INPUT_FLOOR)
+        if hp.dark_weight > 0:
+            darkest = (batch["brain"] > 0) & at_input_floor(batch["t1"])
             terms["dark"] = ((prediction - target).abs() * darkest).sum() / darkest.sum().clamp_min(1)
             total = total + hp.dark_weight * terms["dark"]
         if self.discriminator is not None:
