@@ -66,8 +66,9 @@ DATALIST = REPO.parent / "shared" / "data" / "datalist.json"
 PARCELLATION_MODEL = DEFAULT_MODEL
 LUT_BINS = 128
 BASELINES = ("inverted_t1", "lut")
-# The test groups of the split; ``validation`` when --validation scores the recipe's held-out training subjects.
-GROUPS = ("cohort", "cross-source", "validation")
+# The test groups of the split; ``validation`` when --validation scores the recipe's held-out training subjects,
+# ``training`` when --fit-check scores subjects the models trained on (a diagnostic of fit, never a test result).
+GROUPS = ("cohort", "cross-source", "validation", "training")
 ANATOMY_OFF = {"perceptual_weight": 0.0, "tumour_weight": 0.0, "region_stats_weight": 0.0}
 # Metrics of the tables: brain, tumour (BraSyn-style: inside the tumour and outside it), consistency.
 METRICS = ("ssim", "psnr", "mae", "ssim_tumour", "ssim_non_tumour", "mae_tumour", "mae_non_tumour",
@@ -107,6 +108,28 @@ def merged(base: dict, override: dict) -> dict:
     for key, value in override.items():
         result[key] = merged(result.get(key, {}), value) if isinstance(value, dict) else value
     return result
+
+
+def match_histogram(prediction: np.ndarray, reference: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """``prediction`` with its values inside ``mask`` replaced, rank for rank, by the sorted values of
+    ``reference`` inside ``mask`` (exact histogram matching: a monotone map, ties broken by position);
+    outside ``mask`` unchanged."""
+    matched = np.array(prediction, dtype=np.float32, copy=True)
+    order = np.argsort(prediction[mask], kind="stable")
+    values = np.empty(order.size, dtype=np.float32)
+    values[order] = np.sort(reference[mask])
+    matched[mask] = values
+    return matched
+
+
+def fit_check_subjects(training: list[dict], cases) -> tuple[list[dict], dict]:
+    """``--fit-check``: the named ``training`` subjects become the scored ones (``{case: subject}``), the
+    rest stay the lookup table's training subjects."""
+    unknown = sorted(set(cases) - {s["case"] for s in training})
+    if unknown:
+        raise ValueError(f"{unknown} not in the `training` list")
+    return ([s for s in training if s["case"] not in cases],
+            {s["case"]: s for s in training if s["case"] in cases})
 
 
 def group_of(subject: dict) -> str:
@@ -376,10 +399,20 @@ def main() -> None:
                         help="score checkpoint NAME also zeroed where the normalised T1 is 0 (the brain's darkest "
                              "0.5 %%), as this benchmark scored every model before 2026-12-04: for comparison with "
                              "recorded scores of that time whose checkpoints are gone (the 2D baseline)")
+    parser.add_argument("--level-oracle", action="append", default=[], metavar="NAME",
+                        help="score checkpoint (or baseline) NAME also as NAME_levels: its brain intensities mapped "
+                             "monotonically onto the real T2's brain histogram (the subject's own T2: a reference, "
+                             "not a model). What NAME would score with every intensity level right and its "
+                             "structure as it is")
     parser.add_argument("--validation", action="store_true",
                         help="score the validation subjects that --config's recipe holds out of `training` (its "
                              "val_cases, or val_fraction drawn with the data seed) instead of the test list; the "
                              "lookup table is then fitted on the other training subjects")
+    parser.add_argument("--fit-check", nargs="+", metavar="CASE",
+                        help="score these `training` subjects (ones the checkpoints trained on) instead of the test "
+                             "list, as the group `training`; the lookup table is fitted on the other training "
+                             "subjects. A diagnostic: a model far better here than on the test subjects overfits, "
+                             "one about as good underfits; never a test result")
     parser.add_argument("--train", nargs="+", default=[], metavar="VARIANT",
                         help="train these variants here (see the module docstring), e.g. 3d 2d 3d_l1_ssim 3d_region_stats")
     parser.add_argument("--steps", type=int, help="optimiser steps per training (default: the config's max_steps)")
@@ -428,21 +461,36 @@ def main() -> None:
     if args.init_from and not Path(args.init_from).exists():
         parser.error(f"--init-from {args.init_from} does not exist")
     datalist, cache_dir, output = Path(args.datalist), Path(args.cache_dir), Path(args.output)
-    output.mkdir(parents=True, exist_ok=True)
     training, test = load_datalist(datalist, "training"), load_datalist(datalist, "test")
     test_cases = {s["case"]: s for s in test}
     if set(test_cases) & {s["case"] for s in training}:
         raise SystemExit(f"{datalist}: a test subject is in the training list")
+    if args.fit_check and (args.validation or args.train or args.cases):
+        parser.error("--fit-check scores trained checkpoints on training subjects: not with --validation, --train "
+                     "or --cases")
     if args.validation:
         # The recipe's own draw (PairedDataModule's split), so these are the cases its training never saw.
         training, held_out = split_subjects(training, data_config.get("val_cases"), data_config.get("val_fraction", 0.25),
                                             data_config.get("seed", 0))
         test_cases = {s["case"]: s for s in held_out}
+    if args.fit_check:
+        _, held_out = split_subjects(training, data_config.get("val_cases"), data_config.get("val_fraction", 0.25),
+                                     data_config.get("seed", 0))
+        never_trained = sorted(set(args.fit_check) & {s["case"] for s in held_out})
+        if never_trained:
+            parser.error(f"--fit-check {never_trained}: held out for validation by {args.config}'s recipe, so never "
+                         "trained on; score it with --validation")
+        try:
+            training, test_cases = fit_check_subjects(training, args.fit_check)
+        except ValueError as err:
+            parser.error(f"--fit-check: {err} ({datalist})")
     unknown_cases = sorted(set(args.cases or []) - set(test_cases))
     if unknown_cases:
         parser.error(f"--cases {unknown_cases}: not among the scored subjects {sorted(test_cases)}")
     cases = args.cases or list(test_cases)
-    groups = {case: "validation" if args.validation else group_of(test_cases[case]) for case in cases}
+    fixed_group = "validation" if args.validation else "training" if args.fit_check else None
+    groups = {case: fixed_group or group_of(test_cases[case]) for case in cases}
+    output.mkdir(parents=True, exist_ok=True)
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"cpu ({torch.get_num_threads()} threads)"
 
     started = time.time()
@@ -474,7 +522,12 @@ def main() -> None:
     unknown_zeroed = sorted(set(args.zero_darkest) - set(models))
     if unknown_zeroed:
         parser.error(f"--zero-darkest {unknown_zeroed}: not a --checkpoint name")
-    names = list(BASELINES) + [n for name in models for n in [name] + ([f"{name}_zeroed"] * (name in args.zero_darkest))]
+    unknown_oracle = sorted(set(args.level_oracle) - set(models) - set(BASELINES))
+    if unknown_oracle:
+        parser.error(f"--level-oracle {unknown_oracle}: not a --checkpoint name or a baseline")
+    names = [n for name in list(BASELINES) + list(models)
+             for n in [name] + [f"{name}_zeroed"] * (name in args.zero_darkest)
+             + [f"{name}_levels"] * (name in args.level_oracle)]
     header = (f"split {datalist.name}: {len(training)} training subjects, {len(cases)} test subjects; device {device}; "
               + "; ".join(f"{n}: {t}" for n, t in trained.items()))
     results, label_list = {}, label_names(PARCELLATION_MODEL)
@@ -489,6 +542,8 @@ def main() -> None:
             if name in args.zero_darkest:
                 brain = volumes["t1"] > 0
                 predictions[f"{name}_zeroed"] = predictions[name] * (PercentileNormalise()(volumes["t1"], brain) > 0)
+        for name in args.level_oracle:
+            predictions[f"{name}_levels"] = match_histogram(predictions[name], volumes["t2"], volumes["mask"])
         results[case] = {}
         for name, prediction in predictions.items():
             scores = evaluate(prediction, volumes["t2"], mask=volumes["mask"], tumor_seg=volumes["tumor_seg"],

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 
 import numpy as np
+import pytest
 import torch
 
 from conftest import REPO, synthetic_head
@@ -37,3 +38,47 @@ def test_quality_benchmark_predicts_what_translate_writes(tmp_path):
         darkest = (t1 > 0) & (t1 <= np.percentile(t1[t1 > 0], 0.5))
         assert darkest.any() and benchmark[darkest].max() > 0
         np.testing.assert_allclose(benchmark, written, atol=1e-5)
+
+
+def test_fit_check_scores_training_subjects_and_fits_the_table_on_the_rest():
+    """``quality.py --fit-check``: the named training subjects are scored, the lookup table is fitted on
+    the others, and a name outside ``training`` is refused."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import quality
+
+    training = [{"case": f"s{i}", "t1": f"s{i}/t1.nii.gz"} for i in range(5)]
+    fit_on, scored = quality.fit_check_subjects(training, ["s1", "s3"])
+    assert sorted(scored) == ["s1", "s3"] and scored["s1"] is training[1]
+    assert [s["case"] for s in fit_on] == ["s0", "s2", "s4"]
+    with pytest.raises(ValueError, match="s9"):
+        quality.fit_check_subjects(training, ["s1", "s9"])
+
+
+@pytest.mark.realdata
+def test_fit_check_refuses_the_recipes_validation_subjects(tmp_path):
+    """A subject the recipe holds out for validation was never trained on: ``--fit-check`` says so in one
+    line and exits non-zero before any work."""
+    import subprocess
+
+    result = subprocess.run([sys.executable, str(REPO / "benchmarks" / "quality.py"), "--config",
+                             str(REPO / "configs" / "cpu.yaml"), "--fit-check", "Brats18_CBICA_AQO_1",
+                             "--output", str(tmp_path / "out")],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert "Brats18_CBICA_AQO_1" in result.stderr and "validation" in result.stderr
+    assert "Traceback" not in result.stderr and not (tmp_path / "out").exists()
+
+
+def test_level_oracle_keeps_the_order_and_takes_the_reference_histogram():
+    """``match_histogram`` (``quality.py --level-oracle``): inside the mask the result has exactly the
+    reference's values, in the prediction's order; outside it, the prediction is unchanged."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import quality
+
+    rng = np.random.default_rng(0)
+    prediction, reference = rng.random((6, 7, 8)), rng.random((6, 7, 8)) ** 3
+    mask = rng.random((6, 7, 8)) > 0.3
+    matched = quality.match_histogram(prediction, reference, mask)
+    np.testing.assert_allclose(np.sort(matched[mask]), np.sort(reference[mask]).astype(np.float32))
+    np.testing.assert_array_equal(np.argsort(matched[mask]), np.argsort(prediction[mask]))
+    np.testing.assert_allclose(matched[~mask], prediction[~mask].astype(np.float32))
