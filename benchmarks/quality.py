@@ -193,6 +193,31 @@ def apply_lookup_table(table: np.ndarray, case: dict) -> np.ndarray:
     return np.where(case["mask"], table[_bins(t1)], 0).astype(np.float32)
 
 
+# Percentiles of the brain's intensities the population-level map holds (Nyul-Udupa-style landmarks).
+LEVEL_PERCENTILES = (0.5, 1, 2, 5, 10, 20, 30, 40, 50, 60, 70, 80, 90, 95, 98, 99, 99.5)
+
+
+def fit_population_levels(subjects: list[dict]) -> np.ndarray:
+    """``(len(LEVEL_PERCENTILES),)``: the median over ``subjects`` of their normalised T2's brain
+    percentiles (the protocol's normalisation, inside the protocol's mask): a standard T2 histogram."""
+    levels = []
+    for subject in subjects:
+        case = load_case(subject, parcellation=False)
+        t2 = PercentileNormalise()(case["t2"], case["mask"])[case["mask"]]
+        levels.append(np.percentile(t2, LEVEL_PERCENTILES))
+    return np.median(np.stack(levels), axis=0)
+
+
+def population_levels(prediction: np.ndarray, brain: np.ndarray, standard: np.ndarray) -> np.ndarray:
+    """``prediction`` mapped piecewise-linearly so that its brain percentiles (``LEVEL_PERCENTILES``)
+    land on ``standard`` (:func:`fit_population_levels`); values beyond the end percentiles take the
+    end levels; zero outside ``brain``. Uses the prediction and training subjects only, never the
+    subject's own T2."""
+    own = np.percentile(prediction[brain], LEVEL_PERCENTILES)
+    own = own + 1e-6 * np.arange(own.size)  # strictly increasing where percentiles tie
+    return np.where(brain, np.interp(prediction, own, standard), 0).astype(np.float32)
+
+
 # ----- trained models -------------------------------------------------------------------------
 def predict_in_brain_box(t1: np.ndarray, translate_window, input_floor: float = 0.0) -> np.ndarray:
     """Translate the brain's bounding box (+8 voxels) of a raw T1 ``(X, Y, Z)``; zero outside the brain.
@@ -404,6 +429,10 @@ def main() -> None:
                              "monotonically onto the real T2's brain histogram (the subject's own T2: a reference, "
                              "not a model). What NAME would score with every intensity level right and its "
                              "structure as it is")
+    parser.add_argument("--population-levels", action="append", default=[], metavar="NAME",
+                        help="score checkpoint NAME also as NAME_pop: its brain percentiles mapped onto the median "
+                             "normalised-T2 percentiles of the training subjects (a standard T2 histogram; no "
+                             "test T2 used)")
     parser.add_argument("--validation", action="store_true",
                         help="score the validation subjects that --config's recipe holds out of `training` (its "
                              "val_cases, or val_fraction drawn with the data seed) instead of the test list; the "
@@ -525,9 +554,13 @@ def main() -> None:
     unknown_oracle = sorted(set(args.level_oracle) - set(models) - set(BASELINES))
     if unknown_oracle:
         parser.error(f"--level-oracle {unknown_oracle}: not a --checkpoint name or a baseline")
+    unknown_pop = sorted(set(args.population_levels) - set(models))
+    if unknown_pop:
+        parser.error(f"--population-levels {unknown_pop}: not a --checkpoint name")
+    standard = fit_population_levels(training) if args.population_levels else None
     names = [n for name in list(BASELINES) + list(models)
              for n in [name] + [f"{name}_zeroed"] * (name in args.zero_darkest)
-             + [f"{name}_levels"] * (name in args.level_oracle)]
+             + [f"{name}_levels"] * (name in args.level_oracle) + [f"{name}_pop"] * (name in args.population_levels)]
     header = (f"split {datalist.name}: {len(training)} training subjects, {len(cases)} test subjects; device {device}; "
               + "; ".join(f"{n}: {t}" for n, t in trained.items()))
     results, label_list = {}, label_names(PARCELLATION_MODEL)
@@ -542,6 +575,8 @@ def main() -> None:
             if name in args.zero_darkest:
                 brain = volumes["t1"] > 0
                 predictions[f"{name}_zeroed"] = predictions[name] * (PercentileNormalise()(volumes["t1"], brain) > 0)
+        for name in args.population_levels:
+            predictions[f"{name}_pop"] = population_levels(predictions[name], volumes["t1"] > 0, standard)
         for name in args.level_oracle:
             predictions[f"{name}_levels"] = match_histogram(predictions[name], volumes["t2"], volumes["mask"])
         results[case] = {}
