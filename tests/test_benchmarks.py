@@ -82,3 +82,21 @@ def test_level_oracle_keeps_the_order_and_takes_the_reference_histogram():
     np.testing.assert_allclose(np.sort(matched[mask]), np.sort(reference[mask]).astype(np.float32))
     np.testing.assert_array_equal(np.argsort(matched[mask]), np.argsort(prediction[mask]))
     np.testing.assert_allclose(matched[~mask], prediction[~mask].astype(np.float32))
+
+
+def test_population_levels_put_the_prediction_on_the_standard_histogram():
+    """``population_levels`` (``quality.py --population-levels``): a monotone map after which the
+    prediction's brain percentiles are the standard's; zero outside the brain."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import quality
+
+    rng = np.random.default_rng(1)
+    prediction = rng.random((30, 30, 30)).astype(np.float32)
+    brain = np.zeros(prediction.shape, bool)
+    brain[3:27, 3:27, 3:27] = True
+    standard = np.sort(rng.random(len(quality.LEVEL_PERCENTILES))) ** 2
+    mapped = quality.population_levels(prediction, brain, standard)
+    np.testing.assert_allclose(np.percentile(mapped[brain], quality.LEVEL_PERCENTILES), standard, atol=5e-3)
+    assert not mapped[~brain].any()
+    order = np.argsort(prediction[brain])
+    assert np.all(np.diff(mapped[brain][order]) >= 0)
