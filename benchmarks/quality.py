@@ -479,6 +479,13 @@ def main() -> None:
             or not all(all(a.strip().isdigit() for a in v.split(",")) for v in flips.values())):
         parser.error("--flip takes NAME=AXES, NAME one of the --checkpoint names, AXES integers joined by commas")
     flips = {name: [int(a) for a in value.split(",")] for name, value in flips.items()}
+    model_names = set(checkpoints) | set(args.train)
+    for option, named, allowed in (("--zero-darkest", args.zero_darkest, model_names),
+                                   ("--level-oracle", args.level_oracle, model_names | set(BASELINES)),
+                                   ("--population-levels", args.population_levels, model_names)):
+        if set(named) - allowed:
+            parser.error(f"{option} {sorted(set(named) - allowed)}: not a --checkpoint or --train name"
+                         + (" or a baseline" if option == "--level-oracle" else ""))
     steps = args.steps or (config["trainer"].get("max_steps") if config["trainer"].get("max_steps", -1) > 0 else None)
     if args.train and not (steps or args.max_time):
         parser.error(f"{args.config} has no positive trainer.max_steps: give --steps or --max-time")
@@ -548,15 +555,6 @@ def main() -> None:
         trained[variant] = {"seconds": seconds, "steps": step, **({"init_from": args.init_from} if args.init_from else {}),
                             **({"learning_rate": args.learning_rate} if args.learning_rate else {})}
         print(f"{variant}: trained {step} steps in {seconds:.0f} s", flush=True)
-    unknown_zeroed = sorted(set(args.zero_darkest) - set(models))
-    if unknown_zeroed:
-        parser.error(f"--zero-darkest {unknown_zeroed}: not a --checkpoint name")
-    unknown_oracle = sorted(set(args.level_oracle) - set(models) - set(BASELINES))
-    if unknown_oracle:
-        parser.error(f"--level-oracle {unknown_oracle}: not a --checkpoint name or a baseline")
-    unknown_pop = sorted(set(args.population_levels) - set(models))
-    if unknown_pop:
-        parser.error(f"--population-levels {unknown_pop}: not a --checkpoint name")
     standard = fit_population_levels(training) if args.population_levels else None
     names = [n for name in list(BASELINES) + list(models)
              for n in [name] + [f"{name}_zeroed"] * (name in args.zero_darkest)
