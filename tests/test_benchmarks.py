@@ -100,3 +100,17 @@ def test_population_levels_put_the_prediction_on_the_standard_histogram():
     assert not mapped[~brain].any()
     order = np.argsort(prediction[brain])
     assert np.all(np.diff(mapped[brain][order]) >= 0)
+
+
+def test_checkerboard_index_sees_a_two_voxel_pattern_and_not_a_ramp():
+    """``healthy.checkerboard``: 0 for a smooth ramp, large once every other voxel along one axis is
+    raised (the mark of a stride-2 up-sampling)."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import healthy
+
+    x, y, z = np.meshgrid(*(np.linspace(0, 1, 24),) * 3, indexing="ij")
+    ramp = (x + 2 * y + 3 * z).astype(np.float32)
+    brain = np.ones(ramp.shape, bool)
+    assert healthy.checkerboard(ramp, brain) < 0.01
+    pattern = ramp + 0.1 * (np.arange(24) % 2)[None, :, None]
+    assert healthy.checkerboard(pattern, brain) > 0.5
