@@ -78,13 +78,13 @@ def healthy_pairs(cache_dir: Path) -> list[dict]:
             {"case": raw.name, "t1": str(prepared / "t1.nii.gz"), "t2": str(prepared / "t2.nii.gz")}]
 
 
-def pipeline_prediction(t1_path: str, model: str) -> np.ndarray:
-    """What ``monai-t1t2 predict`` writes for ``t1_path``, as a RAS array on the T1's grid (quality.load_case's)."""
+def pipeline_prediction(t1_path: str, model) -> np.ndarray:
+    """What ``monai-t1t2 predict`` writes for ``t1_path`` (``model``: a path or a loaded
+    :class:`~monai_t1t2.inference.translation.Translator`), as a RAS array on the T1's grid (quality.load_case's)."""
     from monai_t1t2.inference.translation import translate
 
     synthetic = translate(t1_path, model=model, device="cpu")
-    image = nib.Nifti1Image(synthetic.numpy()[0] if synthetic.ndim == 4 else synthetic.numpy(),
-                            np.asarray(synthetic.affine, dtype=np.float64))
+    image = nib.Nifti1Image(synthetic.numpy()[0], np.asarray(synthetic.affine, dtype=np.float64))
     return nib.as_closest_canonical(image).get_fdata(dtype=np.float32)
 
 
@@ -114,6 +114,9 @@ def main() -> None:
     for name, path in models.items():
         if not Path(path).exists():
             parser.error(f"--model {name}: {path} does not exist")
+    from monai_t1t2.inference.translation import load_translator
+
+    translators = {name: load_translator(path, "cpu") for name, path in models.items()}  # loaded once, not per pair
     output, cache_dir = Path(args.output), Path(args.cache_dir)
     try:
         subjects = healthy_pairs(cache_dir)
@@ -128,9 +131,9 @@ def main() -> None:
     for subject in subjects:
         volumes = quality.load_case(subject, cache_dir)
         predictions = {"inverted_t1": quality.inverted_t1(volumes), "lut": quality.apply_lookup_table(table, volumes)}
-        for name, path in models.items():
+        for name, translator in translators.items():
             begun = time.time()
-            predictions[name] = pipeline_prediction(subject["t1"], path)
+            predictions[name] = pipeline_prediction(subject["t1"], translator)
             print(f"{subject['case']} {name}: translated in {time.time() - begun:.0f} s", flush=True)
         results[subject["case"]] = {}
         for name, prediction in predictions.items():
