@@ -40,6 +40,9 @@ CANDIDATES = {
     "bf16_wide_res2": (32, 4, dict(UNET, channels=[32, 64, 128, 256], num_res_units=2), "bf16", False, False),
     "fp32_wide5": (32, 4, dict(UNET, channels=[32, 64, 128, 256, 512]), "fp32", False, False),
     "fp32_wide_p48": (48, 1, dict(UNET, channels=[32, 64, 128, 256]), "fp32", False, False),
+    # the fine-tunes of the shipped network: 64^3 patches, one per step
+    "fp32_wide_res2_p64": (64, 1, dict(UNET, channels=[32, 64, 128, 256], num_res_units=2), "fp32", False, False),
+    "bf16_wide_res2_p64": (64, 1, dict(UNET, channels=[32, 64, 128, 256], num_res_units=2), "bf16", False, False),
 }
 
 
