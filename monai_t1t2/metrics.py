@@ -109,6 +109,12 @@ def ssim_map(pred: np.ndarray | torch.Tensor, ref: np.ndarray | torch.Tensor) ->
     y = torch.as_tensor(np.asarray(ref, dtype=np.float32) if as_numpy else ref).float()
     if as_numpy:
         x, y = x[None, None], y[None, None]
+    # float32 under a mixed-precision autocast too (a bf16-mixed run's validation scores with it)
+    with torch.autocast(device_type=x.device.type, enabled=False):
+        return _ssim_map(x, y, as_numpy)
+
+
+def _ssim_map(x: torch.Tensor, y: torch.Tensor, as_numpy: bool) -> torch.Tensor | np.ndarray:
     dims = x.ndim - 2
     radius = SSIM_KERNEL_SIZE // 2
     distance = torch.arange(-radius, radius + 1, dtype=torch.float64)

@@ -59,6 +59,21 @@ def test_ssim_map_equals_monai_compute_ssim_and_cs():
     np.testing.assert_allclose(ours, expected[0, 0].numpy(), atol=1e-4)
 
 
+def test_ssim_map_stays_float32_under_a_bf16_autocast():
+    """A bf16-mixed run validates inside autocast: the map (NumPy and tensor) is computed in float32
+    all the same, and equals the map computed outside it (it used to fail on the bf16 result)."""
+    rng = np.random.default_rng(1)
+    pred = rng.random((24, 20, 18), dtype=np.float32)
+    ref = np.clip(pred + rng.normal(0, 0.2, pred.shape), 0, 1).astype(np.float32)
+    expected = ssim_map(pred, ref)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        ours = ssim_map(pred, ref)
+        as_tensor = ssim_map(torch.from_numpy(pred)[None, None], torch.from_numpy(ref)[None, None])
+    assert ours.dtype == np.float32 and as_tensor.dtype == torch.float32
+    np.testing.assert_array_equal(ours, expected)
+    np.testing.assert_array_equal(as_tensor[0, 0].numpy(), expected)
+
+
 def test_masked_ssim_on_bounding_box_equals_whole_volume_map():
     ref, brain = smooth_brain((40, 36, 30))
     pred = normalise_for_scoring(ref + 8 * smooth_noise(ref.shape, 1), brain)
