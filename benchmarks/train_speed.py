@@ -43,6 +43,11 @@ CANDIDATES = {
     # the fine-tunes of the shipped network: 64^3 patches, one per step
     "fp32_wide_res2_p64": (64, 1, dict(UNET, channels=[32, 64, 128, 256], num_res_units=2), "fp32", False, False),
     "bf16_wide_res2_p64": (64, 1, dict(UNET, channels=[32, 64, 128, 256], num_res_units=2), "bf16", False, False),
+    # ... with a full-resolution refiner of 8 or 16 channels (Generator's refine)
+    "bf16_wide_res2_p64_refine8": (64, 1, dict(UNET, channels=[32, 64, 128, 256], num_res_units=2, refine=8),
+                                   "bf16", False, False),
+    "bf16_wide_res2_p64_refine16": (64, 1, dict(UNET, channels=[32, 64, 128, 256], num_res_units=2, refine=16),
+                                    "bf16", False, False),
 }
 
 

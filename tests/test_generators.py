@@ -113,3 +113,32 @@ def test_mask_input_starts_from_a_one_channel_model_and_sees_the_mask():
     wider = build_generator(head="residual", channels=[8, 8], num_res_units=0)
     kept = expand_input_channels(one.state_dict(), wider.state_dict())
     assert all(torch.equal(kept[key], value) for key, value in one.state_dict().items())
+
+
+def test_a_refiner_starts_from_the_model_without_it_and_then_changes_the_output():
+    """A model without a refiner loads into one with it (:func:`add_refiner`: the refiner's gate at 0)
+    and computes exactly what it computed; once the gate moves, the full-resolution refiner, which reads
+    the T1 and the head's output, changes the output. A refiner needs the residual head."""
+    from monai_t1t2.nets.generators import add_refiner
+
+    torch.manual_seed(0)
+    plain = build_generator(head="residual", **TINY)
+    with torch.no_grad():
+        plain.gate.fill_(0.5)
+    refined = build_generator(head="residual", refine=4, **TINY)
+    weights = add_refiner(plain.state_dict(), refined.state_dict())
+    assert weights["refine_gate"] == 0 and any(key.startswith("refiner.") for key in weights)
+    refined.load_state_dict(weights)
+    own = refined.state_dict()
+    assert add_refiner(own, own) is own  # weights that hold a refiner load as they are
+    t1 = torch.rand(1, 1, 16, 16, 16)
+    t1[..., :4] = 0
+    plain.eval(), refined.eval()
+    with torch.no_grad():
+        assert torch.equal(plain(t1), refined(t1))
+        refined.refine_gate.fill_(0.5)
+        assert not torch.allclose(plain(t1), refined(t1), atol=1e-4)
+    slices = build_generator(head="residual", refine=4, spatial_dims=2, **TINY)
+    assert slices(torch.rand(2, 1, 16, 16)).shape == (2, 1, 16, 16)
+    with pytest.raises(ValueError, match="refine"):
+        build_generator(head="sigmoid", refine=4, **TINY)

@@ -1,5 +1,6 @@
 """Training: overfitting, resume, 2-process DDP on CPU, and clear errors for bad data."""
 
+import json
 import os
 import subprocess
 import sys
@@ -401,3 +402,42 @@ def test_dark_term_is_the_mean_error_over_the_darkest_brain_voxels_only():
     plain = TranslationModule(generator={"name": "unet", "channels": [4, 8], "num_res_units": 0, "norm": "instance"},
                               brain_masked_loss=True).generator_loss({"t1": t1, "t2": target, "brain": brain}, prediction)
     assert "dark" not in plain and torch.isclose(terms["total"] - plain["total"], 2.0 * terms["dark"])
+
+
+def test_a_refined_generator_fine_tunes_from_weights_without_a_refiner_and_exports_to_a_bundle(tmp_path):
+    """--model.generator {..., refine: N} with --model.init_weights of a model without a refiner: the
+    run starts from those weights (the refiner's gate at 0) and trains, here in bf16-mixed precision
+    with its validation (which once failed on the SSIM's bf16 result); the bundle exported from it
+    names the refiner in its network_def and translates as its checkpoint does."""
+    from monai_t1t2.training.module import export_bundle
+
+    data = synthetic_dataset(tmp_path / "data")
+    tiny = "{name: unet, channels: [4, 8], num_res_units: 0, norm: instance, head: residual%s}"
+    plain = TranslationModule(generator={"name": "unet", "channels": [4, 8], "num_res_units": 0, "norm": "instance",
+                                         "head": "residual"})
+    torch.save(plain.generator.state_dict(), tmp_path / "plain.pt")
+    module = TranslationModule(generator={"name": "unet", "channels": [4, 8], "num_res_units": 0, "norm": "instance",
+                                          "head": "residual", "refine": 4}, init_weights=str(tmp_path / "plain.pt"))
+    module.setup("fit")
+    for key, value in plain.generator.state_dict().items():
+        assert torch.equal(module.generator.state_dict()[key], value), key
+    assert module.generator.refine_gate == 0
+    run = tmp_path / "run"
+    assert main(train_command(data, run, "--trainer.max_epochs", "1", "--model.generator", tiny % ", refine: 4",
+                              "--model.init_weights", str(tmp_path / "plain.pt"), "--trainer.precision", "bf16-mixed")) == 0
+    checkpoint = next(run.rglob("last.ckpt"))
+    logged = (next(run.rglob("metrics.csv"))).read_text()
+    assert "val/ssim" in logged.splitlines()[0]  # it validated
+    weights = torch.load(str(checkpoint), map_location="cpu", weights_only=False)["state_dict"]
+    assert weights["generator.refine_gate"] != 0  # the refiner's gate moved in training
+    bundle = export_bundle(checkpoint, tmp_path / "bundle")
+    config = json.loads((bundle / "configs" / "inference.json").read_text())
+    assert config["network_def"]["refine"] == 4
+    from monai.data import MetaTensor
+
+    from monai_t1t2 import inference
+
+    t1 = MetaTensor(torch.as_tensor(synthetic_head())[None], affine=torch.eye(4, dtype=torch.float64))
+    from_bundle = inference.translate(t1, model=bundle, device="cpu", mask_method="nonzero")[0].numpy()
+    from_checkpoint = inference.translate(t1, model=checkpoint, device="cpu", mask_method="nonzero")[0].numpy()
+    np.testing.assert_allclose(from_bundle, from_checkpoint, atol=5e-3)  # the bundle's weights are float16

@@ -44,19 +44,40 @@ class Generator(nn.Module):
     into it with :func:`expand_input_channels` (the mask's weights 0), so a fine-tune starts from
     exactly what that model computes on the T1.
 
+    With ``refine > 0`` (residual head only) a small full-resolution network follows: three 3^3
+    convolutions (``refine`` channels) read the T1 and the residual head's output and add their
+    correction through a second gate that starts at 0 (ReZero again). MONAI's ``UNet`` computes its
+    full-resolution output from half-resolution features alone, through one stride-2 transposed
+    convolution to a single channel; that convolution writes a 2-voxel ripple (benchmarks/README.md,
+    "The 2-voxel ripple"). The refiner sees every voxel of the T1 and that output, so it can remove the
+    ripple and add detail at the T1's own resolution; a model without it loads into one with it
+    (:func:`add_refiner`) and starts from exactly what it computed.
+
     Args:
         backbone: any MONAI network with one output channel, and one input channel (two with ``mask_input``).
         head: ``"sigmoid"`` or ``"residual"``.
         mask_input: give the backbone the brain mask as a second channel (needs the input floor).
+        refine: channels of the full-resolution refiner (0: none; residual head only).
+        spatial_dims: 3, or 2 for the slice-wise baseline (the refiner's convolutions).
     """
 
-    def __init__(self, backbone: nn.Module, head: str = "sigmoid", mask_input: bool = False) -> None:
+    def __init__(self, backbone: nn.Module, head: str = "sigmoid", mask_input: bool = False, refine: int = 0,
+                 spatial_dims: int = 3) -> None:
         super().__init__()
         if head not in ("sigmoid", "residual"):
             raise ValueError(f"unknown generator head '{head}': choose sigmoid or residual")
-        self.backbone, self.head, self.mask_input = backbone, head, mask_input
+        if refine < 0 or (refine and head != "residual"):
+            raise ValueError(f"refine {refine}: a refiner needs the residual head and a positive channel count")
+        self.backbone, self.head, self.mask_input, self.refine = backbone, head, mask_input, int(refine)
         if head == "residual":
             self.gate = nn.Parameter(torch.zeros(()))
+        if self.refine:
+            conv = nn.Conv3d if spatial_dims == 3 else nn.Conv2d
+            inputs = (2 if mask_input else 1) + 1  # the T1 (and mask) and the residual head's output
+            self.refiner = nn.Sequential(conv(inputs, self.refine, 3, padding=1), nn.PReLU(),
+                                         conv(self.refine, self.refine, 3, padding=1), nn.PReLU(),
+                                         conv(self.refine, 1, 3, padding=1))
+            self.refine_gate = nn.Parameter(torch.zeros(()))
 
     def forward(self, t1: torch.Tensor) -> torch.Tensor:
         """``(B, 1, *spatial)`` normalised T1 in ``[0, 1]`` -> synthetic T2 of the same shape."""
@@ -66,6 +87,8 @@ class Generator(nn.Module):
         lit = ~at_input_floor(t1) if self.mask_input else t1 > 0
         prior = torch.where(lit, 1.0 - t1, torch.zeros_like(t1))
         output = prior + self.gate * self.backbone(features)
+        if self.refine:
+            output = output + self.refine_gate * self.refiner(torch.cat([features, output], 1))
         return output if self.training else output.clamp(0.0, 1.0)
 
 
@@ -80,6 +103,7 @@ def build_generator(
     img_size: Sequence[int] = (64, 64, 64),
     head: str = DEFAULT_GENERATOR["head"],
     mask_input: bool = False,
+    refine: int = 0,
 ) -> Generator:
     """Build a generator by name.
 
@@ -94,6 +118,7 @@ def build_generator(
         feature_size, img_size: SwinUNETR only.
         head: output head of :class:`Generator` (``"sigmoid"`` or ``"residual"``).
         mask_input: the brain mask as a second input channel (:class:`Generator`; needs the T1 input floor).
+        refine: channels of a full-resolution refiner after the residual head (:class:`Generator`; 0: none).
     """
     name = name.lower()
     in_channels = 2 if mask_input else 1
@@ -115,7 +140,7 @@ def build_generator(
         backbone = SwinUNETR(in_channels=in_channels, out_channels=1, feature_size=feature_size, spatial_dims=3)
     else:
         raise ValueError(f"unknown generator '{name}': choose unet, dynunet or swinunetr")
-    return Generator(backbone, head=head, mask_input=mask_input)
+    return Generator(backbone, head=head, mask_input=mask_input, refine=refine, spatial_dims=spatial_dims)
 
 
 def build_discriminator(spatial_dims: int = 3, channels: int = 32, num_layers_d: int = 3) -> nn.Module:
@@ -224,6 +249,19 @@ def expand_input_channels(weights: dict[str, torch.Tensor], own: dict[str, torch
         padded = torch.zeros(target.shape, dtype=source.dtype)
         padded[:, : source.shape[1]] = source
         out[key] = padded
+    return out
+
+
+def add_refiner(weights: dict[str, torch.Tensor], own: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``weights`` of a generator without a refiner made to fit ``own`` (the state dict of one with it):
+    the refiner's entries are taken from ``own`` (its fresh initialisation) with its gate at 0, so the
+    refined generator starts from exactly what ``weights`` compute. Weights that already hold a refiner
+    are returned as they are."""
+    if any(key.startswith("refiner.") for key in weights) or "refine_gate" not in own:
+        return weights
+    out = dict(weights)
+    out.update({key: value for key, value in own.items() if key.startswith("refiner.")})
+    out["refine_gate"] = torch.zeros_like(own["refine_gate"])
     return out
 
 

@@ -19,7 +19,7 @@ import torch
 
 from monai_t1t2.errors import T1T2Error
 from monai_t1t2.losses import MaskedL1SSIMLoss
-from monai_t1t2.nets.generators import (DEFAULT_GENERATOR, SliceWise, build_discriminator, build_generator,
+from monai_t1t2.nets.generators import (DEFAULT_GENERATOR, SliceWise, add_refiner, build_discriminator, build_generator,
                                         expand_input_channels, generator_weights, input_floor_of, patch_inferer)
 from monai_t1t2.transforms import INPUT_FLOOR, at_input_floor
 
@@ -251,6 +251,7 @@ class TranslationModule(pl.LightningModule):
         weights, own = generator_weights(source), self.generator.state_dict()
         if self.generator.mask_input:  # a one-channel model's weights, the mask's channel at 0
             weights = expand_input_channels(weights, own)
+        weights = add_refiner(weights, own)  # a model without a refiner: the refiner's gate at 0
         missing, unexpected = sorted(set(own) - set(weights)), sorted(set(weights) - set(own))
         reshaped = [key for key in own if key in weights and weights[key].shape != own[key].shape]
         if missing or unexpected or reshaped:
