@@ -49,17 +49,22 @@ METRICS = ("ssim", "psnr", "mae", "mae_white_matter", "mae_cortical_grey", "mae_
 
 
 def checkerboard(volume: np.ndarray, brain: np.ndarray) -> float:
-    """max over axes of ``|a - b| / mean(a, b)``, ``a`` and ``b`` the mean absolute difference between
-    neighbours along the axis inside ``brain``, taken at even and at odd positions."""
-    worst = 0.0
+    """The largest of :func:`checkerboard_by_axis`."""
+    return max(checkerboard_by_axis(volume, brain))
+
+
+def checkerboard_by_axis(volume: np.ndarray, brain: np.ndarray) -> list[float]:
+    """Per axis, ``|a - b| / mean(a, b)``, ``a`` and ``b`` the mean absolute difference between
+    neighbours along the axis inside ``brain``, taken at even and at odd positions (0: no 2-voxel pattern)."""
+    out = []
     for axis in range(3):
         steps = np.abs(np.diff(volume, axis=axis))
         inside = brain & np.roll(brain, -1, axis=axis)
         inside = np.delete(inside, -1, axis=axis)
         position = np.arange(steps.shape[axis]).reshape([-1 if a == axis else 1 for a in range(3)]) % 2
         even, odd = steps[inside & (position == 0)].mean(), steps[inside & (position == 1)].mean()
-        worst = max(worst, abs(even - odd) / ((even + odd) / 2))
-    return float(worst)
+        out.append(float(abs(even - odd) / ((even + odd) / 2)))
+    return out
 
 
 def healthy_pairs(cache_dir: Path) -> list[dict]:

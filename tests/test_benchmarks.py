@@ -114,3 +114,21 @@ def test_checkerboard_index_sees_a_two_voxel_pattern_and_not_a_ramp():
     assert healthy.checkerboard(ramp, brain) < 0.01
     pattern = ramp + 0.1 * (np.arange(24) % 2)[None, :, None]
     assert healthy.checkerboard(pattern, brain) > 0.5
+
+
+def test_ripple_second_difference_finds_the_alternating_axis():
+    """``ripple.second_difference``: 0 on a linear ramp, 1 along the axis where voxels alternate by 1
+    (and 0 along the others); ``checkerboard_by_axis`` names that axis."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import healthy
+    import ripple
+
+    brain = np.ones((12, 12, 12), dtype=bool)
+    ramp = np.broadcast_to(np.arange(12, dtype=np.float32)[:, None, None], brain.shape).copy()
+    assert all(ripple.second_difference(ramp, brain, axis) == 0 for axis in range(3))
+    alternating = ramp + (np.arange(12) % 2).astype(np.float32)[None, :, None]
+    assert [ripple.second_difference(alternating, brain, axis) for axis in range(3)] == [0, 1, 0]
+    x, y, z = np.meshgrid(*(np.linspace(0, 1, 24),) * 3, indexing="ij")
+    smooth = (x + 2 * y + 3 * z).astype(np.float32)
+    by_axis = healthy.checkerboard_by_axis(smooth + 0.1 * (np.arange(24) % 2)[None, :, None], np.ones(smooth.shape, bool))
+    assert by_axis[1] > 0.5 and by_axis[0] < 0.01 and by_axis[2] < 0.01
