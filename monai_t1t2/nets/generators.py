@@ -49,9 +49,9 @@ class Generator(nn.Module):
     correction through a second gate that starts at 0 (ReZero again). MONAI's ``UNet`` computes its
     full-resolution output from half-resolution features alone, through one stride-2 transposed
     convolution to a single channel; that convolution writes a 2-voxel ripple (benchmarks/README.md,
-    "bf16-mixed and a full-resolution refiner"). The refiner sees every voxel of the T1 and that output, so it can remove the
-    ripple and add detail at the T1's own resolution; a model without it loads into one with it
-    (:func:`add_refiner`) and starts from exactly what it computed.
+    "bf16-mixed and a full-resolution refiner"). The refiner sees every voxel of the T1 and that
+    output, so it can remove the ripple and add detail at the T1's own resolution; a model without it
+    loads into one with it (:func:`add_refiner`) and starts from exactly what it computed.
 
     Args:
         backbone: any MONAI network with one output channel, and one input channel (two with ``mask_input``).
