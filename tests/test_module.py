@@ -441,3 +441,14 @@ def test_a_refined_generator_fine_tunes_from_weights_without_a_refiner_and_expor
     from_bundle = inference.translate(t1, model=bundle, device="cpu", mask_method="nonzero")[0].numpy()
     from_checkpoint = inference.translate(t1, model=checkpoint, device="cpu", mask_method="nonzero")[0].numpy()
     np.testing.assert_allclose(from_bundle, from_checkpoint, atol=5e-3)  # the bundle's weights are float16
+
+
+def test_generator_settings_that_cannot_be_built_give_one_line_errors(tmp_path, capsys):
+    """An unknown generator name or setting, or a refiner without the residual head: one line, exit 2."""
+    data = synthetic_dataset(tmp_path / "data", cases=2)
+    for settings, expected in (("{name: nonsense, channels: [4, 8]}", "unknown generator 'nonsense'"),
+                               ("{name: unet, channels: [4, 8], head: sigmoid, refine: 4}", "needs the residual head"),
+                               ("{name: unet, channels: [4, 8], widht: 3}", "widht")):
+        assert main(train_command(data, tmp_path / "run", "--model.generator", settings)) == 2
+        error = capsys.readouterr().err.strip().splitlines()[-1]
+        assert error.startswith("monai-t1t2: error: --model.generator") and expected in error, error

@@ -84,7 +84,10 @@ class TranslationModule(pl.LightningModule):
         self.inferer = patch_inferer(patch_size, sw_batch_size, overlap)
         generator = dict(DEFAULT_GENERATOR if generator is None else generator)
         self.hparams.generator = generator
-        self.generator = build_generator(spatial_dims=spatial_dims, **generator)
+        try:
+            self.generator = build_generator(spatial_dims=spatial_dims, **generator)
+        except (ValueError, TypeError) as err:  # an unknown name or setting, a refiner without the residual head
+            raise T1T2Error(f"--model.generator {generator}: {err}") from None
         self.base_loss = MaskedL1SSIMLoss(l1_weight, ssim_weight)
         self.perceptual_loss = None
         if perceptual_weight > 0:
