@@ -22,6 +22,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import torch
+from monai.networks.nets import UNet
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from healthy import SHARED, checkerboard_by_axis  # noqa: E402
@@ -46,14 +47,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--t1", default=str(SHARED / "templates" / "HCP-MNI152-1mm-brain" / "t1.nii.gz"))
     parser.add_argument("--block", type=int, default=96, help="side of the centred block")
     args = parser.parse_args(argv)
+    if not Path(args.t1).is_file():
+        parser.error(f"--t1 {args.t1}: no such file")
     try:
         translator = load_translator(args.model, device="cpu")
-        if not Path(args.t1).is_file():
-            raise T1T2Error(f"{args.t1}: no such file")
     except T1T2Error as err:
-        print(f"ripple.py: error: {err}", file=sys.stderr)
-        return 2
+        parser.error(str(err))
     generator = translator.network.eval()
+    if not isinstance(getattr(generator, "backbone", None), UNet):
+        parser.error(f"{translator.source}: not a MONAI UNet generator (the probe hooks UNet's up-sampling layers)")
     up = generator.backbone.model[2]  # MONAI UNet: (down, SkipConnection(...), up); up = (transposed conv, residual unit)
     t1 = nib.as_closest_canonical(nib.load(args.t1)).get_fdata(dtype=np.float32)
     brain = t1 > 0

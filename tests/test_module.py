@@ -412,18 +412,16 @@ def test_a_refined_generator_fine_tunes_from_weights_without_a_refiner_and_expor
     from monai_t1t2.training.module import export_bundle
 
     data = synthetic_dataset(tmp_path / "data")
-    tiny = "{name: unet, channels: [4, 8], num_res_units: 0, norm: instance, head: residual%s}"
-    plain = TranslationModule(generator={"name": "unet", "channels": [4, 8], "num_res_units": 0, "norm": "instance",
-                                         "head": "residual"})
+    settings = {"name": "unet", "channels": [4, 8], "num_res_units": 0, "norm": "instance", "head": "residual"}
+    plain = TranslationModule(generator=settings)
     torch.save(plain.generator.state_dict(), tmp_path / "plain.pt")
-    module = TranslationModule(generator={"name": "unet", "channels": [4, 8], "num_res_units": 0, "norm": "instance",
-                                          "head": "residual", "refine": 4}, init_weights=str(tmp_path / "plain.pt"))
+    module = TranslationModule(generator=dict(settings, refine=4), init_weights=str(tmp_path / "plain.pt"))
     module.setup("fit")
     for key, value in plain.generator.state_dict().items():
         assert torch.equal(module.generator.state_dict()[key], value), key
     assert module.generator.refine_gate == 0
     run = tmp_path / "run"
-    assert main(train_command(data, run, "--trainer.max_epochs", "1", "--model.generator", tiny % ", refine: 4",
+    assert main(train_command(data, run, "--trainer.max_epochs", "1", "--model.generator", json.dumps(dict(settings, refine=4)),
                               "--model.init_weights", str(tmp_path / "plain.pt"), "--trainer.precision", "bf16-mixed")) == 0
     checkpoint = next(run.rglob("last.ckpt"))
     logged = (next(run.rglob("metrics.csv"))).read_text()
