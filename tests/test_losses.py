@@ -10,7 +10,7 @@ from torch import nn
 
 from conftest import PAIRED, synthetic_head
 from monai_t1t2.errors import T1T2Error
-from monai_t1t2.losses import (FrozenFeatureExtractor, MaskedL1SSIMLoss, RegionStatisticsLoss, RegionWeightedPerceptualLoss,
+from monai_t1t2.losses import (FrozenFeatureExtractor, IntensityDistributionLoss, MaskedL1SSIMLoss, RegionStatisticsLoss, RegionWeightedPerceptualLoss,
                                SubgridDilatedConv3d, TumourPreservationLoss, meshnet_blocks, meshnet_feature_extractor)
 from monai_t1t2.nets.meshnet import MeshNet, save_meshnet
 from monai_t1t2.regions import region_weight_map
@@ -329,6 +329,51 @@ def test_region_statistics_differentiable_and_zero_without_regions():
     loss.sum().backward()
     with pytest.raises(ValueError, match="groups must have the shape"):
         RegionStatisticsLoss()(target, target, groups[..., :6])
+
+
+# ----------------------------------------------------------------------------- intensity distribution
+
+
+def test_intensity_distribution_is_blind_to_where_a_value_is_inside_the_mask():
+    torch.manual_seed(0)
+    target = torch.rand(2, 1, 6, 6, 6)
+    mask = torch.ones_like(target)
+    mask[..., :2] = 0
+    shuffled = target.clone()
+    inside = mask[0, 0] > 0
+    shuffled[0, 0][inside] = target[0, 0][inside][torch.randperm(int(inside.sum()))]
+    shuffled[..., :2] = 5.0  # outside the mask: not counted
+    loss = IntensityDistributionLoss(reduction="none")(shuffled, target, mask)
+    assert loss.shape == (2,) and torch.allclose(loss, torch.zeros(2), atol=1e-7)
+    assert float(MaskedL1SSIMLoss(1.0, 0.0)(shuffled[:1], target[:1], mask[:1])) > 0.1  # the L1 sees the shuffle
+
+
+def test_intensity_distribution_values_and_bound_by_the_l1():
+    torch.manual_seed(1)
+    target = torch.rand(1, 1, 8, 8, 8)
+    mask = torch.ones_like(target)
+    loss = IntensityDistributionLoss()
+    assert float(loss(target + 0.1, target, mask)) == pytest.approx(0.1, abs=1e-6)  # a shift moves every quantile
+    narrowed = 0.5 + 0.5 * (target - 0.5)  # regression to the mean: half the spread, same mean
+    expected = float((torch.sort(narrowed.flatten()).values - torch.sort(target.flatten()).values).abs().mean())
+    assert float(loss(narrowed, target, mask)) == pytest.approx(expected, rel=1e-6) and expected > 0.1
+    prediction = torch.rand_like(target)
+    assert float(loss(prediction, target, mask)) <= float(MaskedL1SSIMLoss(1.0, 0.0)(prediction, target, mask)) + 1e-7
+
+
+def test_intensity_distribution_differentiable_under_bf16_and_zero_on_an_empty_mask():
+    torch.manual_seed(2)
+    target = torch.rand(2, 1, 6, 6, 6)
+    prediction = (0.5 + 0.5 * (target - 0.5)).requires_grad_(True)
+    mask = torch.ones_like(target)
+    mask[1] = 0
+    with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
+        loss = IntensityDistributionLoss(reduction="none")(prediction, target, mask)
+    assert loss.dtype == torch.float32 and float(loss[0]) > 0 and float(loss[1]) == 0.0
+    loss.sum().backward()
+    assert float(prediction.grad[0].abs().sum()) > 0 and float(prediction.grad[1].abs().sum()) == 0.0
+    with pytest.raises(ValueError, match="one shape"):
+        IntensityDistributionLoss()(prediction, target, mask[..., :5])
 
 
 # ----------------------------------------------------------------------------- in the LightningModule

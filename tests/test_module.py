@@ -404,6 +404,25 @@ def test_dark_term_is_the_mean_error_over_the_darkest_brain_voxels_only():
     assert "dark" not in plain and torch.isclose(terms["total"] - plain["total"], 2.0 * terms["dark"])
 
 
+def test_distribution_term_is_the_brain_histogram_distance_and_adds_to_the_total():
+    from monai_t1t2.losses import IntensityDistributionLoss
+
+    settings = {"name": "unet", "channels": [4, 8], "num_res_units": 0, "norm": "instance"}
+    torch.manual_seed(0)
+    t1 = torch.rand(1, 1, 8, 8, 8)
+    target = torch.rand_like(t1)
+    brain = torch.ones_like(t1)
+    brain[..., :2] = 0
+    prediction = 0.5 + 0.5 * (target - 0.5)
+    prediction[..., 0] = 1.0  # outside the brain: not counted
+    batch = {"t1": t1, "t2": target, "brain": brain}
+    terms = TranslationModule(generator=settings, brain_masked_loss=True, distribution_weight=3.0).generator_loss(batch, prediction)
+    assert torch.isclose(terms["distribution"], IntensityDistributionLoss()(prediction, target, brain))
+    assert float(terms["distribution"]) > 0.05
+    plain = TranslationModule(generator=settings, brain_masked_loss=True).generator_loss(batch, prediction)
+    assert "distribution" not in plain and torch.isclose(terms["total"] - plain["total"], 3.0 * terms["distribution"])
+
+
 def test_a_refined_generator_fine_tunes_from_weights_without_a_refiner_and_exports_to_a_bundle(tmp_path):
     """--model.generator {..., refine: N} with --model.init_weights of a model without a refiner: the
     run starts from those weights (the refiner's gate at 0) and trains, here in bf16-mixed precision

@@ -48,6 +48,9 @@ class TranslationModule(pl.LightningModule):
             (:func:`~monai_t1t2.transforms.at_input_floor`: 0.5 % of the brain, where the real T2 is the
             dark rim or mid-grey CSF), their mean error, so that at weight 1 they weigh as much as the
             brain's whole L1; 0 disables it.
+        distribution_weight: weight of :class:`~monai_t1t2.losses.IntensityDistributionLoss` inside the
+            brain (the 1-Wasserstein distance between the patch's predicted and real T2 histograms,
+            never above the brain's L1); 0 disables it.
         adversarial_weight: weight of the pix2pix-style PatchGAN term; 0 (default) disables it.
         overlap, sw_batch_size: sliding-window settings of validation (:func:`~monai_t1t2.nets.generators.patch_inferer`).
         png_every_n_epochs: write a three-plane PNG (T1 / prediction / T2) every N epochs.
@@ -72,6 +75,7 @@ class TranslationModule(pl.LightningModule):
         region_stats_weight: float = 0.0,
         adversarial_weight: float = 0.0,
         dark_weight: float = 0.0,
+        distribution_weight: float = 0.0,
         overlap: float = 0.5,
         sw_batch_size: int = 4,
         png_every_n_epochs: int = 5,
@@ -106,6 +110,11 @@ class TranslationModule(pl.LightningModule):
             from monai_t1t2.losses import RegionStatisticsLoss
 
             self.region_stats_loss = RegionStatisticsLoss()
+        self.distribution_loss = None
+        if distribution_weight > 0:
+            from monai_t1t2.losses import IntensityDistributionLoss
+
+            self.distribution_loss = IntensityDistributionLoss()
         self.discriminator = None
         if adversarial_weight > 0:
             from monai.losses import PatchAdversarialLoss
@@ -144,6 +153,9 @@ class TranslationModule(pl.LightningModule):
             darkest = (batch["brain"] > 0) & at_input_floor(batch["t1"])
             terms["dark"] = ((prediction - target).abs() * darkest).sum() / darkest.sum().clamp_min(1)
             total = total + hp.dark_weight * terms["dark"]
+        if self.distribution_loss is not None:
+            terms["distribution"] = self.distribution_loss(prediction, target, batch["brain"])
+            total = total + hp.distribution_weight * terms["distribution"]
         if self.discriminator is not None:
             fake = self.discriminator(self._as_network_dims(torch.cat([batch["t1"], prediction], 1)))[-1]
             terms["adversarial"] = self.adversarial_loss(fake, target_is_real=True, for_discriminator=False)
