@@ -63,6 +63,13 @@ def _check_patches(prediction: torch.Tensor, target: torch.Tensor, **others: tor
 # ----------------------------------------------------------------------------- feature extractor
 
 
+def _check_one_shape(prediction: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> None:
+    """Prediction, target and mask of one shape, 2D or 3D (the brain-masked losses)."""
+    if prediction.shape != target.shape or mask.shape != prediction.shape:
+        raise ValueError(f"prediction, target and mask must have one shape, got {tuple(prediction.shape)}, "
+                         f"{tuple(target.shape)}, {tuple(mask.shape)}")
+
+
 def _orientation_change(source: str, target: str) -> tuple[list[int], list[int]]:
     """Spatial axes to flip (in ``source``), then the permutation giving ``target`` voxel order."""
     transform = nib.orientations.ornt_transform(nib.orientations.axcodes2ornt(source),
@@ -459,9 +466,7 @@ class IntensityDistributionLoss(nn.Module):
         self.reduction = _check_reduction(reduction)
 
     def forward(self, prediction: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        if prediction.shape != target.shape or mask.shape != prediction.shape:
-            raise ValueError(f"prediction, target and mask must have one shape, got {tuple(prediction.shape)}, "
-                             f"{tuple(target.shape)}, {tuple(mask.shape)}")
+        _check_one_shape(prediction, target, mask)
         with torch.autocast(device_type=prediction.device.type, enabled=False):
             per_sample = []
             for predicted, reference, inside in zip(prediction.float().flatten(1), target.detach().float().flatten(1),
@@ -499,9 +504,7 @@ class MaskedL1SSIMLoss(nn.Module):
 
     def terms(self, prediction: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor]:
         """``{"l1", "ssim"}``: masked L1 and ``1 - masked SSIM`` (0 when the mask is empty)."""
-        if prediction.shape != target.shape or mask.shape != prediction.shape:
-            raise ValueError(f"prediction, target and mask must have one shape, got {tuple(prediction.shape)}, "
-                             f"{tuple(target.shape)}, {tuple(mask.shape)}")
+        _check_one_shape(prediction, target, mask)
         with torch.autocast(device_type=prediction.device.type, enabled=False):
             # SSIM is a difference of local second moments: bf16 / fp16 (mixed precision) cancels
             # it to noise, so both terms are computed in float32.
