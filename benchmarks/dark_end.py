@@ -28,6 +28,8 @@ def main() -> None:
                         help="a bundle directory or checkpoint; default: the shipped bundle")
     parser.add_argument("--cases", nargs="+", default=VALIDATION, help="cohort cases (default: the 2 validation subjects)")
     args = parser.parse_args()
+    if any("=" not in item for item in args.model):
+        parser.error("--model takes NAME=PATH")
     models = dict(item.split("=", 1) for item in args.model) or {"shipped": str(REPO / "bundles" / "t1t2_translation")}
     missing = [case for case in args.cases if not (COHORT / case / "t1.nii.gz").exists()]
     if missing:
