@@ -16,40 +16,57 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-COHORT = REPO.parent / "shared" / "data" / "cohort"
-VALIDATION = ["Brats18_CBICA_AQO_1", "Brats18_TCIA10_637_1"]  # the recipe's 2 validation subjects
+DATALIST = REPO.parent / "shared" / "data" / "datalist.json"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", action="append", default=[], metavar="NAME=PATH",
                         help="a bundle directory or checkpoint; default: the shipped bundle")
-    parser.add_argument("--cases", nargs="+", default=VALIDATION, help="cohort cases (default: the 2 validation subjects)")
+    parser.add_argument("--cases", nargs="+", default=None,
+                        help="datalist cases (default: the ones --config's recipe holds out for validation)")
+    parser.add_argument("--config", default=str(REPO / "configs" / "cpu.yaml"), help="the recipe whose validation draw is the default")
+    parser.add_argument("--datalist", default=str(DATALIST))
     args = parser.parse_args()
     if any("=" not in item for item in args.model):
         parser.error("--model takes NAME=PATH")
     models = dict(item.split("=", 1) for item in args.model) or {"shipped": str(REPO / "bundles" / "t1t2_translation")}
-    missing = [case for case in args.cases if not (COHORT / case / "t1.nii.gz").exists()]
-    if missing:
-        parser.error(f"no t1.nii.gz under {COHORT} for: {', '.join(missing)}")
 
-    from monai_t1t2 import translate
+    from monai_t1t2.inference.translation import load_translator, translate
+    from monai_t1t2.errors import T1T2Error
+    from monai_t1t2.io import load_datalist
     from monai_t1t2.metrics import normalise_for_scoring
+    from monai_t1t2.training.data import split_subjects
+
+    try:
+        subjects = {s["case"]: s for part in ("training", "test") for s in load_datalist(Path(args.datalist), part)}
+        if args.cases is None:  # the recipe's own draw, as quality.py --validation makes it
+            data = yaml.safe_load(Path(args.config).read_text()).get("data", {})
+            _, held_out = split_subjects(load_datalist(Path(args.datalist), "training"), data.get("val_cases"),
+                                         data.get("val_fraction", 0.25), data.get("seed", 0))
+            args.cases = [s["case"] for s in held_out]
+        translators = {name: load_translator(path, device="cpu") for name, path in models.items()}
+    except (T1T2Error, OSError) as err:
+        parser.error(str(err))
+    missing = [case for case in args.cases if case not in subjects]
+    if missing:
+        parser.error(f"{args.datalist} has no case {', '.join(missing)}")
 
     print("| case | model | p0.5 | p1 | median | p99 | p99.5 | median rescaled | MAE as written | MAE rescaled |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for case in args.cases:
-        folder = COHORT / case
-        t1 = nib.load(folder / "t1.nii.gz").get_fdata(dtype=np.float32)
-        t2 = nib.load(folder / "t2.nii.gz").get_fdata(dtype=np.float32)
+        subject = subjects[case]
+        t1 = nib.load(subject["t1"]).get_fdata(dtype=np.float32)
+        t2 = nib.load(subject["t2"]).get_fdata(dtype=np.float32)
         brain = (t1 > 0) & (t2 > 0)  # the protocol's mask
         reference = normalise_for_scoring(t2, brain)[brain]
         p = np.percentile(reference, [0.5, 1, 50, 99, 99.5])
         print(f"| {case} | real T2, normalised | " + " | ".join(f"{v:.3f}" for v in p) + " | | | |")
-        for name, path in models.items():
-            prediction = np.asarray(translate(str(folder / "t1.nii.gz"), path)).squeeze().astype(np.float32)
+        for name, translator in translators.items():
+            prediction = np.asarray(translate(subject["t1"], translator)).squeeze().astype(np.float32)
             written = prediction[brain]
             rescaled = normalise_for_scoring(prediction, brain)[brain]
             p = np.percentile(written, [0.5, 1, 50, 99, 99.5])

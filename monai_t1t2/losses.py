@@ -60,14 +60,14 @@ def _check_patches(prediction: torch.Tensor, target: torch.Tensor, **others: tor
             raise ValueError(f"{name} must have the shape of prediction {tuple(prediction.shape)}, got {tuple(tensor.shape)}")
 
 
-# ----------------------------------------------------------------------------- feature extractor
-
-
 def _check_one_shape(prediction: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> None:
     """Prediction, target and mask of one shape, 2D or 3D (the brain-masked losses)."""
     if prediction.shape != target.shape or mask.shape != prediction.shape:
         raise ValueError(f"prediction, target and mask must have one shape, got {tuple(prediction.shape)}, "
                          f"{tuple(target.shape)}, {tuple(mask.shape)}")
+
+
+# ----------------------------------------------------------------------------- feature extractor
 
 
 def _orientation_change(source: str, target: str) -> tuple[list[int], list[int]]:
