@@ -59,7 +59,7 @@ from monai_t1t2.metrics import evaluate  # noqa: E402
 from monai_t1t2.training.module import TranslationModule, module_from_state  # noqa: E402
 from monai_t1t2.nets.generators import input_floor_of, patch_inferer  # noqa: E402
 from monai_t1t2.nets.meshnet import DEFAULT_MODEL, cached_parcellation, label_names  # noqa: E402
-from monai_t1t2.transforms import PercentileNormalise  # noqa: E402
+from monai_t1t2.transforms import CalibrateTails, PercentileNormalise  # noqa: E402
 from monai_t1t2.regions import REGION_GROUPS  # noqa: E402
 
 DATALIST = REPO.parent / "shared" / "data" / "datalist.json"
@@ -433,6 +433,10 @@ def main() -> None:
                         help="score checkpoint NAME also as NAME_pop: its brain percentiles mapped onto the median "
                              "normalised-T2 percentiles of the training subjects (a standard T2 histogram; no "
                              "test T2 used)")
+    parser.add_argument("--tail-calibration", action="append", default=[], metavar="NAME",
+                        help="score checkpoint NAME also as NAME_tails: its brain's 0.5th and 99.5th percentiles put "
+                             "at 0 and 1, its 2nd-98th percentile range unchanged (monai_t1t2.transforms.CalibrateTails; "
+                             "no T2 used)")
     parser.add_argument("--validation", action="store_true",
                         help="score the validation subjects that --config's recipe holds out of `training` (its "
                              "val_cases, or val_fraction drawn with the data seed) instead of the test list; the "
@@ -482,7 +486,8 @@ def main() -> None:
     model_names = set(checkpoints) | set(args.train)
     for option, named, allowed in (("--zero-darkest", args.zero_darkest, model_names),
                                    ("--level-oracle", args.level_oracle, model_names | set(BASELINES)),
-                                   ("--population-levels", args.population_levels, model_names)):
+                                   ("--population-levels", args.population_levels, model_names),
+                                   ("--tail-calibration", args.tail_calibration, model_names)):
         if set(named) - allowed:
             parser.error(f"{option} {sorted(set(named) - allowed)}: not a --checkpoint or --train name"
                          + (" or a baseline" if option == "--level-oracle" else ""))
@@ -558,7 +563,8 @@ def main() -> None:
     standard = fit_population_levels(training) if args.population_levels else None
     names = [n for name in list(BASELINES) + list(models)
              for n in [name] + [f"{name}_zeroed"] * (name in args.zero_darkest)
-             + [f"{name}_levels"] * (name in args.level_oracle) + [f"{name}_pop"] * (name in args.population_levels)]
+             + [f"{name}_levels"] * (name in args.level_oracle) + [f"{name}_pop"] * (name in args.population_levels)
+             + [f"{name}_tails"] * (name in args.tail_calibration)]
     header = (f"split {datalist.name}: {len(training)} training subjects, {len(cases)} test subjects; device {device}; "
               + "; ".join(f"{n}: {t}" for n, t in trained.items()))
     results, label_list = {}, label_names(PARCELLATION_MODEL)
@@ -575,6 +581,8 @@ def main() -> None:
                 predictions[f"{name}_zeroed"] = predictions[name] * (PercentileNormalise()(volumes["t1"], brain) > 0)
         for name in args.population_levels:
             predictions[f"{name}_pop"] = population_levels(predictions[name], volumes["t1"] > 0, standard)
+        for name in args.tail_calibration:
+            predictions[f"{name}_tails"] = CalibrateTails()(predictions[name], volumes["t1"] > 0)
         for name in args.level_oracle:
             predictions[f"{name}_levels"] = match_histogram(predictions[name], volumes["t2"], volumes["mask"])
         results[case] = {}

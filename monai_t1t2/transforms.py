@@ -89,6 +89,63 @@ class PercentileNormalised(MapTransform):
         return d
 
 
+#: Percentiles of the brain below and above which :class:`CalibrateTails` remaps a prediction.
+TAIL_LOWER, TAIL_UPPER = 2.0, 98.0
+
+
+class CalibrateTails(Transform):
+    """Put a prediction's brain 0.5th and 99.5th percentiles at 0 and 1, leaving its middle as it is.
+
+    The network learns T2 normalised by :class:`PercentileNormalise`: in that unit the brain's 0.5th
+    percentile is 0 and its 99.5th is 1 by definition. A voxel-wise loss cannot place the extreme
+    0.5 % (the brain's partial-volume rim, a few vessels): the network writes their conditional
+    median, so its own 0.5th percentile sits above 0 and its 99.5th below 1. This maps the values
+    between the 0.5th and the ``lower``-th percentile of the brain linearly onto ``[0, p_lower]`` and
+    those between the ``upper``-th and the 99.5th onto ``[p_upper, 1]`` (beyond: 0 and 1); the
+    ``lower``-``upper`` percentile range, every level the network placed in the middle of the
+    histogram, is unchanged. A monotone map: the order of the voxels is kept.
+
+    Args:
+        lower, upper: percentiles (of the brain) within which the prediction is kept as it is.
+    """
+
+    def __init__(self, lower: float = TAIL_LOWER, upper: float = TAIL_UPPER) -> None:
+        if not LOWER_PERCENTILE < lower < upper < UPPER_PERCENTILE:
+            raise ValueError(f"lower {lower}, upper {upper}: need {LOWER_PERCENTILE} < lower < upper < {UPPER_PERCENTILE}")
+        self.lower, self.upper = lower, upper
+
+    def __call__(self, image, mask):
+        values = _to_numpy(image)
+        inside = np.broadcast_to(_to_numpy(mask).astype(bool), values.shape)
+        if not inside.any():
+            return image
+        own = np.percentile(values[inside], [LOWER_PERCENTILE, self.lower, self.upper, UPPER_PERCENTILE])
+        own = own + 1e-6 * np.arange(own.size)  # strictly increasing where percentiles tie
+        target = np.maximum.accumulate(np.clip([0.0, own[1], own[2], 1.0], 0.0, 1.0))
+        mapped = np.where(inside, np.interp(values, own, target), values).astype(np.float32)
+        if isinstance(image, torch.Tensor):
+            return image.new_tensor(mapped) if not hasattr(image, "meta") else image.__class__(
+                torch.as_tensor(mapped, device=image.device), meta=image.meta,
+                applied_operations=image.applied_operations)
+        return mapped
+
+
+class CalibrateTailsd(MapTransform):
+    """Dictionary version of :class:`CalibrateTails`; ``mask_key``: the brain on the same grid."""
+
+    def __init__(self, keys: KeysCollection, mask_key: str = "brain", lower: float = TAIL_LOWER,
+                 upper: float = TAIL_UPPER, allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.mask_key = mask_key
+        self.calibrate = CalibrateTails(lower, upper)
+
+    def __call__(self, data: Mapping[Hashable, object]) -> dict:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[key] = self.calibrate(d[key], d[self.mask_key] > 0)
+        return d
+
+
 class BrainFloord(MapTransform):
     """Raise every voxel inside ``d[mask_key]`` to at least ``floor`` (outside it unchanged).
 
