@@ -253,3 +253,36 @@ def test_input_floor_is_applied_last_so_the_floored_voxels_hold_it_exactly(tmp_p
     assert d["t1"].tolist() == [0.25, 0.25, 0.5, 0.0]
     with pytest.raises(ValueError, match="floor"):
         BrainFloord("t1", floor=1.0)
+
+
+def test_calibrate_tails_pins_the_ends_and_keeps_the_middle_and_the_order():
+    """A prediction whose tails are narrowed (the conditional median at the brain's darkest and brightest
+    voxels) gets its 0.5th / 99.5th brain percentiles at 0 / 1; its 2nd-98th percentile range is left as it
+    was, the order of the voxels is kept, and the protocol's own rescaling then changes nothing."""
+    import torch
+    from monai.data import MetaTensor
+
+    from monai_t1t2.transforms import CalibrateTails, CalibrateTailsd, PercentileNormalise
+
+    rng = np.random.default_rng(0)
+    prediction = np.full((24, 24, 24), 0.7, np.float32)  # outside the brain: must stay as it is
+    brain = np.zeros(prediction.shape, bool)
+    brain[2:22, 2:22, 2:22] = True
+    prediction[brain] = rng.uniform(0.1, 0.85, int(brain.sum()))
+    calibrated = CalibrateTails()(prediction, brain)
+    inside, before = calibrated[brain], prediction[brain]
+    assert np.percentile(inside, 0.5) < 1e-4 and np.percentile(inside, 99.5) > 1 - 1e-4
+    p2, p98 = np.percentile(before, [2, 98])
+    middle = (before >= p2 + 1e-5) & (before <= p98 - 1e-5)
+    assert middle.mean() > 0.9 and np.allclose(inside[middle], before[middle], atol=1e-5)
+    assert np.all(np.diff(inside[np.argsort(before, kind="stable")]) >= -1e-7)  # monotone
+    assert (calibrated[~brain] == 0.7).all()
+    assert np.abs(PercentileNormalise()(calibrated, brain)[brain] - inside).max() < 1e-3
+    # the tensor path keeps MetaTensor and its metadata; the dictionary version reads the mask by key
+    image = MetaTensor(torch.as_tensor(prediction)[None], meta={"filename_or_obj": "p"})
+    out = CalibrateTailsd("pred", mask_key="brain")({"pred": image, "brain": torch.as_tensor(brain)[None].float()})["pred"]
+    assert isinstance(out, MetaTensor) and out.meta["filename_or_obj"] == "p"
+    assert np.allclose(out[0].numpy(), calibrated, atol=1e-6)
+    assert CalibrateTails()(prediction, np.zeros_like(brain)) is prediction  # no brain: nothing to calibrate
+    with pytest.raises(ValueError, match="lower"):
+        CalibrateTails(lower=50, upper=40)
