@@ -41,7 +41,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
                        overlap=args.overlap, sw_batch_size=args.sw_batch_size, overwrite=args.overwrite,
                        mask=args.mask, mask_method=args.mask_method, force=args.force, qc=args.qc,
                        manifest=args.manifest, report=args.report, devices=args.devices, num_nodes=args.num_nodes,
-                       datalist_key=args.datalist_key, flip_axes=args.flip_axes)
+                       datalist_key=args.datalist_key, flip_axes=args.flip_axes, calibrate_tails=args.calibrate_tails)
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
@@ -100,6 +100,10 @@ def build_parser() -> argparse.ArgumentParser:
                          help="mirror test-time augmentation: also translate the T1 mirrored along these RAS axes "
                               "(0 = left-right) and average; each axis adds one pass of the network (default: the model's, none; "
                               "measured in benchmarks/README.md, 'Mirror averaging')")
+    predict.add_argument("--calibrate-tails", action=argparse.BooleanOptionalAction, default=None,
+                         help="put the synthetic brain's 0.5th / 99.5th percentiles at 0 / 1, its 2nd-98th percentile "
+                              "range as the network wrote it (default: the model's; measured in benchmarks/README.md, "
+                              "'Pinning the prediction's tails')")
     predict.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     predict.add_argument("--mask", help="brain mask of the (single) input, on its grid; overrides --mask-method")
     predict.add_argument("--mask-method", default="auto", choices=("auto", "nonzero", "network", "head"),

@@ -367,7 +367,7 @@ NETWORK_PIXDIM = (1.0, 1.0, 1.0)
 
 
 def translation_components(crop_margin: int = CROP_MARGIN_VOXELS, pixdim: Sequence[float] = NETWORK_PIXDIM,
-                           input_floor: float = 0.0) -> dict:
+                           input_floor: float = 0.0, calibrate_tails: bool = False) -> dict:
     """The translation bundle's ``preprocessing``, ``inferer`` and ``postprocessing`` as MONAI config items.
 
     The one statement of the pipeline around the network: :func:`monai_t1t2.inference.translation.translate`
@@ -385,7 +385,9 @@ def translation_components(crop_margin: int = CROP_MARGIN_VOXELS, pixdim: Sequen
       ``@sw_batch_size``, ``@overlap``, ``@flip_axes``: mirror test-time augmentation, ``[]`` for none).
     * ``postprocessing``: the prediction masked by the network-grid brain, brought back onto the
       input grid by the inverse of the preprocessing (``Invertd``: resampling, reorientation, the
-      crop's padding), masked by the input-grid brain so the background stays exactly 0, clipped to [0, 1].
+      crop's padding), masked by the input-grid brain so the background stays exactly 0, clipped to
+      [0, 1]; with ``calibrate_tails``, last, the brain's 0.5th / 99.5th percentiles put at 0 / 1
+      (:class:`CalibrateTailsd`).
     """
     both = ["image", "brain"]
     return {
@@ -407,5 +409,7 @@ def translation_components(crop_margin: int = CROP_MARGIN_VOXELS, pixdim: Sequen
             {"_target_": "MaskIntensityd", "keys": "pred", "mask_key": "input_brain"},
             {"_target_": "ScaleIntensityRanged", "keys": "pred", "a_min": 0.0, "a_max": 1.0, "b_min": 0.0, "b_max": 1.0,
              "clip": True},
+            *([{"_target_": "monai_t1t2.transforms.CalibrateTailsd", "keys": "pred", "mask_key": "input_brain",
+                "lower": TAIL_LOWER, "upper": TAIL_UPPER}] if calibrate_tails else []),
         ]},
     }

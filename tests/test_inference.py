@@ -48,7 +48,8 @@ def test_shipped_bundle_config_is_the_export_steps():
     shipped = json.loads((BUNDLE / "configs" / "inference.json").read_text())
     network_def = {k: v for k, v in shipped["network_def"].items() if k not in ("_target_", "spatial_dims")}
     floor = next(step["floor"] for step in shipped["preprocessing"]["transforms"] if "floor" in step)
-    assert shipped == bundle_inference_config(network_def, shipped["roi_size"], shipped["spatial_dims"], floor)
+    calibrated = any(step["_target_"].endswith("CalibrateTailsd") for step in shipped["postprocessing"]["transforms"])
+    assert shipped == bundle_inference_config(network_def, shipped["roi_size"], shipped["spatial_dims"], floor, calibrated)
     for component in ("network_def", "preprocessing", "inferer", "postprocessing"):
         assert component in shipped
 
@@ -80,6 +81,34 @@ def test_the_t1_input_floor_travels_with_the_model(tmp_path):
     # Gate 0: the output is the prior, 1 - t1 in the brain; the darkest voxels are bright only with the floor.
     darkest = (head > 0) & (head <= np.percentile(head[head > 0], 0.5))
     assert darkest.any() and outputs["floored"][darkest].min() > 0.99 and outputs["before"][darkest].max() < 0.01
+
+
+def test_tail_calibration_is_a_step_of_the_bundle_and_an_option_of_translate(tmp_path):
+    """export_bundle(calibrate_tails=True) ends the bundle's postprocessing with CalibrateTailsd; translate()
+    then writes the plain bundle's output with its brain's 0.5th / 99.5th percentiles at 0 / 1; the option
+    switches the step on for a plain bundle and off for a calibrated one; predict records it in the sidecar."""
+    from monai_t1t2.training.module import export_bundle
+    from monai_t1t2.transforms import CalibrateTails
+
+    plain = make_tiny_bundle(tmp_path / "plain")
+    calibrated = export_bundle(tmp_path / "plain.ckpt", tmp_path / "calibrated", calibrate_tails=True)
+    config = json.loads((calibrated / "configs" / "inference.json").read_text())
+    assert config["postprocessing"]["transforms"][-1]["_target_"] == "monai_t1t2.transforms.CalibrateTailsd"
+    head = synthetic_head()
+    t1 = MetaTensor(torch.as_tensor(head)[None], affine=torch.eye(4, dtype=torch.float64))
+    run = lambda model, **kw: inference.translate(t1, model=model, device="cpu", mask_method="nonzero", **kw)[0].numpy()  # noqa: E731
+    as_written, with_step = run(plain), run(calibrated)
+    brain = head > 0
+    assert np.percentile(as_written[brain], 0.5) > 0.01  # a sigmoid head: its darkest brain voxels are not at 0
+    np.testing.assert_allclose(with_step, CalibrateTails()(as_written, brain), atol=1e-6)
+    assert np.percentile(with_step[brain], 0.5) < 5e-3 and np.percentile(with_step[brain], 99.5) > 1 - 5e-3
+    np.testing.assert_allclose(run(plain, calibrate_tails=True), with_step, atol=1e-6)
+    np.testing.assert_allclose(run(calibrated, calibrate_tails=False), as_written, atol=1e-6)
+    source = write_nifti(tmp_path / "t1.nii.gz", head)
+    assert main(["predict", str(source), "-o", str(tmp_path / "out"), "--model", str(calibrated), "--qc", "off",
+                 "--device", "cpu"]) == 0
+    sidecar = json.loads(next((tmp_path / "out").glob("*.json")).read_text())
+    assert sidecar["TailsCalibrated"] is True
 
 
 def test_a_mask_input_model_runs_from_its_bundle_and_its_checkpoint_alike(tmp_path):

@@ -44,6 +44,7 @@ import monai_t1t2
 from monai_t1t2.errors import DatasetError, InvalidVolumeError, OutputExistsError, T1T2Error
 from monai_t1t2.inference.translation import (
     StageClock,
+    tails_calibrated,
     Translator,
     _as_mask,
     check_memory,
@@ -142,6 +143,7 @@ class Settings:
     overlap: float | None = None
     sw_batch_size: int | None = None
     flip_axes: list[int] | None = None
+    calibrate_tails: bool | None = None
     png: bool = False
     overwrite: bool = False
     mask_method: str = "auto"
@@ -185,11 +187,13 @@ def translate_one(path: Path, target: Path, translator, settings: Settings) -> d
     if problems:
         print(f"monai-t1t2: warning: {path}: translated although {'; '.join(problems)}", file=sys.stderr)
     synthetic = translate(t1, translator, mask=mask, overlap=settings.overlap, sw_batch_size=settings.sw_batch_size,
-                          stages=stages, flip_axes=settings.flip_axes)
+                          stages=stages, flip_axes=settings.flip_axes, calibrate_tails=settings.calibrate_tails)
     clock.reset()
     # The sidecar first: an output with a matching sidecar is complete; a sidecar alone is an interrupted one.
     write_sidecar(target, path, translator, method, problems,
-                  getattr(translator.inferer, "flip_axes", []) if settings.flip_axes is None else settings.flip_axes)
+                  getattr(translator.inferer, "flip_axes", []) if settings.flip_axes is None else settings.flip_axes,
+                  tails_calibrated(translator.postprocessing) if settings.calibrate_tails is None
+                  else settings.calibrate_tails)
     write_volume(synthetic, target, reference=path, overwrite=True,
                  inputs=[*settings.inputs, *([settings.mask] if settings.mask else [])],
                  descrip=f"synthetic T2w, monai-t1t2 {monai_t1t2.__version__}", intent_name="synthetic T2w")
@@ -352,11 +356,12 @@ def run_batch(
     datalist_key: str = "test",
     progress: bool = True,
     flip_axes: Sequence[int] | None = None,
+    calibrate_tails: bool | None = None,
 ) -> int:
     """``monai-t1t2 predict``: translate a collection; exit status (module docstring).
 
-    ``flip_axes``: mirror test-time augmentation (:func:`monai_t1t2.inference.translation.translate`);
-    None: the model's setting."""
+    ``flip_axes``: mirror test-time augmentation, ``calibrate_tails``: the output's tails put at 0 and 1
+    (:func:`monai_t1t2.inference.translation.translate`); None: the model's setting."""
     try:
         # The sliding window's own checks, before any work (None: the model's inferer decides).
         patch_inferer((1, 1, 1), 4 if sw_batch_size is None else sw_batch_size, 0.5 if overlap is None else overlap,
@@ -422,6 +427,7 @@ def run_batch(
         jobs.append({"input": str(path), "output": str(target), "input_sha256": input_hash})
     settings = Settings(output_dir=output_dir, model=model, device=device, overlap=overlap,
                         sw_batch_size=sw_batch_size, flip_axes=None if flip_axes is None else list(flip_axes),
+                        calibrate_tails=calibrate_tails,
                         png=png, overwrite=overwrite, mask_method=mask_method,
                         mask=Path(mask) if mask is not None else None, qc=qc, thumbnails=report is not None,
                         inputs=list(paths))
@@ -559,7 +565,7 @@ def model_version(model: PathLike) -> str | None:
 
 
 def write_sidecar(target: Path, source: Path, translator: Translator, mask_method: str, problems: Sequence[str],
-                  flip_axes: Sequence[int] = ()) -> Path:
+                  flip_axes: Sequence[int] = (), calibrated_tails: bool = False) -> Path:
     """The provenance sidecar of one synthetic T2 (written atomically)."""
     import datetime
 
@@ -571,6 +577,7 @@ def write_sidecar(target: Path, source: Path, translator: Translator, mask_metho
         "Model": translator.source, "ModelVersion": model_version(translator.source),
         "ModelSHA256": _sha256(translator.source),
         "SlidingWindowROI": list(translator.roi_size), "MirrorAveragedAxes": [int(a) for a in flip_axes],
+        "TailsCalibrated": bool(calibrated_tails),
         "MaskMethod": mask_method,
         "InputProblems": list(problems), "Forced": bool(problems),
         "Units": "normalised T2 (0.5th-99.5th brain percentile range mapped to [0, 1])",
@@ -680,11 +687,12 @@ def run_predict(inputs: Sequence[PathLike], output_dir: PathLike, model: PathLik
                 device: str | None = None, overlap: float | None = None, sw_batch_size: int | None = None, overwrite: bool = False,
                 mask: PathLike | None = None, mask_method: str = "auto", force: bool = False, qc: str = "reject",
                 manifest: PathLike | None = None, report: PathLike | None = None, devices: int = 1,
-                num_nodes: int = 1, datalist_key: str = "test", flip_axes: Sequence[int] | None = None) -> int:
+                num_nodes: int = 1, datalist_key: str = "test", flip_axes: Sequence[int] | None = None,
+                calibrate_tails: bool | None = None) -> int:
     """``monai-t1t2 predict``: translate a collection (:func:`monai_t1t2.inference.batch.run_batch`); exit status."""
     from monai_t1t2.inference.batch import run_batch
 
     return run_batch(inputs, output_dir, model=model, device=device, overlap=overlap, sw_batch_size=sw_batch_size,
                      png=png, overwrite=overwrite, mask=mask, mask_method=mask_method, qc="flag" if force else qc,
                      manifest=manifest, report=report, devices=devices, num_nodes=num_nodes, datalist_key=datalist_key,
-                     flip_axes=flip_axes)
+                     flip_axes=flip_axes, calibrate_tails=calibrate_tails)

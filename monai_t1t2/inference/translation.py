@@ -101,7 +101,7 @@ class Translator:
 
 
 def pipeline_components(config: dict, roi_size: Sequence[int], sw_batch_size: int = 4, overlap: float = 0.5,
-                        flip_axes: Sequence[int] = (), input_floor: float = 0.0) -> dict:
+                        flip_axes: Sequence[int] = (), input_floor: float = 0.0, calibrate_tails: bool = False) -> dict:
     """``preprocessing``, ``inferer`` and ``postprocessing`` parsed from a bundle config (a dict of its
     items), each falling back to :func:`monai_t1t2.transforms.translation_components`' (with the T1
     ``input_floor`` the model was trained with)."""
@@ -110,7 +110,7 @@ def pipeline_components(config: dict, roi_size: Sequence[int], sw_batch_size: in
     from monai_t1t2.transforms import translation_components
 
     items = {"roi_size": list(roi_size), "sw_batch_size": sw_batch_size, "overlap": overlap, "flip_axes": list(flip_axes),
-             **translation_components(input_floor=input_floor), **config}
+             **translation_components(input_floor=input_floor, calibrate_tails=calibrate_tails), **config}
     parser = ConfigParser(items)
     return {name: parser.get_parsed_content(name) for name in ("preprocessing", "inferer", "postprocessing")}
 
@@ -361,6 +361,7 @@ def translate(
     sw_batch_size: int | None = None,
     stages: dict[str, float] | None = None,
     flip_axes: Sequence[int] | None = None,
+    calibrate_tails: bool | None = None,
 ) -> MetaTensor:
     """Translate a T1-weighted volume into a synthetic T2-weighted volume on the same grid.
 
@@ -382,6 +383,9 @@ def translate(
             (benchmarks/README.md, "Mirror averaging"): SSIM higher on 10 of 12 test subjects, not on
             the 2 validation subjects.
 
+        calibrate_tails: put the synthetic brain's 0.5th / 99.5th percentiles at 0 / 1, its 2nd-98th
+            percentile range as the network wrote it (:class:`~monai_t1t2.transforms.CalibrateTails`);
+            None: as the model's postprocessing does (:func:`tails_calibrated`).
         stages: optional dict; the seconds spent resampling and in the network are added to its
             ``"resample"`` and ``"network"`` entries (the batch's per-stage timing).
 
@@ -421,9 +425,34 @@ def translate(
     clock.lap("network")
     # The network's output with the T1's transform history, for the postprocessing's Invertd.
     data["pred"] = MetaTensor(prediction, meta=data["image"].meta, applied_operations=data["image"].applied_operations)
-    synthetic = translator.postprocessing(data)["pred"]
+    postprocessing = translator.postprocessing
+    if calibrate_tails is not None and calibrate_tails != tails_calibrated(postprocessing):
+        postprocessing = with_tail_calibration(postprocessing, calibrate_tails)
+    synthetic = postprocessing(data)["pred"]
     clock.lap("resample")
     return MetaTensor(synthetic.as_tensor().float(), affine=t1.affine.clone(), meta={"filename_or_obj": name})
+
+
+def tails_calibrated(postprocessing) -> bool:
+    """Whether a pipeline's ``postprocessing`` (a ``Compose``) holds :class:`~monai_t1t2.transforms.CalibrateTailsd`."""
+    from monai_t1t2.transforms import CalibrateTailsd
+
+    return any(isinstance(t, CalibrateTailsd) for t in getattr(postprocessing, "transforms", ()))
+
+
+def with_tail_calibration(postprocessing, calibrate: bool):
+    """A copy of a ``Compose`` postprocessing with :class:`~monai_t1t2.transforms.CalibrateTailsd` removed,
+    or added as its last step (on the input grid's brain)."""
+    from monai.transforms import Compose
+
+    from monai_t1t2.transforms import CalibrateTailsd
+
+    if not hasattr(postprocessing, "transforms"):
+        raise T1T2Error("calibrate_tails: the model's postprocessing is not a Compose; edit it in its bundle config")
+    steps = [t for t in postprocessing.transforms if not isinstance(t, CalibrateTailsd)]
+    if calibrate:
+        steps.append(CalibrateTailsd("pred", mask_key="input_brain"))
+    return Compose(steps)
 
 
 class StageClock:

@@ -431,7 +431,7 @@ def _export_generator(state: dict[str, Any], output: str | Path, half: bool = Tr
 
 
 def bundle_inference_config(network_def: dict[str, Any], roi_size: Sequence[int], spatial_dims: int = 3,
-                            input_floor: float = 0.0) -> dict[str, Any]:
+                            input_floor: float = 0.0, calibrate_tails: bool = False) -> dict[str, Any]:
     """The translation bundle's ``configs/inference.json`` (MONAI model-zoo shape) for a trained generator.
 
     Components: ``network_def``, ``preprocessing``, ``inferer``, ``postprocessing``
@@ -461,7 +461,7 @@ def bundle_inference_config(network_def: dict[str, Any], roi_size: Sequence[int]
         "overwrite": False,
         "force": False,
         "network_def": network,
-        **translation_components(input_floor=input_floor),
+        **translation_components(input_floor=input_floor, calibrate_tails=calibrate_tails),
         "translator": {"_target_": "monai_t1t2.inference.translation.build_translator", "network": "@network_def",
                        "weights": "@model_path", "roi_size": "@roi_size", "spatial_dims": "@spatial_dims",
                        "device": "@device", "preprocessing": "@preprocessing", "inferer": "@inferer",
@@ -473,10 +473,11 @@ def bundle_inference_config(network_def: dict[str, Any], roi_size: Sequence[int]
     }
 
 
-def export_bundle(checkpoint: str | Path, bundle_dir: str | Path) -> Path:
+def export_bundle(checkpoint: str | Path, bundle_dir: str | Path, calibrate_tails: bool = False) -> Path:
     """The export step: a trained checkpoint into a translation bundle's ``models/model.pt`` and
     ``configs/inference.json`` (network, ROI and T1 input floor from the checkpoint's hyper-parameters;
-    never edited by hand).
+    never edited by hand); ``calibrate_tails``: the postprocessing ends with
+    :class:`~monai_t1t2.transforms.CalibrateTailsd`.
 
     ``configs/metadata.json``, ``docs/`` and ``LICENSE`` are the bundle's own and are left as they are.
     """
@@ -489,7 +490,7 @@ def export_bundle(checkpoint: str | Path, bundle_dir: str | Path) -> Path:
     network_def = _export_generator(state, bundle_dir / "models" / "model.pt")
     spatial_dims = int(network_def.pop("spatial_dims"))
     config = bundle_inference_config(network_def, state["hyper_parameters"]["patch_size"], spatial_dims,
-                                     input_floor_of(state))
+                                     input_floor_of(state), calibrate_tails)
     atomic_write_text(json.dumps(config, indent=4) + "\n", bundle_dir / "configs" / "inference.json")
     return bundle_dir
 
