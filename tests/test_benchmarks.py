@@ -38,6 +38,16 @@ def test_quality_benchmark_predicts_what_translate_writes(tmp_path):
         darkest = (t1 > 0) & (t1 <= np.percentile(t1[t1 > 0], 0.5))
         assert darkest.any() and benchmark[darkest].max() > 0
         np.testing.assert_allclose(benchmark, written, atol=1e-5)
+    # --tail-calibration NAME scores what translate(..., calibrate_tails=True) writes (a sigmoid head, whose
+    # output does not already reach 0 and 1 in the brain)
+    module = TranslationModule(generator=dict(generator, head="sigmoid"), patch_size=(16, 16, 16))
+    checkpoint = tmp_path / "sigmoid.ckpt"
+    torch.save({"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams)}, checkpoint)
+    benchmark = quality.predict(quality.load_checkpoint(str(checkpoint))[0], t1)
+    calibrated = translate(t1, model=checkpoint, affine=np.eye(4), mask_method="nonzero", device="cpu",
+                           calibrate_tails=True)[0].numpy()
+    assert np.abs(calibrated - benchmark).max() > 0.05
+    np.testing.assert_allclose(quality.CalibrateTails()(benchmark, t1 > 0), calibrated, atol=1e-5)
 
 
 def test_fit_check_scores_training_subjects_and_fits_the_table_on_the_rest():
