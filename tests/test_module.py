@@ -201,6 +201,18 @@ def test_every_config_parses_against_the_module_and_data_signatures(config, caps
     assert "patch_size" not in printed["model"], "the model's patch size is linked to the data's, not set twice"
 
 
+def test_the_finetune_overlay_builds_the_shipped_bundles_network():
+    """configs/finetune.yaml starts from the shipped bundle's weights, so its generator is the bundle's network_def."""
+    import json
+
+    import yaml
+
+    overlay = yaml.safe_load((REPO / "configs" / "finetune.yaml").read_text())["model"]
+    bundle = Path(overlay["init_weights"]) if Path(overlay["init_weights"]).is_absolute() else REPO / overlay["init_weights"]
+    shipped = json.loads((bundle / "configs" / "inference.json").read_text())["network_def"]
+    assert overlay["generator"] == {k: v for k, v in shipped.items() if k not in ("_target_", "spatial_dims")}
+
+
 def test_batchnorm_overlay_changes_only_the_norm_of_the_cpu_recipe():
     """A later --config replaces the whole generator dict, so the overlay repeats cpu.yaml's: keep them in step."""
     import yaml
