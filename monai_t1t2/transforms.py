@@ -11,6 +11,7 @@ from typing import Hashable, Mapping, Sequence
 import numpy as np
 import torch
 from monai.config import KeysCollection
+from monai.data import MetaTensor
 from monai.transforms import MapTransform, Transform
 
 # Percentiles of the scoring protocol (EVALUATION.md): robust to a few hot voxels.
@@ -123,11 +124,12 @@ class CalibrateTails(Transform):
         own = own + 1e-6 * np.arange(own.size)  # strictly increasing where percentiles tie
         target = np.maximum.accumulate(np.clip([0.0, own[1], own[2], 1.0], 0.0, 1.0))
         mapped = np.where(inside, np.interp(values, own, target), values).astype(np.float32)
-        if isinstance(image, torch.Tensor):
-            return image.new_tensor(mapped) if not hasattr(image, "meta") else image.__class__(
-                torch.as_tensor(mapped, device=image.device), meta=image.meta,
-                applied_operations=image.applied_operations)
-        return mapped
+        if not isinstance(image, torch.Tensor):
+            return mapped
+        calibrated = torch.as_tensor(mapped, device=image.device)  # float32
+        if isinstance(image, MetaTensor):
+            return MetaTensor(calibrated, meta=image.meta, applied_operations=image.applied_operations)
+        return calibrated
 
 
 class CalibrateTailsd(MapTransform):

@@ -101,7 +101,7 @@ class Translator:
 
 
 def pipeline_components(config: dict, roi_size: Sequence[int], sw_batch_size: int = 4, overlap: float = 0.5,
-                        flip_axes: Sequence[int] = (), input_floor: float = 0.0, calibrate_tails: bool = False) -> dict:
+                        flip_axes: Sequence[int] = (), input_floor: float = 0.0) -> dict:
     """``preprocessing``, ``inferer`` and ``postprocessing`` parsed from a bundle config (a dict of its
     items), each falling back to :func:`monai_t1t2.transforms.translation_components`' (with the T1
     ``input_floor`` the model was trained with)."""
@@ -110,7 +110,7 @@ def pipeline_components(config: dict, roi_size: Sequence[int], sw_batch_size: in
     from monai_t1t2.transforms import translation_components
 
     items = {"roi_size": list(roi_size), "sw_batch_size": sw_batch_size, "overlap": overlap, "flip_axes": list(flip_axes),
-             **translation_components(input_floor=input_floor, calibrate_tails=calibrate_tails), **config}
+             **translation_components(input_floor=input_floor), **config}
     parser = ConfigParser(items)
     return {name: parser.get_parsed_content(name) for name in ("preprocessing", "inferer", "postprocessing")}
 
