@@ -388,8 +388,9 @@ def translation_components(crop_margin: int = CROP_MARGIN_VOXELS, pixdim: Sequen
     * ``postprocessing``: the prediction masked by the network-grid brain, brought back onto the
       input grid by the inverse of the preprocessing (``Invertd``: resampling, reorientation, the
       crop's padding), masked by the input-grid brain so the background stays exactly 0, clipped to
-      [0, 1]; with ``calibrate_tails``, last, the brain's 0.5th / 99.5th percentiles put at 0 / 1
-      (:class:`CalibrateTailsd`).
+      [0, 1]; last, the brain's 0.5th / 99.5th percentiles put at 0 / 1 (:class:`CalibrateTailsd`),
+      a step switched by the config item ``calibrate_tails`` (the default given here; ``_disabled_``
+      when false, so ``python -m monai.bundle run ... --calibrate_tails False`` leaves it out).
     """
     both = ["image", "brain"]
     return {
@@ -411,7 +412,8 @@ def translation_components(crop_margin: int = CROP_MARGIN_VOXELS, pixdim: Sequen
             {"_target_": "MaskIntensityd", "keys": "pred", "mask_key": "input_brain"},
             {"_target_": "ScaleIntensityRanged", "keys": "pred", "a_min": 0.0, "a_max": 1.0, "b_min": 0.0, "b_max": 1.0,
              "clip": True},
-            *([{"_target_": "monai_t1t2.transforms.CalibrateTailsd", "keys": "pred", "mask_key": "input_brain",
-                "lower": TAIL_LOWER, "upper": TAIL_UPPER}] if calibrate_tails else []),
+            {"_target_": "monai_t1t2.transforms.CalibrateTailsd", "keys": "pred", "mask_key": "input_brain",
+             "lower": TAIL_LOWER, "upper": TAIL_UPPER, "_disabled_": "$not @calibrate_tails"},
         ]},
+        "calibrate_tails": bool(calibrate_tails),
     }

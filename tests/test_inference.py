@@ -48,8 +48,8 @@ def test_shipped_bundle_config_is_the_export_steps():
     shipped = json.loads((BUNDLE / "configs" / "inference.json").read_text())
     network_def = {k: v for k, v in shipped["network_def"].items() if k not in ("_target_", "spatial_dims")}
     floor = next(step["floor"] for step in shipped["preprocessing"]["transforms"] if "floor" in step)
-    calibrated = any(step["_target_"].endswith("CalibrateTailsd") for step in shipped["postprocessing"]["transforms"])
-    assert shipped == bundle_inference_config(network_def, shipped["roi_size"], shipped["spatial_dims"], floor, calibrated)
+    assert shipped == bundle_inference_config(network_def, shipped["roi_size"], shipped["spatial_dims"], floor,
+                                              shipped["calibrate_tails"])
     for component in ("network_def", "preprocessing", "inferer", "postprocessing"):
         assert component in shipped
 
@@ -93,7 +93,14 @@ def test_tail_calibration_is_a_step_of_the_bundle_and_an_option_of_translate(tmp
     plain = make_tiny_bundle(tmp_path / "plain")
     calibrated = export_bundle(tmp_path / "plain.ckpt", tmp_path / "calibrated", calibrate_tails=True)
     config = json.loads((calibrated / "configs" / "inference.json").read_text())
+    assert config["calibrate_tails"] is True
     assert config["postprocessing"]["transforms"][-1]["_target_"] == "monai_t1t2.transforms.CalibrateTailsd"
+    # the config item is the bundle's switch (python -m monai.bundle run ... --calibrate_tails False)
+    from monai.bundle import ConfigParser
+
+    for switch in (True, False):
+        parser = ConfigParser(dict(config, calibrate_tails=switch))
+        assert inference.tails_calibrated(parser.get_parsed_content("postprocessing")) is switch
     head = synthetic_head()
     t1 = MetaTensor(torch.as_tensor(head)[None], affine=torch.eye(4, dtype=torch.float64))
     run = lambda model, **kw: inference.translate(t1, model=model, device="cpu", mask_method="nonzero", **kw)[0].numpy()  # noqa: E731
@@ -363,6 +370,16 @@ def test_bundle_run_translates_a_folder(tmp_path, tiny_bundle):
     assert json.loads((mirrored / "sub-01_T1w_synT2.json").read_text())["MirrorAveragedAxes"] == [0]
     expected = inference.translate(data / "sub-01_T1w.nii.gz", model=tiny_bundle, device="cpu", flip_axes=[0])[0].numpy()
     np.testing.assert_allclose(nib.load(mirrored / "sub-01_T1w_synT2.nii.gz").get_fdata(), expected, atol=1e-6)
+    # The output step's switch, a bundle setting too (the tiny bundle is exported without the step).
+    calibrated = tmp_path / "calibrated"
+    command[command.index(str(mirrored))] = str(calibrated)
+    result = subprocess.run(command + ["--force", "true", "--calibrate_tails", "True"], cwd=REPO, capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert json.loads((calibrated / "sub-01_T1w_synT2.json").read_text())["TailsCalibrated"] is True
+    expected = inference.translate(data / "sub-01_T1w.nii.gz", model=tiny_bundle, device="cpu", calibrate_tails=True)[0].numpy()
+    np.testing.assert_allclose(nib.load(calibrated / "sub-01_T1w_synT2.nii.gz").get_fdata(), expected, atol=1e-6)
+    assert np.abs(expected - written.get_fdata()).max() > 0.05
 
 
 def test_bundle_metadata_validates_offline(tmp_path):

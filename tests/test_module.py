@@ -393,6 +393,44 @@ def test_validation_logs_the_tumour_metrics_over_the_cases_that_have_a_tumour():
     assert not any(key.endswith(("tumour_contrast_error", "ssim_tumour")) for key in validate([without, without]))
 
 
+def test_validation_with_calibrate_tails_scores_the_output_the_bundle_writes_and_export_follows_it(tmp_path):
+    """``calibrate_tails``: validation scores the prediction clipped to [0, 1] with its brain tails
+    calibrated (as the exported bundle writes it); the plain module scores it as the network wrote it;
+    ``export_bundle`` switches the bundle's step as the checkpoint was validated."""
+    from monai_t1t2.inference.translation import load_translator, tails_calibrated
+    from monai_t1t2.metrics import evaluate
+    from monai_t1t2.training.module import export_bundle
+    from monai_t1t2.transforms import CalibrateTails
+
+    rng = np.random.default_rng(0)
+    brain = np.zeros((24, 24, 24), bool)
+    brain[3:21, 3:21, 3:21] = True
+    t1 = np.where(brain, rng.uniform(0.1, 1.0, brain.shape), 0).astype(np.float32)
+    t2 = np.where(brain, 1.0 - t1, 0).astype(np.float32)
+    item = {key: torch.as_tensor(value.astype(np.float32))[None] for key, value in
+            (("t1", t1), ("t2", t2), ("brain", brain))}
+    generator = {"name": "unet", "channels": [4, 8], "num_res_units": 0, "head": "sigmoid"}
+    scores = {}
+    for calibrate in (False, True):
+        pl.seed_everything(0)
+        module = TranslationModule(generator=generator, patch_size=(16, 16, 16), sw_batch_size=2,
+                                   calibrate_tails=calibrate)
+        trainer = pl.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False)
+        trainer.validate(module, torch.utils.data.DataLoader([item], batch_size=1), verbose=False)
+        scores[calibrate] = float(trainer.callback_metrics["val/ssim"])
+        trainer.save_checkpoint(tmp_path / f"{calibrate}.ckpt")
+        assert tails_calibrated(load_translator(export_bundle(tmp_path / f"{calibrate}.ckpt",
+                                                              tmp_path / f"bundle{calibrate}")).postprocessing) is calibrate
+    module.eval()
+    with torch.no_grad():
+        written = module.predict_volume(item["t1"][None], item["brain"][None])[0, 0].numpy()
+    assert np.percentile(written[brain], 0.5) > 0.01  # a sigmoid head: the step moves the dark tail
+    for calibrate, prediction in ((False, written), (True, CalibrateTails()(np.clip(written, 0, 1), brain))):
+        expected = evaluate(prediction, t2, mask=brain)["ssim"]
+        assert scores[calibrate] == pytest.approx(expected, rel=1e-4), calibrate
+    assert abs(scores[True] - scores[False]) > 1e-3
+
+
 def test_dark_term_is_the_mean_error_over_the_darkest_brain_voxels_only():
     from monai_t1t2.transforms import INPUT_FLOOR
 

@@ -54,6 +54,10 @@ class TranslationModule(pl.LightningModule):
         adversarial_weight: weight of the pix2pix-style PatchGAN term; 0 (default) disables it.
         overlap, sw_batch_size: sliding-window settings of validation (:func:`~monai_t1t2.nets.generators.patch_inferer`).
         png_every_n_epochs: write a three-plane PNG (T1 / prediction / T2) every N epochs.
+        calibrate_tails: validation scores the prediction clipped to [0, 1] and then with its brain tails
+            calibrated (:class:`~monai_t1t2.transforms.CalibrateTails`), as a bundle exported with the
+            step writes it; :func:`export_bundle` exports with the step by default when this is set.
+            It changes what is scored and exported, not what is trained.
         init_weights: the generator starts from these weights (a bundle directory, its ``models/model.pt``
             or a ``monai-t1t2 train`` checkpoint) instead of random ones: ``fit`` fine-tunes them,
             ``validate`` scores them; a ``--ckpt_path`` restores its own weights over them.
@@ -80,6 +84,7 @@ class TranslationModule(pl.LightningModule):
         sw_batch_size: int = 4,
         png_every_n_epochs: int = 5,
         init_weights: str | None = None,
+        calibrate_tails: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -211,6 +216,11 @@ class TranslationModule(pl.LightningModule):
         from monai_t1t2.metrics import evaluate
 
         prediction = self.predict_volume(batch["t1"], batch["brain"])
+        if self.hparams.get("calibrate_tails", False):
+            from monai_t1t2.transforms import CalibrateTails
+
+            # as the bundle's postprocessing: clipped to [0, 1], then the tails (on the brain's voxels)
+            prediction = CalibrateTails()(prediction.float().clamp(0, 1), batch["brain"] > 0)
         as_numpy = lambda tensor: tensor[0, 0].detach().float().cpu().numpy()  # noqa: E731
         tumour = as_numpy(batch["tumour"]) if "tumour" in batch and bool(batch["tumour"].any()) else None
         groups = as_numpy(batch["groups"]) if "groups" in batch else None
@@ -248,7 +258,7 @@ class TranslationModule(pl.LightningModule):
                              title=f"validation, epoch {self.current_epoch + 1}")
 
     # Settings that change what is trained; the sliding-window and PNG settings may differ on resume.
-    _RESUME_FREE = ("overlap", "sw_batch_size", "png_every_n_epochs", "init_weights")
+    _RESUME_FREE = ("overlap", "sw_batch_size", "png_every_n_epochs", "init_weights", "calibrate_tails")
 
     def setup(self, stage: str) -> None:
         """With ``init_weights``, load them into the generator (``fit`` fine-tunes them, ``validate``
@@ -444,6 +454,7 @@ def bundle_inference_config(network_def: dict[str, Any], roi_size: Sequence[int]
 
     network = {"_target_": "monai_t1t2.nets.generators.build_generator", "spatial_dims": "@spatial_dims",
                **{k: v for k, v in network_def.items() if k != "spatial_dims"}}
+    components = translation_components(input_floor=input_floor, calibrate_tails=calibrate_tails)
     return {
         "imports": ["$import glob", "$import os", "$import torch"],
         "bundle_root": ".",
@@ -456,12 +467,13 @@ def bundle_inference_config(network_def: dict[str, Any], roi_size: Sequence[int]
         "overlap": 0.5,
         "sw_batch_size": 4,
         "flip_axes": [],
+        "calibrate_tails": components.pop("calibrate_tails"),
         "mask_method": "auto",
         "png": False,
         "overwrite": False,
         "force": False,
         "network_def": network,
-        **translation_components(input_floor=input_floor, calibrate_tails=calibrate_tails),
+        **components,
         "translator": {"_target_": "monai_t1t2.inference.translation.build_translator", "network": "@network_def",
                        "weights": "@model_path", "roi_size": "@roi_size", "spatial_dims": "@spatial_dims",
                        "device": "@device", "preprocessing": "@preprocessing", "inferer": "@inferer",
@@ -473,11 +485,12 @@ def bundle_inference_config(network_def: dict[str, Any], roi_size: Sequence[int]
     }
 
 
-def export_bundle(checkpoint: str | Path, bundle_dir: str | Path, calibrate_tails: bool = False) -> Path:
+def export_bundle(checkpoint: str | Path, bundle_dir: str | Path, calibrate_tails: bool | None = None) -> Path:
     """The export step: a trained checkpoint into a translation bundle's ``models/model.pt`` and
     ``configs/inference.json`` (network, ROI and T1 input floor from the checkpoint's hyper-parameters;
-    never edited by hand); ``calibrate_tails``: the postprocessing ends with
-    :class:`~monai_t1t2.transforms.CalibrateTailsd`.
+    never edited by hand); ``calibrate_tails``: the postprocessing's last step,
+    :class:`~monai_t1t2.transforms.CalibrateTailsd`, is on (the config item ``calibrate_tails``);
+    None: as the checkpoint was validated (its ``calibrate_tails`` hyper-parameter, False before it existed).
 
     ``configs/metadata.json``, ``docs/`` and ``LICENSE`` are the bundle's own and are left as they are.
     """
@@ -489,6 +502,8 @@ def export_bundle(checkpoint: str | Path, bundle_dir: str | Path, calibrate_tail
     state = torch.load(str(checkpoint), map_location="cpu", weights_only=False)
     network_def = _export_generator(state, bundle_dir / "models" / "model.pt")
     spatial_dims = int(network_def.pop("spatial_dims"))
+    if calibrate_tails is None:
+        calibrate_tails = bool(state["hyper_parameters"].get("calibrate_tails", False))
     config = bundle_inference_config(network_def, state["hyper_parameters"]["patch_size"], spatial_dims,
                                      input_floor_of(state), calibrate_tails)
     atomic_write_text(json.dumps(config, indent=4) + "\n", bundle_dir / "configs" / "inference.json")
