@@ -468,16 +468,17 @@ class IntensityDistributionLoss(nn.Module):
     def forward(self, prediction: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         _check_one_shape(prediction, target, mask)
         with torch.autocast(device_type=prediction.device.type, enabled=False):
-            per_sample = []
-            for predicted, reference, inside in zip(prediction.float().flatten(1), target.detach().float().flatten(1),
-                                                    mask.detach().flatten(1) > 0):
-                if not inside.any():
-                    per_sample.append(predicted.sum() * 0)
-                    continue
-                predicted_sorted = torch.sort(predicted[inside]).values
-                reference_sorted = torch.sort(reference[inside]).values
-                per_sample.append((predicted_sorted - reference_sorted).abs().mean())
-            return _reduce(torch.stack(per_sample), self.reduction)
+            # One sort per tensor for the whole batch: voxels outside the mask become +inf, so each row's
+            # first n (its mask's size) sorted values are its masked values in order; the rest are dropped.
+            inside = mask.detach().flatten(1) > 0
+            outside = torch.tensor(float("inf"), device=prediction.device)
+            predicted = torch.sort(torch.where(inside, prediction.float().flatten(1), outside), dim=1).values
+            reference = torch.sort(torch.where(inside, target.detach().float().flatten(1), outside), dim=1).values
+            count = inside.sum(1, keepdim=True)
+            ranked = torch.arange(inside.shape[1], device=prediction.device)[None] < count
+            differences = torch.where(ranked, predicted - reference, torch.zeros_like(predicted)).abs()
+            per_sample = differences.sum(1) / count[:, 0].clamp_min(1)  # an empty mask: 0, still in the graph
+            return _reduce(per_sample, self.reduction)
 
 
 # ----------------------------------------------------------------------------- brain-masked base loss

@@ -361,6 +361,19 @@ def test_intensity_distribution_values_and_bound_by_the_l1():
     assert float(loss(prediction, target, mask)) <= float(MaskedL1SSIMLoss(1.0, 0.0)(prediction, target, mask)) + 1e-7
 
 
+def test_intensity_distribution_of_a_batch_is_each_samples_own_with_masks_of_any_size():
+    """One sort for the batch: each sample's loss is that of the sample alone, whatever its mask's size."""
+    torch.manual_seed(3)
+    target, prediction = torch.rand(3, 1, 7, 6, 5), torch.rand(3, 1, 7, 6, 5) * 1.5 - 0.2
+    mask = (torch.rand_like(target) < torch.tensor([0.2, 0.7, 1.0]).view(3, 1, 1, 1, 1)).float()
+    loss = IntensityDistributionLoss(reduction="none")(prediction, target, mask)
+    for b in range(3):
+        inside = mask[b] > 0
+        alone = (torch.sort(prediction[b][inside]).values - torch.sort(target[b][inside]).values).abs().mean()
+        assert float(loss[b]) == pytest.approx(float(alone), rel=1e-6), b
+    assert len(set(mask.flatten(1).sum(1).tolist())) == 3
+
+
 def test_intensity_distribution_differentiable_under_bf16_and_zero_on_an_empty_mask():
     torch.manual_seed(2)
     target = torch.rand(2, 1, 6, 6, 6)
