@@ -183,9 +183,22 @@ def fill_empty_bins(table: np.ndarray) -> np.ndarray:
 
 def fit_lookup_table(subjects: list[dict]) -> np.ndarray:
     """The lookup table of EVALUATION.md, fitted on ``subjects``: ``(LUT_BINS,)`` normalised T2 per T1 bin."""
-    medians = np.stack([bin_medians(load_case(subject, parcellation=False)) for subject in subjects])
+    return fit_training_references(subjects)[0]
+
+
+def fit_training_references(subjects: list[dict], levels: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+    """The lookup table and, with ``levels``, the population levels of ``subjects`` (``(len(LEVEL_PERCENTILES),)``:
+    the median over them of their normalised T2's brain percentiles, the protocol's normalisation inside the
+    protocol's mask: a standard T2 histogram), each subject read once for both."""
+    medians, percentiles = [], []
+    for subject in subjects:
+        case = load_case(subject, parcellation=False)
+        medians.append(bin_medians(case))
+        if levels:
+            percentiles.append(t2_levels(case))
     with np.errstate(all="ignore"):
-        return fill_empty_bins(np.nanmedian(medians, axis=0))
+        table = fill_empty_bins(np.nanmedian(np.stack(medians), axis=0))
+    return table, np.median(np.stack(percentiles), axis=0) if levels else None
 
 
 def apply_lookup_table(table: np.ndarray, case: dict) -> np.ndarray:
@@ -197,20 +210,14 @@ def apply_lookup_table(table: np.ndarray, case: dict) -> np.ndarray:
 LEVEL_PERCENTILES = (0.5, 1, 2, 5, 10, 20, 30, 40, 50, 60, 70, 80, 90, 95, 98, 99, 99.5)
 
 
-def fit_population_levels(subjects: list[dict]) -> np.ndarray:
-    """``(len(LEVEL_PERCENTILES),)``: the median over ``subjects`` of their normalised T2's brain
-    percentiles (the protocol's normalisation, inside the protocol's mask): a standard T2 histogram."""
-    levels = []
-    for subject in subjects:
-        case = load_case(subject, parcellation=False)
-        t2 = PercentileNormalise()(case["t2"], case["mask"])[case["mask"]]
-        levels.append(np.percentile(t2, LEVEL_PERCENTILES))
-    return np.median(np.stack(levels), axis=0)
+def t2_levels(case: dict) -> np.ndarray:
+    """A loaded case's normalised T2 brain percentiles at ``LEVEL_PERCENTILES``."""
+    return np.percentile(PercentileNormalise()(case["t2"], case["mask"])[case["mask"]], LEVEL_PERCENTILES)
 
 
 def population_levels(prediction: np.ndarray, brain: np.ndarray, standard: np.ndarray) -> np.ndarray:
     """``prediction`` mapped piecewise-linearly so that its brain percentiles (``LEVEL_PERCENTILES``)
-    land on ``standard`` (:func:`fit_population_levels`); values beyond the end percentiles take the
+    land on ``standard`` (:func:`fit_training_references`); values beyond the end percentiles take the
     end levels; zero outside ``brain``. Uses the prediction and training subjects only, never the
     subject's own T2."""
     own = np.percentile(prediction[brain], LEVEL_PERCENTILES)
@@ -509,14 +516,13 @@ def main() -> None:
     if args.fit_check and (args.validation or args.train or args.cases):
         parser.error("--fit-check scores trained checkpoints on training subjects: not with --validation, --train "
                      "or --cases")
+    if args.validation or args.fit_check:
+        # The recipe's own draw (PairedDataModule's split): the cases its training never saw.
+        recipe_training, held_out = split_subjects(training, data_config.get("val_cases"),
+                                                   data_config.get("val_fraction", 0.25), data_config.get("seed", 0))
     if args.validation:
-        # The recipe's own draw (PairedDataModule's split), so these are the cases its training never saw.
-        training, held_out = split_subjects(training, data_config.get("val_cases"), data_config.get("val_fraction", 0.25),
-                                            data_config.get("seed", 0))
-        test_cases = {s["case"]: s for s in held_out}
+        training, test_cases = recipe_training, {s["case"]: s for s in held_out}
     if args.fit_check:
-        _, held_out = split_subjects(training, data_config.get("val_cases"), data_config.get("val_fraction", 0.25),
-                                     data_config.get("seed", 0))
         never_trained = sorted(set(args.fit_check) & {s["case"] for s in held_out})
         if never_trained:
             parser.error(f"--fit-check {never_trained}: held out for validation by {args.config}'s recipe, so never "
@@ -535,7 +541,7 @@ def main() -> None:
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"cpu ({torch.get_num_threads()} threads)"
 
     started = time.time()
-    table = fit_lookup_table(training)
+    table, standard = fit_training_references(training, levels=bool(args.population_levels))
     print(f"lookup table fitted on {len(training)} training subjects ({time.time() - started:.0f} s)", flush=True)
     models, trained = {}, {}
     for name, path in checkpoints.items():
@@ -560,7 +566,6 @@ def main() -> None:
         trained[variant] = {"seconds": seconds, "steps": step, **({"init_from": args.init_from} if args.init_from else {}),
                             **({"learning_rate": args.learning_rate} if args.learning_rate else {})}
         print(f"{variant}: trained {step} steps in {seconds:.0f} s", flush=True)
-    standard = fit_population_levels(training) if args.population_levels else None
     names = [n for name in list(BASELINES) + list(models)
              for n in [name] + [f"{name}_zeroed"] * (name in args.zero_darkest)
              + [f"{name}_levels"] * (name in args.level_oracle) + [f"{name}_pop"] * (name in args.population_levels)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import REPO, synthetic_head
+from conftest import REPO, SHARED, synthetic_head
 
 
 def test_quality_benchmark_predicts_what_translate_writes(tmp_path):
@@ -92,6 +92,30 @@ def test_level_oracle_keeps_the_order_and_takes_the_reference_histogram():
     np.testing.assert_allclose(np.sort(matched[mask]), np.sort(reference[mask]).astype(np.float32))
     np.testing.assert_array_equal(np.argsort(matched[mask]), np.argsort(prediction[mask]))
     np.testing.assert_allclose(matched[~mask], prediction[~mask].astype(np.float32))
+
+
+@pytest.mark.realdata
+def test_training_references_read_each_subject_once_for_the_table_and_the_levels(monkeypatch):
+    """``fit_training_references``: the lookup table and the population levels from one read per subject;
+    the levels are a normalised T2's (0.5th percentile 0, 99.5th 1, increasing)."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import quality
+    from monai_t1t2.io import load_datalist
+
+    subjects = load_datalist(SHARED / "data" / "datalist.json", "training")[:2]
+    reads = []
+    load_case = quality.load_case
+    monkeypatch.setattr(quality, "load_case", lambda subject, **kw: reads.append(subject["case"]) or load_case(subject, **kw))
+    table, levels = quality.fit_training_references(subjects, levels=True)
+    assert reads == [s["case"] for s in subjects]
+    cases = [load_case(s, parcellation=False) for s in subjects]
+    with np.errstate(all="ignore"):
+        expected = quality.fill_empty_bins(np.nanmedian(np.stack([quality.bin_medians(c) for c in cases]), axis=0))
+    np.testing.assert_allclose(table, expected)
+    np.testing.assert_allclose(levels, np.median(np.stack([quality.t2_levels(c) for c in cases]), axis=0))
+    assert levels[0] == pytest.approx(0, abs=1e-6) and levels[-1] == pytest.approx(1, abs=1e-6)
+    assert np.all(np.diff(levels) > 0)
+    assert quality.fit_training_references(subjects)[1] is None
 
 
 def test_population_levels_put_the_prediction_on_the_standard_histogram():
