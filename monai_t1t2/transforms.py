@@ -368,6 +368,14 @@ CROP_MARGIN_VOXELS = 8
 NETWORK_PIXDIM = (1.0, 1.0, 1.0)
 
 
+#: The pipeline's last postprocessing step as a MONAI config item (:class:`CalibrateTailsd` on the
+#: prediction, with the brain on the input grid): :func:`translation_components` switches it by the
+#: config setting ``calibrate_tails``; :func:`monai_t1t2.inference.translation.with_tail_calibration`
+#: adds it to a loaded pipeline.
+TAIL_STEP = {"_target_": "monai_t1t2.transforms.CalibrateTailsd", "keys": "pred", "mask_key": "input_brain",
+             "lower": TAIL_LOWER, "upper": TAIL_UPPER}
+
+
 def translation_components(crop_margin: int = CROP_MARGIN_VOXELS, pixdim: Sequence[float] = NETWORK_PIXDIM,
                            input_floor: float = 0.0, calibrate_tails: bool = False) -> dict:
     """The translation bundle's ``preprocessing``, ``inferer`` and ``postprocessing`` as MONAI config items.
@@ -412,8 +420,7 @@ def translation_components(crop_margin: int = CROP_MARGIN_VOXELS, pixdim: Sequen
             {"_target_": "MaskIntensityd", "keys": "pred", "mask_key": "input_brain"},
             {"_target_": "ScaleIntensityRanged", "keys": "pred", "a_min": 0.0, "a_max": 1.0, "b_min": 0.0, "b_max": 1.0,
              "clip": True},
-            {"_target_": "monai_t1t2.transforms.CalibrateTailsd", "keys": "pred", "mask_key": "input_brain",
-             "lower": TAIL_LOWER, "upper": TAIL_UPPER, "_disabled_": "$not @calibrate_tails"},
+            {**TAIL_STEP, "_disabled_": "$not @calibrate_tails"},
         ]},
         "calibrate_tails": bool(calibrate_tails),
     }

@@ -445,13 +445,13 @@ def with_tail_calibration(postprocessing, calibrate: bool):
     or added as its last step (on the input grid's brain)."""
     from monai.transforms import Compose
 
-    from monai_t1t2.transforms import CalibrateTailsd
+    from monai_t1t2.transforms import TAIL_STEP, CalibrateTailsd
 
     if not hasattr(postprocessing, "transforms"):
         raise T1T2Error("calibrate_tails: the model's postprocessing is not a Compose; edit it in its bundle config")
     steps = [t for t in postprocessing.transforms if not isinstance(t, CalibrateTailsd)]
     if calibrate:
-        steps.append(CalibrateTailsd("pred", mask_key="input_brain"))
+        steps.append(CalibrateTailsd(**{key: value for key, value in TAIL_STEP.items() if key != "_target_"}))
     return Compose(steps)
 
 

@@ -216,7 +216,7 @@ class TranslationModule(pl.LightningModule):
         from monai_t1t2.metrics import evaluate
 
         prediction = self.predict_volume(batch["t1"], batch["brain"])
-        if self.hparams.get("calibrate_tails", False):
+        if self.hparams.calibrate_tails:
             from monai_t1t2.transforms import CalibrateTails
 
             # as the bundle's postprocessing: clipped to [0, 1], then the tails (on the brain's voxels)
