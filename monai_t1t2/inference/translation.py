@@ -443,6 +443,7 @@ def tails_calibrated(postprocessing) -> bool:
 def with_tail_calibration(postprocessing, calibrate: bool):
     """A copy of a ``Compose`` postprocessing with :class:`~monai_t1t2.transforms.CalibrateTailsd` removed,
     or added as its last step (on the input grid's brain)."""
+    from monai.bundle import ConfigComponent
     from monai.transforms import Compose
 
     from monai_t1t2.transforms import TAIL_STEP, CalibrateTailsd
@@ -451,7 +452,7 @@ def with_tail_calibration(postprocessing, calibrate: bool):
         raise T1T2Error("calibrate_tails: the model's postprocessing is not a Compose; edit it in its bundle config")
     steps = [t for t in postprocessing.transforms if not isinstance(t, CalibrateTailsd)]
     if calibrate:
-        steps.append(CalibrateTailsd(**{key: value for key, value in TAIL_STEP.items() if key != "_target_"}))
+        steps.append(ConfigComponent(TAIL_STEP).instantiate())  # as the bundle config instantiates it
     return Compose(steps)
 
 
