@@ -519,3 +519,30 @@ def test_generator_settings_that_cannot_be_built_give_one_line_errors(tmp_path, 
         assert main(train_command(data, tmp_path / "run", "--model.generator", settings)) == 2
         error = capsys.readouterr().err.strip().splitlines()[-1]
         assert error.startswith("monai-t1t2: error: --model.generator") and expected in error, error
+
+
+def test_a_run_with_an_ema_of_the_weights_exports_the_average(tmp_path):
+    """Lightning's EMAWeightAveraging on the command line (benchmarks/README.md, "An exponential moving
+    average of the weights"): the checkpoint's state_dict holds the average, and that is what
+    export_generator and generator_weights take, not the last step's weights. With decay 0.5 and
+    two steps the average is the mean of the two steps' weights, so it must differ from the last's."""
+    from monai_t1t2.nets.generators import generator_weights
+
+    data = synthetic_dataset(tmp_path / "data")
+    run = tmp_path / "run"
+    assert main(train_command(data, run, "--trainer.max_epochs", "1",
+                              "--trainer.callbacks+=pytorch_lightning.callbacks.EMAWeightAveraging",
+                              "--trainer.callbacks.decay", "0.5")) == 0
+    checkpoint = next(run.rglob("last.ckpt"))
+    state = torch.load(str(checkpoint), map_location="cpu", weights_only=False)
+    assert state["global_step"] == 2 and int(state["averaging_state"]["n_averaged"]) == 2  # after every step
+    average = {k: v for k, v in state["state_dict"].items() if k.startswith("generator.")}
+    current = {k: v for k, v in state["current_model_state"].items() if k.startswith("generator.")}
+    assert average.keys() == current.keys()
+    assert any(not torch.equal(average[k], current[k]) for k in average)  # the mean of the two steps' weights
+    for key, value in generator_weights(checkpoint).items():
+        assert torch.equal(value, average["generator." + key]), key
+    export_generator(checkpoint, tmp_path / "model.pt")
+    exported = torch.load(str(tmp_path / "model.pt"), map_location="cpu", weights_only=True)
+    for key, value in exported.items():
+        torch.testing.assert_close(value.float(), average["generator." + key].half().float())
