@@ -30,6 +30,7 @@ both the floor and the lookup table, writes every number to ``quality.json`` and
     python benchmarks/quality.py --report a/quality.json b/quality.json  # merge and print earlier runs
     python benchmarks/quality.py --report a/quality.json b/quality.json --reference 3d_rs   # differences against 3d_rs
     python benchmarks/quality.py --checkpoint 3d=CKPT --checkpoint 3d_roi64=CKPT --roi 3d_roi64=64   # window size
+    python benchmarks/quality.py --checkpoint 3d=CKPT --checkpoint 3d_o75=CKPT --overlap 3d_o75=0.75   # window overlap
     python benchmarks/quality.py --init-from runs/cpu/.../last.ckpt --learning-rate 2e-4 --max-time 600 \
         --train 3d_l1_ssim 3d_perceptual 3d_tumour 3d_region_stats 3d_all   # the ablation, fine-tuning
 """
@@ -424,6 +425,8 @@ def main() -> None:
                         help="score a trained Lightning checkpoint under NAME; repeatable")
     parser.add_argument("--roi", action="append", default=[], metavar="NAME=N",
                         help="score checkpoint NAME with an N^3 sliding window instead of its training patch (3D only)")
+    parser.add_argument("--overlap", action="append", default=[], metavar="NAME=F",
+                        help="score checkpoint NAME with sliding-window overlap F in [0, 1) instead of its own")
     parser.add_argument("--flip", action="append", default=[], metavar="NAME=AXES",
                         help="score checkpoint NAME with mirror test-time augmentation along AXES (e.g. 0 = left-right, "
                              "0,1); see monai_t1t2.nets.generators.FlipAveragingInferer")
@@ -485,6 +488,14 @@ def main() -> None:
     rois = dict(item.split("=", 1) for item in args.roi if "=" in item)
     if len(rois) != len(args.roi) or not set(rois) <= set(checkpoints) or not all(v.isdigit() for v in rois.values()):
         parser.error("--roi takes NAME=N, NAME one of the --checkpoint names, N an integer")
+    overlaps = dict(item.split("=", 1) for item in args.overlap if "=" in item)
+    try:
+        overlaps = {name: float(value) for name, value in overlaps.items()}
+    except ValueError:
+        overlaps = None
+    if (overlaps is None or len(overlaps) != len(args.overlap) or not set(overlaps) <= set(checkpoints)
+            or not all(0 <= value < 1 for value in overlaps.values())):
+        parser.error("--overlap takes NAME=F, NAME one of the --checkpoint names, F a number in [0, 1)")
     flips = dict(item.split("=", 1) for item in args.flip if "=" in item)
     if (len(flips) != len(args.flip) or not set(flips) <= set(checkpoints)
             or not all(all(a.strip().isdigit() for a in v.split(",")) for v in flips.values())):
@@ -550,14 +561,16 @@ def main() -> None:
         trained[name] = {"checkpoint": str(path), "steps": step}
         if name in rois and module.hparams.spatial_dims != 3:
             parser.error(f"--roi {name}: {path} is not a 3D model")
-        if name in rois or name in flips:
+        if name in rois or name in flips or name in overlaps:
             roi = (int(rois[name]),) * 3 if name in rois else module.hparams.patch_size
             try:
-                module.inferer = patch_inferer(roi, module.hparams.sw_batch_size, module.hparams.overlap, flips.get(name, ()))
+                module.inferer = patch_inferer(roi, module.hparams.sw_batch_size, overlaps.get(name, module.hparams.overlap),
+                                               flips.get(name, ()))
             except ValueError as err:
-                parser.error(f"--flip {name}: {err}")
+                parser.error(f"--flip/--overlap {name}: {err}")
             trained[name].update({"roi": int(rois[name])} if name in rois else {},
-                                 **({"flip_axes": flips[name]} if name in flips else {}))
+                                 **({"flip_axes": flips[name]} if name in flips else {}),
+                                 **({"overlap": overlaps[name]} if name in overlaps else {}))
     for variant in args.train:
         save_to = Path(args.save_dir) / f"{variant}.ckpt" if args.save_dir else None
         module, seconds, step = train(config, variant, datalist, cache_dir, args.seed, steps, args.max_time,

@@ -79,6 +79,18 @@ def test_fit_check_refuses_the_recipes_validation_subjects(tmp_path):
     assert "Traceback" not in result.stderr and not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("overlap", ["3d=abc", "3d=1.5", "other=0.75", "3d=0.75 3d=0.5"])
+def test_overlap_that_names_no_checkpoint_or_no_fraction_is_refused_before_any_work(tmp_path, overlap):
+    import subprocess
+
+    (tmp_path / "model.ckpt").write_bytes(b"")  # exists; never read, the arguments are refused first
+    options = [item for value in overlap.split() for item in ("--overlap", value)]
+    result = subprocess.run([sys.executable, str(REPO / "benchmarks" / "quality.py"), "--checkpoint", f"3d={tmp_path / 'model.ckpt'}",
+                             *options, "--output", str(tmp_path / "out")], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "--overlap takes NAME=F" in result.stderr
+    assert "Traceback" not in result.stderr and not (tmp_path / "out").exists()
+
+
 def test_level_oracle_keeps_the_order_and_takes_the_reference_histogram():
     """``match_histogram`` (``quality.py --level-oracle``): inside the mask the result has exactly the
     reference's values, in the prediction's order; outside it, the prediction is unchanged."""
