@@ -417,6 +417,39 @@ def print_report(paths: list[str], reference: str | None = None) -> None:
     print("\n".join(notes) + "\n" + markdown_report(results, groups, names, reference))
 
 
+def named_settings(items: list[str], names, convert) -> dict | None:
+    """``NAME=VALUE`` items of a per-checkpoint option (``--roi``, ``--overlap``, ``--flip``) as
+    ``{NAME: convert(VALUE)}``; ``None`` when one has no ``=``, repeats a NAME, names no checkpoint or
+    fails ``convert`` (a ``ValueError``)."""
+    pairs = [item.split("=", 1) for item in items]
+    named = [pair[0] for pair in pairs]
+    if any(len(pair) != 2 for pair in pairs) or len(set(named)) != len(named) or not set(named) <= set(names):
+        return None
+    try:
+        return {name: convert(value) for name, value in pairs}
+    except ValueError:
+        return None
+
+
+def _window(value: str) -> int:
+    if not value.isdigit():
+        raise ValueError(value)
+    return int(value)
+
+
+def _overlap(value: str) -> float:
+    overlap = float(value)
+    if not 0 <= overlap < 1:
+        raise ValueError(value)
+    return overlap
+
+
+def _axes(value: str) -> list[int]:
+    if not all(axis.strip().isdigit() for axis in value.split(",")):
+        raise ValueError(value)
+    return [int(axis) for axis in value.split(",")]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--datalist", default=str(DATALIST))
@@ -485,22 +518,15 @@ def main() -> None:
     for name, path in checkpoints.items():
         if not Path(path).is_file():
             parser.error(f"--checkpoint {name}: {path} does not exist")
-    rois = dict(item.split("=", 1) for item in args.roi if "=" in item)
-    if len(rois) != len(args.roi) or not set(rois) <= set(checkpoints) or not all(v.isdigit() for v in rois.values()):
+    rois = named_settings(args.roi, checkpoints, _window)
+    if rois is None:
         parser.error("--roi takes NAME=N, NAME one of the --checkpoint names, N an integer")
-    overlaps = dict(item.split("=", 1) for item in args.overlap if "=" in item)
-    try:
-        overlaps = {name: float(value) for name, value in overlaps.items()}
-    except ValueError:
-        overlaps = None
-    if (overlaps is None or len(overlaps) != len(args.overlap) or not set(overlaps) <= set(checkpoints)
-            or not all(0 <= value < 1 for value in overlaps.values())):
+    overlaps = named_settings(args.overlap, checkpoints, _overlap)
+    if overlaps is None:
         parser.error("--overlap takes NAME=F, NAME one of the --checkpoint names, F a number in [0, 1)")
-    flips = dict(item.split("=", 1) for item in args.flip if "=" in item)
-    if (len(flips) != len(args.flip) or not set(flips) <= set(checkpoints)
-            or not all(all(a.strip().isdigit() for a in v.split(",")) for v in flips.values())):
+    flips = named_settings(args.flip, checkpoints, _axes)
+    if flips is None:
         parser.error("--flip takes NAME=AXES, NAME one of the --checkpoint names, AXES integers joined by commas")
-    flips = {name: [int(a) for a in value.split(",")] for name, value in flips.items()}
     model_names = set(checkpoints) | set(args.train)
     for option, named, allowed in (("--zero-darkest", args.zero_darkest, model_names),
                                    ("--level-oracle", args.level_oracle, model_names | set(BASELINES)),
@@ -562,13 +588,13 @@ def main() -> None:
         if name in rois and module.hparams.spatial_dims != 3:
             parser.error(f"--roi {name}: {path} is not a 3D model")
         if name in rois or name in flips or name in overlaps:
-            roi = (int(rois[name]),) * 3 if name in rois else module.hparams.patch_size
+            roi = (rois[name],) * 3 if name in rois else module.hparams.patch_size
             try:
                 module.inferer = patch_inferer(roi, module.hparams.sw_batch_size, overlaps.get(name, module.hparams.overlap),
                                                flips.get(name, ()))
             except ValueError as err:
                 parser.error(f"--flip/--overlap {name}: {err}")
-            trained[name].update({"roi": int(rois[name])} if name in rois else {},
+            trained[name].update({"roi": rois[name]} if name in rois else {},
                                  **({"flip_axes": flips[name]} if name in flips else {}),
                                  **({"overlap": overlaps[name]} if name in overlaps else {}))
     for variant in args.train:
