@@ -83,6 +83,31 @@ def test_the_t1_input_floor_travels_with_the_model(tmp_path):
     assert darkest.any() and outputs["floored"][darkest].min() > 0.99 and outputs["before"][darkest].max() < 0.01
 
 
+def test_a_checkpoint_validated_with_the_tails_step_translates_as_its_exported_bundle(tmp_path):
+    """A checkpoint whose calibrate_tails hyper-parameter is on (configs/finetune.yaml) translates with the
+    tails step, as export_bundle writes its bundle; one without it, without (before, a checkpoint never had it)."""
+    from monai_t1t2.training.module import export_bundle
+
+    torch.manual_seed(0)
+    state = {"generator." + key: value for key, value in build_generator(**TINY).state_dict().items()}
+    head = synthetic_head()
+    t1 = MetaTensor(torch.as_tensor(head)[None], affine=torch.eye(4, dtype=torch.float64))
+    brain = head > 0
+    for calibrate in (True, False):
+        checkpoint = tmp_path / f"tails_{calibrate}.ckpt"
+        torch.save({"state_dict": state, "hyper_parameters": {"generator": dict(TINY, name="unet", norm="instance"),
+                                                              "spatial_dims": 3, "patch_size": TINY_ROI,
+                                                              "calibrate_tails": calibrate}}, checkpoint)
+        assert inference.tails_calibrated(inference.load_translator(checkpoint, "cpu").postprocessing) is calibrate
+        bundle = export_bundle(checkpoint, tmp_path / f"bundle_{calibrate}")
+        from_checkpoint = inference.translate(t1, model=checkpoint, device="cpu", mask_method="nonzero")[0].numpy()
+        from_bundle = inference.translate(t1, model=bundle, device="cpu", mask_method="nonzero")[0].numpy()
+        np.testing.assert_allclose(from_checkpoint, from_bundle, atol=2e-3)  # the bundle holds float16 weights
+        # the step puts the brain's 0.5th / 99.5th percentiles at 0 / 1; a sigmoid head alone stays inside (0, 1)
+        low, high = np.percentile(from_checkpoint[brain], [0.5, 99.5])
+        assert (low < 0.01 and high > 0.99) if calibrate else (low > 0.05 and high < 0.95), (calibrate, low, high)
+
+
 def test_tail_calibration_is_a_step_of_the_bundle_and_an_option_of_translate(tmp_path):
     """export_bundle(calibrate_tails=True) ends the bundle's postprocessing with CalibrateTailsd; translate()
     then writes the plain bundle's output with its brain's 0.5th / 99.5th percentiles at 0 / 1; the option

@@ -101,16 +101,16 @@ class Translator:
 
 
 def pipeline_components(config: dict, roi_size: Sequence[int], sw_batch_size: int = 4, overlap: float = 0.5,
-                        flip_axes: Sequence[int] = (), input_floor: float = 0.0) -> dict:
+                        flip_axes: Sequence[int] = (), input_floor: float = 0.0, calibrate_tails: bool = False) -> dict:
     """``preprocessing``, ``inferer`` and ``postprocessing`` parsed from a bundle config (a dict of its
     items), each falling back to :func:`monai_t1t2.transforms.translation_components`' (with the T1
-    ``input_floor`` the model was trained with)."""
+    ``input_floor`` the model was trained with, and its tails step when ``calibrate_tails``)."""
     from monai.bundle import ConfigParser
 
     from monai_t1t2.transforms import translation_components
 
     items = {"roi_size": list(roi_size), "sw_batch_size": sw_batch_size, "overlap": overlap, "flip_axes": list(flip_axes),
-             **translation_components(input_floor=input_floor), **config}
+             **translation_components(input_floor=input_floor, calibrate_tails=calibrate_tails), **config}
     parser = ConfigParser(items)
     return {name: parser.get_parsed_content(name) for name in ("preprocessing", "inferer", "postprocessing")}
 
@@ -193,8 +193,11 @@ def _checkpoint_translator(checkpoint: Path, device: str | torch.device | None) 
     except RuntimeError as err:
         raise T1T2Error(f"{checkpoint}: generator weights do not match its hyper-parameters ({err})") from None
     roi_size = tuple(hparams.get("patch_size", (64, 64, 64)))
-    # The pipeline around it with the T1 input floor it was trained with.
-    components = pipeline_components({}, roi_size, input_floor=input_floor_of(state))
+    # The pipeline around it with the T1 input floor it was trained with, and the tails step when it was
+    # validated with it (calibrate_tails): what export_bundle would write for it, so a checkpoint and its
+    # exported bundle translate alike.
+    components = pipeline_components({}, roi_size, input_floor=input_floor_of(state),
+                                     calibrate_tails=bool(hparams.get("calibrate_tails", False)))
     return Translator(network, roi_size, spatial_dims, resolve_device(device), str(checkpoint), **components)
 
 
