@@ -28,17 +28,22 @@ TINY = {"channels": [4, 8], "num_res_units": 0, "head": "sigmoid"}  # random wei
 TINY_ROI = [16, 16, 16]
 
 
+def write_tiny_checkpoint(path: Path, roi_size=TINY_ROI, seed: int = 0, **hparams) -> Path:
+    """A checkpoint as monai-t1t2 train writes it (``generator.*`` weights, hyper-parameters) of a tiny
+    random-weight generator (nothing trained); ``hparams``: more hyper-parameters."""
+    torch.manual_seed(seed)
+    state = {"generator." + key: value for key, value in build_generator(**TINY).state_dict().items()}
+    torch.save({"state_dict": state, "hyper_parameters": {"generator": dict(TINY, name="unet", norm="instance"),
+                                                          "spatial_dims": 3, "patch_size": list(roi_size), **hparams}}, path)
+    return path
+
+
 def make_tiny_bundle(folder: Path, roi_size=TINY_ROI, seed: int = 0) -> Path:
     """A bundle written by the export step from a checkpoint of a tiny random-weight generator (nothing trained)."""
     from monai_t1t2.training.module import export_bundle
 
-    torch.manual_seed(seed)
-    state = {"generator." + key: value for key, value in build_generator(**TINY).state_dict().items()}
     folder.mkdir(parents=True)
-    checkpoint = folder.parent / f"{folder.name}.ckpt"
-    torch.save({"state_dict": state, "hyper_parameters": {"generator": dict(TINY, name="unet", norm="instance"),
-                                                          "spatial_dims": 3, "patch_size": list(roi_size)}}, checkpoint)
-    return export_bundle(checkpoint, folder)
+    return export_bundle(write_tiny_checkpoint(folder.parent / f"{folder.name}.ckpt", roi_size, seed), folder)
 
 
 def test_shipped_bundle_config_is_the_export_steps():
@@ -88,16 +93,11 @@ def test_a_checkpoint_validated_with_the_tails_step_translates_as_its_exported_b
     tails step, as export_bundle writes its bundle; one without it, without (before, a checkpoint never had it)."""
     from monai_t1t2.training.module import export_bundle
 
-    torch.manual_seed(0)
-    state = {"generator." + key: value for key, value in build_generator(**TINY).state_dict().items()}
     head = synthetic_head()
     t1 = MetaTensor(torch.as_tensor(head)[None], affine=torch.eye(4, dtype=torch.float64))
     brain = head > 0
     for calibrate in (True, False):
-        checkpoint = tmp_path / f"tails_{calibrate}.ckpt"
-        torch.save({"state_dict": state, "hyper_parameters": {"generator": dict(TINY, name="unet", norm="instance"),
-                                                              "spatial_dims": 3, "patch_size": TINY_ROI,
-                                                              "calibrate_tails": calibrate}}, checkpoint)
+        checkpoint = write_tiny_checkpoint(tmp_path / f"tails_{calibrate}.ckpt", calibrate_tails=calibrate)
         assert inference.tails_calibrated(inference.load_translator(checkpoint, "cpu").postprocessing) is calibrate
         bundle = export_bundle(checkpoint, tmp_path / f"bundle_{calibrate}")
         from_checkpoint = inference.translate(t1, model=checkpoint, device="cpu", mask_method="nonzero")[0].numpy()

@@ -45,7 +45,7 @@ from monai_t1t2.errors import InvalidVolumeError, T1T2Error
 from monai_t1t2.geometry import to_ras
 from monai_t1t2.io import PathLike, read_volume, spacing_of, validate_array
 from monai_t1t2.masks import MAX_BRAIN_ML, MIN_BRAIN_ML, brain_mask, mask_volume_ml
-from monai_t1t2.nets.generators import SliceWise, generator_entries, input_floor_of, patch_inferer
+from monai_t1t2.nets.generators import SliceWise, generator_entries, input_floor_of, patch_inferer, tails_calibrated_of
 
 # Package data (``importlib.resources``): ``monai_t1t2/bundles`` links to the top-level ``bundles/``; a wheel holds a copy.
 DEFAULT_BUNDLE = Path(str(importlib.resources.files("monai_t1t2") / "bundles" / "t1t2_translation"))
@@ -197,7 +197,7 @@ def _checkpoint_translator(checkpoint: Path, device: str | torch.device | None) 
     # validated with it (calibrate_tails): what export_bundle would write for it, so a checkpoint and its
     # exported bundle translate alike.
     components = pipeline_components({}, roi_size, input_floor=input_floor_of(state),
-                                     calibrate_tails=bool(hparams.get("calibrate_tails", False)))
+                                     calibrate_tails=tails_calibrated_of(state))
     return Translator(network, roi_size, spatial_dims, resolve_device(device), str(checkpoint), **components)
 
 

@@ -271,6 +271,12 @@ def input_floor_of(checkpoint_state: dict[str, Any]) -> float:
     return float((checkpoint_state.get("datamodule_hyper_parameters") or {}).get("input_floor", 0.0))
 
 
+def tails_calibrated_of(checkpoint_state: dict[str, Any]) -> bool:
+    """Whether a checkpoint's model was validated with the output's tails step (its ``calibrate_tails``
+    hyper-parameter); checkpoints from before the setting existed were not."""
+    return bool(checkpoint_state["hyper_parameters"].get("calibrate_tails", False))
+
+
 def generator_entries(state_dict: dict[str, Any]) -> dict[str, Any]:
     """A Lightning state dict's ``generator.*`` entries without the prefix (others as they are)."""
     if not any(key.startswith("generator.") for key in state_dict):

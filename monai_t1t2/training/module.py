@@ -20,7 +20,8 @@ import torch
 from monai_t1t2.errors import T1T2Error
 from monai_t1t2.losses import MaskedL1SSIMLoss
 from monai_t1t2.nets.generators import (DEFAULT_GENERATOR, SliceWise, add_refiner, build_discriminator, build_generator,
-                                        expand_input_channels, generator_weights, input_floor_of, patch_inferer)
+                                        expand_input_channels, generator_weights, input_floor_of, patch_inferer,
+                                        tails_calibrated_of)
 from monai_t1t2.transforms import INPUT_FLOOR, at_input_floor
 
 
@@ -503,7 +504,7 @@ def export_bundle(checkpoint: str | Path, bundle_dir: str | Path, calibrate_tail
     network_def = _export_generator(state, bundle_dir / "models" / "model.pt")
     spatial_dims = int(network_def.pop("spatial_dims"))
     if calibrate_tails is None:
-        calibrate_tails = bool(state["hyper_parameters"].get("calibrate_tails", False))
+        calibrate_tails = tails_calibrated_of(state)
     config = bundle_inference_config(network_def, state["hyper_parameters"]["patch_size"], spatial_dims,
                                      input_floor_of(state), calibrate_tails)
     atomic_write_text(json.dumps(config, indent=4) + "\n", bundle_dir / "configs" / "inference.json")
