@@ -34,16 +34,10 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 from quality import DATALIST, _cell  # noqa: E402
 from tumour_contrast import levels, load  # noqa: E402
 
-from monai_t1t2.io import load_datalist  # noqa: E402
+from monai_t1t2.io import case_source as source, load_datalist  # noqa: E402
 from monai_t1t2.metrics import normalise_for_scoring  # noqa: E402
 
 FEATURES = ("t1_wm", "t1_grey", "t1_csf", "t1_p5", "t1_p25", "t1_p50", "t1_p75", "dark_share")
-
-
-def source(case: str) -> str:
-    """The acquisition source a case name gives (``Brats18_CBICA_AAB_1`` -> ``CBICA``)."""
-    parts = case.split("_")
-    return parts[1] if case.startswith("Brats18_") and len(parts) > 2 else parts[0].split("-")[0]
 
 
 def features(case: dict) -> dict[str, float]:

@@ -444,8 +444,9 @@ def find_subjects(root: str | Path, require_t2: bool = True) -> list[Subject]:
 def load_datalist(path: str | Path, key: str = "training") -> list[Subject]:
     """Read subjects from a MONAI datalist JSON (``load_decathlon_datalist`` format).
 
-    Each item needs ``t1`` and ``t2``; ``case`` and ``tumor_seg`` are optional (``case``
-    defaults to the T1 file's parent folder name). Relative paths are relative to the JSON.
+    Each item needs ``t1`` and ``t2``; ``case``, ``tumor_seg`` and ``source`` (the acquisition site,
+    see :func:`case_source`) are optional (``case`` defaults to the T1 file's parent folder name).
+    Relative paths are relative to the JSON.
     """
     from monai_t1t2.io import read_datalist
 
@@ -461,10 +462,28 @@ def load_datalist(path: str | Path, key: str = "training") -> list[Subject]:
             "t1": str(item["t1"]),
             "t2": str(item["t2"]),
             "tumor_seg": str(item["tumor_seg"]) if item.get("tumor_seg") else None,
+            **({"source": str(item["source"])} if item.get("source") else {}),
         })
     if not subjects:
         raise DatasetError(f"{path}: the '{key}' list is empty")
     return subjects
+
+
+def case_source(subject: Subject | str) -> str:
+    """The acquisition source of a subject: its datalist ``source`` when given, else what a BraTS-style
+    case name says (``Brats18_CBICA_AAB_1`` -> ``CBICA``, ``Brats18_TCIA01_201_1`` -> ``TCIA01``,
+    ``BraTS-GLI-00000-000`` -> ``BraTS``, ``TCGA-DU-7294`` -> ``TCGA``; another name -> its first
+    ``_``/``-`` part).
+
+        >>> case_source("Brats18_2013_11_1"), case_source({"case": "x", "source": "site-A"})
+        ('2013', 'site-A')
+    """
+    if isinstance(subject, dict):
+        if subject.get("source"):
+            return str(subject["source"])
+        subject = subject["case"]
+    parts = subject.split("_")
+    return parts[1] if subject.startswith("Brats18_") and len(parts) > 2 else parts[0].split("-")[0]
 
 
 def load_subjects(source: str | Path) -> list[Subject]:

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from conftest import PAIRED, PAIRED_CASES, synthetic_head, write_nifti
-from monai_t1t2.io import find_subjects, load_datalist, load_subjects
-from monai_t1t2.training.data import split_subjects
+from monai_t1t2.io import case_source, find_subjects, load_datalist, load_subjects
+from monai_t1t2.training.data import balanced_visits, split_subjects
 from monai_t1t2.errors import DatasetError
 
 
@@ -130,7 +130,7 @@ def test_data_module_caches_compactly_and_feeds_float32(tmp_path):
                             repeats_per_epoch=1, augment=False, intensity_augment=True, tumour_fraction=0.5,
                             quality_control=False)
     data.setup("fit")
-    cached = data.train_dataset.datasets[0]._cache[0]
+    cached = data.train_dataset.dataset._cache[0]
     assert cached["t1"].dtype == torch.float16 and cached["sampling_mask"].max() == 2
     patches = next(iter(data.train_dataloader()))
     assert patches["t1"].dtype == torch.float32 and patches["t1"].shape == (3, 1, 16, 16, 16)
@@ -286,3 +286,59 @@ def test_calibrate_tails_pins_the_ends_and_keeps_the_middle_and_the_order():
     assert CalibrateTails()(prediction, np.zeros_like(brain)) is prediction  # no brain: nothing to calibrate
     with pytest.raises(ValueError, match="lower"):
         CalibrateTails(lower=50, upper=40)
+
+
+def test_case_source_reads_the_site_of_brats_names_and_prefers_the_datalist():
+    assert [case_source(c) for c in ("Brats18_CBICA_ALU_1", "Brats18_TCIA02_135_1", "Brats18_2013_23_1",
+                                      "BraTS-GLI-00001-000", "TCGA-DU-7294", "sub-01")] == \
+        ["CBICA", "TCIA02", "2013", "BraTS", "TCGA", "sub"]
+    assert case_source({"case": "Brats18_CBICA_ALU_1", "source": "upenn"}) == "upenn"
+
+
+def test_datalist_keeps_a_source(tmp_path):
+    _subjects(tmp_path)
+    datalist = tmp_path / "list.json"
+    datalist.write_text(json.dumps({"training": [{"case": "a", "t1": "a/t1.nii.gz", "t2": "a/t2.nii.gz",
+                                                  "source": "site-1"},
+                                                 {"t1": "b/t1.nii.gz", "t2": "b/t2.nii.gz"}]}))
+    subjects = load_datalist(datalist)
+    assert [case_source(s) for s in subjects] == ["site-1", "b"]
+
+
+@pytest.mark.parametrize("exponent", [0.0, 0.5, 1.0])
+def test_balanced_visits_keep_the_epoch_and_move_visits_to_the_small_sources(exponent):
+    sources = ["big"] * 17 + ["mid"] * 3 + ["one"]
+    visits = balanced_visits(sources, 8, exponent)
+    assert sum(visits) == 8 * len(sources) and min(visits) >= 1
+    per_source = {s: sum(v for v, t in zip(visits, sources) if t == s) for s in set(sources)}
+    share_big = per_source["big"] / sum(visits)
+    if exponent == 0:
+        assert visits == [8] * len(sources)
+    else:
+        assert share_big < 17 / 21 and visits[-1] > visits[0]
+    if exponent == 1:   # every source equally, up to rounding
+        assert max(per_source.values()) - min(per_source.values()) <= 2
+
+
+def test_balanced_visits_reject_nonsense():
+    with pytest.raises(ValueError):
+        balanced_visits(["a"], 0)
+    with pytest.raises(ValueError):
+        balanced_visits(["a"], 1, -1.0)
+
+
+def test_data_module_balances_the_visits_by_source(tmp_path):
+    from monai_t1t2.training.data import PairedDataModule
+
+    head = synthetic_head((32, 32, 24))
+    for case in ("Brats18_CBICA_AAA_1", "Brats18_CBICA_AAB_1", "Brats18_CBICA_AAC_1", "Brats18_TCIA01_001_1"):
+        write_nifti(tmp_path / case / "t1.nii.gz", head)
+        write_nifti(tmp_path / case / "t2.nii.gz", np.where(head > 0, 200.0 - head, 0.0).astype(np.float32))
+    data = PairedDataModule(str(tmp_path), val_cases=[], patch_size=(16, 16, 16), samples_per_volume=1,
+                            repeats_per_epoch=4, augment=False, quality_control=False, source_balance=1.0)
+    data.setup("fit")
+    visits = np.bincount(data.train_dataset.indices, minlength=4)
+    order = [s["case"] for s in data.train_subjects]
+    tcia = order.index("Brats18_TCIA01_001_1")
+    assert len(data.train_dataset) == 16 and visits[tcia] == 8
+    assert sorted(np.delete(visits, tcia).tolist()) == [2, 3, 3]

@@ -15,12 +15,12 @@ import nibabel as nib
 import pytorch_lightning as pl
 import torch
 from monai import transforms as mt
-from torch.utils.data import ConcatDataset
+from torch.utils.data import Subset
 from monai.data import CacheDataset, DataLoader, list_data_collate
 
 from monai_t1t2.errors import DatasetError, GridMismatchError, InvalidVolumeError
 from monai_t1t2.geometry import same_grid
-from monai_t1t2.io import Subject, load_subjects
+from monai_t1t2.io import Subject, case_source, load_subjects
 from monai_t1t2.transforms import BrainMaskd, PercentileNormalised, RegionWeightsd, TumourMaskd
 
 
@@ -58,6 +58,30 @@ def split_subjects(
     if not train:
         raise DatasetError("no subject left for training after the split")
     return train, val
+
+
+def balanced_visits(sources: Sequence[str], repeats: int, exponent: float = 0.0) -> list[int]:
+    """Visits per epoch of each training subject, ``repeats * len(sources)`` in all, each subject's share
+    proportional to ``n ** -exponent`` (``n``: the subjects of its source), rounded by largest remainder,
+    at least 1 each.
+
+        >>> balanced_visits(["A", "A", "B"], 4, 0.0), balanced_visits(["A", "A", "B"], 4, 1.0)
+        ([4, 4, 4], [3, 3, 6])
+
+    Raises:
+        ValueError: ``repeats`` below 1 or a negative ``exponent``.
+    """
+    if repeats < 1 or exponent < 0:
+        raise ValueError(f"repeats must be >= 1 and the exponent >= 0, got {repeats} and {exponent}")
+    counts = {source: sources.count(source) for source in set(sources)}
+    weights = [counts[source] ** -exponent for source in sources]
+    total = repeats * len(sources)
+    exact = [total * w / sum(weights) for w in weights]
+    visits = [int(x) for x in exact]
+    by_remainder = sorted(range(len(exact)), key=lambda i: exact[i] - visits[i], reverse=True)
+    for i in by_remainder[: total - sum(visits)]:
+        visits[i] += 1
+    return [max(1, v) for v in visits]
 
 
 # --------------------------------------------------------------------------------------
@@ -133,6 +157,11 @@ class PairedDataModule(pl.LightningDataModule):
             model does not learn one scanner's T1 curve; ``None`` follows ``augment``.
         cache_dtype: dtype of the cached brain-cropped volumes (``float16`` halves the memory of the
             cache; patches are cast to float32 after cropping).
+        source_balance: exponent of the source balancing of the visits. A training subject is visited in
+            proportion to ``n ** -source_balance``, ``n`` the number of training subjects of its acquisition
+            source (:func:`monai_t1t2.io.case_source`); the epoch keeps ``repeats_per_epoch`` visits per
+            subject on average (:func:`balanced_visits`). 0 (default): every subject equally, so a site with
+            many subjects dominates; 1: every source equally; 0.5 between.
     """
 
     def __init__(
@@ -161,6 +190,7 @@ class PairedDataModule(pl.LightningDataModule):
         cache_dtype: str = "float16",
         mirror_augment: bool | None = None,
         input_floor: float = 0.0,
+        source_balance: float = 0.0,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -284,7 +314,9 @@ class PairedDataModule(pl.LightningDataModule):
             mt.Compose(self._deterministic_transforms(with_labels) + self._random_transforms(with_labels)),
             cache_rate=self.hparams.cache_rate, num_workers=0, copy_cache=True, progress=False,
         )
-        self.train_dataset = ConcatDataset([cached] * self.hparams.repeats_per_epoch)
+        visits = balanced_visits([case_source(s) for s in train], self.hparams.repeats_per_epoch,
+                                 self.hparams.source_balance)
+        self.train_dataset = Subset(cached, [index for index, count in enumerate(visits) for _ in range(count)])
         self.val_dataset = CacheDataset(
             [_drop_none(s) for s in self._with_parcellations(self.val_subjects)],
             mt.Compose(self._deterministic_transforms(with_labels)
