@@ -15,6 +15,7 @@ import nibabel as nib
 import pytorch_lightning as pl
 import torch
 from monai import transforms as mt
+from pytorch_lightning.utilities import rank_zero_info
 from torch.utils.data import Subset
 from monai.data import CacheDataset, DataLoader, list_data_collate
 
@@ -22,7 +23,6 @@ from monai_t1t2.errors import DatasetError, GridMismatchError, InvalidVolumeErro
 from monai_t1t2.geometry import same_grid
 from monai_t1t2.io import Subject, case_source, load_subjects
 from monai_t1t2.transforms import BrainMaskd, PercentileNormalised, RegionWeightsd, TumourMaskd
-
 
 
 def split_subjects(
@@ -317,6 +317,12 @@ class PairedDataModule(pl.LightningDataModule):
         visits = balanced_visits([case_source(s) for s in train], self.hparams.repeats_per_epoch,
                                  self.hparams.source_balance)
         self.train_dataset = Subset(cached, [index for index, count in enumerate(visits) for _ in range(count)])
+        if self.hparams.source_balance:
+            per_source: dict[str, int] = {}
+            for subject, count in zip(train, visits):
+                per_source[case_source(subject)] = per_source.get(case_source(subject), 0) + count
+            rank_zero_info(f"source balance {self.hparams.source_balance}: visits per epoch by source "
+                           f"{dict(sorted(per_source.items(), key=lambda item: -item[1]))}")
         self.val_dataset = CacheDataset(
             [_drop_none(s) for s in self._with_parcellations(self.val_subjects)],
             mt.Compose(self._deterministic_transforms(with_labels)
