@@ -9,6 +9,7 @@ subject is ever seen in training.
 from __future__ import annotations
 
 import random
+from collections import Counter
 from typing import Sequence
 
 import nibabel as nib
@@ -73,7 +74,7 @@ def balanced_visits(sources: Sequence[str], repeats: int, exponent: float = 0.0)
     """
     if repeats < 1 or exponent < 0:
         raise ValueError(f"repeats must be >= 1 and the exponent >= 0, got {repeats} and {exponent}")
-    counts = {source: sources.count(source) for source in set(sources)}
+    counts = Counter(sources)
     weights = [counts[source] ** -exponent for source in sources]
     total = repeats * len(sources)
     exact = [total * w / sum(weights) for w in weights]
@@ -314,15 +315,15 @@ class PairedDataModule(pl.LightningDataModule):
             mt.Compose(self._deterministic_transforms(with_labels) + self._random_transforms(with_labels)),
             cache_rate=self.hparams.cache_rate, num_workers=0, copy_cache=True, progress=False,
         )
-        visits = balanced_visits([case_source(s) for s in train], self.hparams.repeats_per_epoch,
-                                 self.hparams.source_balance)
+        sources = [case_source(s) for s in train]
+        visits = balanced_visits(sources, self.hparams.repeats_per_epoch, self.hparams.source_balance)
         self.train_dataset = Subset(cached, [index for index, count in enumerate(visits) for _ in range(count)])
         if self.hparams.source_balance:
-            per_source: dict[str, int] = {}
-            for subject, count in zip(train, visits):
-                per_source[case_source(subject)] = per_source.get(case_source(subject), 0) + count
+            per_source = Counter()
+            for source, count in zip(sources, visits):
+                per_source[source] += count
             rank_zero_info(f"source balance {self.hparams.source_balance}: visits per epoch by source "
-                           f"{dict(sorted(per_source.items(), key=lambda item: -item[1]))}")
+                           f"{dict(per_source.most_common())}")
         self.val_dataset = CacheDataset(
             [_drop_none(s) for s in self._with_parcellations(self.val_subjects)],
             mt.Compose(self._deterministic_transforms(with_labels)
