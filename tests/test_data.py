@@ -342,3 +342,59 @@ def test_data_module_balances_the_visits_by_source(tmp_path):
     tcia = order.index("Brats18_TCIA01_001_1")
     assert len(data.train_dataset) == 16 and visits[tcia] == 8
     assert sorted(np.delete(visits, tcia).tolist()) == [2, 3, 3]
+
+
+def test_thick_slices_average_along_the_slice_axis_only_and_treat_the_pair_alike():
+    import torch
+
+    from monai_t1t2.transforms import RandThickSlicesd
+
+    z = torch.arange(32, dtype=torch.float32)
+    stripes = (z % 2)[None, None, None, :].expand(1, 8, 8, 32)  # alternating axial slices
+    ramp = torch.arange(8, dtype=torch.float32)[None, :, None, None].expand(1, 8, 8, 32).clone()  # constant along z
+    mask = torch.ones(1, 8, 8, 32)
+    thick = RandThickSlicesd(["t1", "t2"], prob=1.0, thickness=(4.0, 4.0))
+    out = thick({"t1": stripes + ramp, "t2": 2 * (stripes + ramp), "brain": mask})
+    # The slabs average the alternation away; what is constant along z (the in-plane ramp) stays exactly.
+    assert float((out["t1"] - ramp).sub(0.5).abs().max()) < 0.05
+    assert float((stripes + ramp).diff(dim=-1).abs().mean()) == 1.0 and float(out["t1"].diff(dim=-1).abs().mean()) < 0.05
+    assert torch.allclose(out["t2"], 2 * out["t1"], atol=1e-5)  # the same thickness for the pair
+    assert out["brain"] is mask  # not a key: untouched
+    assert torch.allclose(RandThickSlicesd("t1", prob=1.0, thickness=(4.0, 4.0))({"t1": ramp})["t1"], ramp, atol=1e-5)
+    # prob 0 never changes anything; a seeded transform draws the same thickness again.
+    never = RandThickSlicesd("t1", prob=0.0)({"t1": stripes})
+    assert torch.equal(never["t1"], stripes)
+    a = RandThickSlicesd("t1", prob=1.0).set_random_state(3)({"t1": stripes})["t1"]
+    b = RandThickSlicesd("t1", prob=1.0).set_random_state(3)({"t1": stripes})["t1"]
+    assert torch.equal(a, b)
+    for bad in ({"prob": 1.5}, {"thickness": (0.5, 2.0)}, {"thickness": (5.0, 3.0)}, {"axis": 3}):
+        with pytest.raises(ValueError):
+            RandThickSlicesd("t1", **bad)
+
+
+@pytest.mark.parametrize("thick", [0.0, 1.0])
+def test_data_module_thick_slices_blur_the_training_pair_through_plane(tmp_path, thick):
+    import torch
+
+    from monai_t1t2.training.data import PairedDataModule
+
+    # Inside the head the intensity alternates between axial slices (RAS axis 2) and is constant in-plane.
+    head = synthetic_head((40, 40, 32)) > 0
+    stripes = np.where(head, 50.0 + 40.0 * (np.arange(32) % 2)[None, None, :], 0.0).astype(np.float32)
+    for case in ("a", "b"):
+        write_nifti(tmp_path / case / "t1.nii.gz", stripes)
+        write_nifti(tmp_path / case / "t2.nii.gz", stripes)
+    data = PairedDataModule(str(tmp_path), val_cases=["b"], patch_size=(16, 16, 16), samples_per_volume=8,
+                            repeats_per_epoch=1, augment=False, quality_control=False, thick_slices=thick,
+                            thick_slice_range=(4.0, 4.0))
+    data.setup("fit")
+    patches = next(iter(data.train_dataloader()))
+    assert torch.allclose(patches["t1"], patches["t2"])  # the pair alike
+    t1, brain = patches["t1"], patches["brain"] > 0
+    inside = brain[..., 1:] & brain[..., :-1]
+    through_plane = float(t1.diff(dim=-1).abs()[inside].mean())
+    assert through_plane < 0.1 if thick else through_plane > 0.9
+    # The validation volume is never thickened.
+    validation = next(iter(data.val_dataloader()))
+    v, vb = validation["t1"], validation["brain"] > 0
+    assert float(v.diff(dim=-1).abs()[vb[..., 1:] & vb[..., :-1]].mean()) > 0.9

@@ -163,6 +163,10 @@ class PairedDataModule(pl.LightningDataModule):
             source (:func:`monai_t1t2.io.case_source`); the epoch keeps ``repeats_per_epoch`` visits per
             subject on average (:func:`balanced_visits`). 0 (default): every subject equally, so a site with
             many subjects dominates; 1: every source equally; 0.5 between.
+        thick_slices: probability that a training patch pair (T1 and T2 alike) is given simulated thick
+            axial slices (:class:`~monai_t1t2.transforms.RandThickSlicesd` along RAS axis 2), as the clinical
+            5-6 mm stacks resampled to 1 mm are; 0 (default) never. Independent of ``augment``.
+        thick_slice_range: the simulated slice thickness, in voxels, drawn uniformly from this range.
     """
 
     def __init__(
@@ -192,6 +196,8 @@ class PairedDataModule(pl.LightningDataModule):
         mirror_augment: bool | None = None,
         input_floor: float = 0.0,
         source_balance: float = 0.0,
+        thick_slices: float = 0.0,
+        thick_slice_range: tuple[float, float] = (3.0, 7.0),
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -252,6 +258,12 @@ class PairedDataModule(pl.LightningDataModule):
                                      num_samples=self.hparams.samples_per_volume,
                                      tumour_fraction=self.hparams.tumour_fraction),
                  mt.EnsureTyped(keys, dtype=torch.float32, track_meta=False)]
+        if self.hparams.thick_slices:
+            from monai_t1t2.transforms import RandThickSlicesd
+
+            # First, so the slabs lie along the scanner's S-I axis and the affine below tilts them a little.
+            steps.append(RandThickSlicesd(["t1", "t2"], prob=self.hparams.thick_slices,
+                                          thickness=self.hparams.thick_slice_range, axis=2))
         intensity = self.hparams.augment if self.hparams.intensity_augment is None else self.hparams.intensity_augment
         mirror = self.hparams.augment if self.hparams.mirror_augment is None else self.hparams.mirror_augment
         if mirror:
