@@ -178,3 +178,21 @@ def test_ripple_second_difference_finds_the_alternating_axis():
     smooth = (x + 2 * y + 3 * z).astype(np.float32)
     by_axis = healthy.checkerboard_by_axis(smooth + 0.1 * (np.arange(24) % 2)[None, :, None], np.ones(smooth.shape, bool))
     assert by_axis[1] > 0.5 and by_axis[0] < 0.01 and by_axis[2] < 0.01
+
+
+def test_blur_index_reads_thick_axial_slabs_below_an_isotropic_volume():
+    """``slice_thickness.py``'s index: about 1 for an isotropic texture, lower once the augmentation's
+    slabs blur it along z, lower still for thicker slabs; the same blur in-plane does not lower it."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from slice_thickness import blur_index
+
+    from monai_t1t2.transforms import RandThickSlicesd
+
+    texture = torch.rand(1, 32, 32, 40, generator=torch.Generator().manual_seed(0))
+    brain = np.ones((32, 32, 40), bool)
+    iso = blur_index(texture[0].numpy(), brain)
+    thick = [blur_index(RandThickSlicesd.thicken(texture, t, axis=2)[0].numpy(), brain) for t in (3.0, 6.0)]
+    sideways = blur_index(RandThickSlicesd.thicken(texture, 6.0, axis=0)[0].numpy(), brain)
+    assert 0.95 < iso < 1.05
+    assert thick[1] < thick[0] < 0.8 * iso
+    assert sideways > iso

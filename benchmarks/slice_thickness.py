@@ -1,0 +1,106 @@
+"""Which scans are thick axial slabs resampled to 1 mm? A through-plane blur index per volume.
+
+Many TCIA and BraTS 2013 scans of the cohort were acquired as 5-6 mm axial stacks and resampled to the
+1 mm grid (``cohort/PROVENANCE.md``): they are sharp in-plane and blurred from slice to slice. The blur
+index of a volume is ``mean |d/dz| / mean(|d/dx|, |d/dy|)``: finite differences of the protocol-
+normalised image (RAS, z the superior-inferior axis) over the voxel pairs inside the brain (``> 0``).
+About 1 for an isotropic 1 mm scan, lower the thicker the slabs.
+
+``--calibrate CASE`` also thickens that subject's T1 and T2 with the training augmentation
+(:meth:`monai_t1t2.transforms.RandThickSlicesd.thicken`) at several slab thicknesses, to pick the
+augmentation's range by the index of the real thick scans.
+
+    python benchmarks/slice_thickness.py --calibrate Brats18_CBICA_AME_1
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))
+from quality import DATALIST  # noqa: E402
+
+from monai_t1t2.io import atomic_write_text, case_source, load_datalist  # noqa: E402
+
+#: Below this index a volume counts as thick-slice in the table (isotropic scans read 1.0-1.4).
+THICK_BELOW = 0.8
+CALIBRATION_THICKNESS = (2.0, 3.0, 4.0, 5.0, 6.0, 7.0)
+
+
+def blur_index(image: np.ndarray, brain: np.ndarray) -> float:
+    """``mean |dz| / mean(|dx|, |dy|)`` over voxel pairs inside ``brain`` (the last axis is z)."""
+    inner = brain[1:, 1:, 1:] & brain[:-1, 1:, 1:] & brain[1:, :-1, 1:] & brain[1:, 1:, :-1]
+    dx = np.abs(np.diff(image, axis=0))[:, 1:, 1:][inner].mean()
+    dy = np.abs(np.diff(image, axis=1))[1:, :, 1:][inner].mean()
+    dz = np.abs(np.diff(image, axis=2))[1:, 1:, :][inner].mean()
+    return float(dz / (0.5 * (dx + dy)))
+
+
+def load_ras(path: str) -> tuple[np.ndarray, np.ndarray]:
+    """The protocol-normalised volume in RAS and its brain (``> 0``)."""
+    import nibabel as nib
+
+    from monai_t1t2.metrics import normalise_for_scoring
+
+    volume = np.asarray(nib.as_closest_canonical(nib.load(path)).dataobj, dtype=np.float32)
+    brain = volume > 0
+    return normalise_for_scoring(volume, brain), brain
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--datalist", default=str(DATALIST))
+    parser.add_argument("--calibrate", metavar="CASE", help="a subject to thicken at several slab widths")
+    parser.add_argument("--output", default=str(REPO / "benchmarks" / "results" / "slice_thickness.json"))
+    args = parser.parse_args(argv)
+
+    rows = []
+    subjects = [(split, s) for split in ("training", "test") for s in load_datalist(args.datalist, split)]
+    for split, subject in tqdm(subjects, desc="subjects"):
+        t1, brain1 = load_ras(subject["t1"])
+        t2, brain2 = load_ras(subject["t2"])
+        rows.append({"case": subject["case"], "split": split, "source": case_source(subject),
+                     "t1": blur_index(t1, brain1), "t2": blur_index(t2, brain2)})
+    print("| subject | split | source | T1 blur index | T2 blur index |")
+    print("|---|---|---|---|---|")
+    for r in rows:
+        mark = lambda v: f"**{v:.3f}**" if v < THICK_BELOW else f"{v:.3f}"  # noqa: E731
+        print(f"| {r['case']} | {r['split']} | {r['source']} | {mark(r['t1'])} | {mark(r['t2'])} |")
+    for split in ("training", "test"):
+        thick = [r["case"] for r in rows if r["split"] == split and r["t1"] < THICK_BELOW]
+        print(f"\n{split}: {len(thick)} of {sum(r['split'] == split for r in rows)} T1s below {THICK_BELOW}: {', '.join(thick)}")
+
+    calibration = {}
+    if args.calibrate:
+        import torch
+
+        from monai_t1t2.transforms import RandThickSlicesd
+
+        match = [s for _, s in subjects if s["case"] == args.calibrate]
+        if not match:
+            parser.error(f"--calibrate {args.calibrate}: not a subject of {args.datalist}")
+        print(f"\n{args.calibrate} thickened by RandThickSlicesd (slab width in voxels -> blur index)\n")
+        print("| image | as acquired | " + " | ".join(f"{t:g}" for t in CALIBRATION_THICKNESS) + " |")
+        print("|---|---|" + "---|" * len(CALIBRATION_THICKNESS))
+        for key in ("t1", "t2"):
+            image, brain = load_ras(match[0][key])
+            values = [blur_index(image, brain)] + [
+                blur_index(RandThickSlicesd.thicken(torch.from_numpy(image)[None], t, axis=2)[0].numpy(), brain)
+                for t in CALIBRATION_THICKNESS]
+            calibration[key] = dict(zip(["acquired", *map(str, CALIBRATION_THICKNESS)], values))
+            print(f"| {key.upper()} | " + " | ".join(f"{v:.3f}" for v in values) + " |")
+    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(json.dumps({"subjects": rows, "calibration": {args.calibrate: calibration}
+                                 if args.calibrate else {}}, indent=1), args.output)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
