@@ -181,12 +181,13 @@ class RandThickSlicesd(RandomizableTransform, MapTransform):
     ``F.interpolate`` in ``area`` mode to ``round(n / t)`` samples) and linearly interpolated back to its
     ``n`` voxels; the other axes are untouched. Many clinical scans are such 5-6 mm axial stacks
     resampled to 1 mm; applied to a T1/T2 pair it teaches the translation a blurred T1 together with
-    the partial-volume T2 of the same blur. Masks and labels are not keys: they stay as drawn.
+    the partial-volume T2 of the same blur. Masks and labels are not keys: they stay as drawn, so the
+    voxels just outside the brain take a little of its signal (the images are blurred, the mask is not).
     """
 
     backend = [TransformBackends.TORCH]
 
-    def __init__(self, keys: KeysCollection, prob: float = 0.1, thickness: Sequence[float] = (2.0, 6.0),
+    def __init__(self, keys: KeysCollection, prob: float = 0.1, thickness: Sequence[float] = (3.0, 7.0),
                  axis: int = 2, allow_missing_keys: bool = False) -> None:
         MapTransform.__init__(self, keys, allow_missing_keys)
         if not 0.0 <= prob <= 1.0:
