@@ -10,7 +10,13 @@ About 1 for an isotropic 1 mm scan, lower the thicker the slabs.
 (:meth:`monai_t1t2.transforms.RandThickSlicesd.thicken`) at several slab thicknesses, to pick the
 augmentation's range by the index of the real thick scans.
 
+``--results`` with ``--compare BASE CANDIDATE`` reads ``quality.py`` JSONs of the test split and
+splits two variants' paired differences (SSIM, tumour contrast error against the floor's) by whether
+the subject's T1 is thick-slice (index below :data:`THICK_BELOW`):
+
     python benchmarks/slice_thickness.py --calibrate Brats18_CBICA_AME_1
+    python benchmarks/slice_thickness.py --compare 3d_ft64hr5_tails 3d_ft64ts_tails --results \
+        benchmarks/results/split_ft64hr5_{a,b}/quality.json benchmarks/results/split_ft64ts_{a,b}/quality.json
 """
 
 from __future__ import annotations
@@ -54,10 +60,41 @@ def load_ras(path: str) -> tuple[np.ndarray, np.ndarray]:
     return normalise_for_scoring(volume, brain), brain
 
 
+def compare(rows: list[dict], results: list[str], base: str, candidate: str) -> None:
+    """Per test subject and by T1 thickness: SSIM and tumour contrast error of ``base`` and ``candidate``."""
+    scores: dict = {}
+    for path in results:
+        for case, variants in json.loads(Path(path).read_text())["results"].items():
+            scores.setdefault(case, {}).update(variants)
+    thick = {r["case"] for r in rows if r["t1"] < THICK_BELOW}
+    cases = [r["case"] for r in rows if r["split"] == "test" and {base, candidate} <= set(scores.get(r["case"], {}))]
+    error = lambda case, variant: scores[case][variant].get("tumour_contrast_error")  # noqa: E731
+    cell = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731
+    print(f"\n| subject | thick T1 | SSIM {base} | SSIM {candidate} | contrast error floor | {base} | {candidate} |")
+    print("|---|---|---|---|---|---|---|")
+    for case in cases:
+        print(f"| {case} | {'yes' if case in thick else 'no'} | {scores[case][base]['ssim']:.4f} | "
+              f"{scores[case][candidate]['ssim']:.4f} | {cell(error(case, 'inverted_t1'))} | "
+              f"{cell(error(case, base))} | {cell(error(case, candidate))} |")
+    for label, group in (("thick-slice T1", [c for c in cases if c in thick]),
+                         ("isotropic T1", [c for c in cases if c not in thick])):
+        if not group:
+            continue
+        diff = np.array([scores[c][candidate]["ssim"] - scores[c][base]["ssim"] for c in group])
+        masked = [c for c in group if error(c, base) is not None and error(c, "inverted_t1") is not None]
+        above = {v: sum(error(c, v) > error(c, "inverted_t1") for c in masked) for v in (base, candidate)}
+        spread = f" ± {diff.std(ddof=1):.4f}" if len(diff) > 1 else ""
+        print(f"\n{label}, {len(group)} subjects: SSIM {candidate} - {base} {diff.mean():+.4f}{spread}, higher on "
+              f"{int((diff > 0).sum())}; contrast error above the floor's: {base} {above[base]}, {candidate} "
+              f"{above[candidate]} of {len(masked)}")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--datalist", default=str(DATALIST))
     parser.add_argument("--calibrate", metavar="CASE", help="a subject to thicken at several slab widths")
+    parser.add_argument("--results", nargs="+", default=[], help="quality.py JSONs of the test split")
+    parser.add_argument("--compare", nargs=2, metavar=("BASE", "CANDIDATE"), help="two variants of --results")
     parser.add_argument("--output", default=str(REPO / "benchmarks" / "results" / "slice_thickness.json"))
     args = parser.parse_args(argv)
 
@@ -96,6 +133,8 @@ def main(argv=None) -> int:
                 for t in CALIBRATION_THICKNESS]
             calibration[key] = dict(zip(["acquired", *map(str, CALIBRATION_THICKNESS)], values))
             print(f"| {key.upper()} | " + " | ".join(f"{v:.3f}" for v in values) + " |")
+    if args.compare:
+        compare(rows, args.results, *args.compare)
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(json.dumps({"subjects": rows, "calibration": {args.calibrate: calibration}
                                  if args.calibrate else {}}, indent=1), args.output)

@@ -196,3 +196,25 @@ def test_blur_index_reads_thick_axial_slabs_below_an_isotropic_volume():
     assert 0.95 < iso < 1.05
     assert thick[1] < thick[0] < 0.8 * iso
     assert sideways > iso
+
+
+def test_slice_thickness_compare_splits_the_paired_differences_by_t1_thickness(tmp_path, capsys):
+    import json
+
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from slice_thickness import compare
+
+    rows = [{"case": "thin", "split": "test", "t1": 1.05}, {"case": "thick1", "split": "test", "t1": 0.6},
+            {"case": "thick2", "split": "test", "t1": 0.7}, {"case": "trained", "split": "training", "t1": 0.6}]
+    def scored(ssim, error):
+        return {"ssim": ssim, "tumour_contrast_error": error}
+    results = {"thin": {"inverted_t1": scored(0.5, 0.1), "a": scored(0.70, 0.05), "b": scored(0.68, 0.20)},
+               "thick1": {"inverted_t1": scored(0.5, 0.1), "a": scored(0.60, 0.30), "b": scored(0.64, 0.05)},
+               "thick2": {"inverted_t1": scored(0.5, None), "a": scored(0.60, None), "b": scored(0.62, None)}}
+    path = tmp_path / "quality.json"
+    path.write_text(json.dumps({"results": results}))
+    compare(rows, [str(path)], "a", "b")
+    out = capsys.readouterr().out
+    assert "thick-slice T1, 2 subjects: SSIM b - a +0.0300 ± 0.0141, higher on 2; contrast error above the floor's: a 1, b 0 of 1" in out
+    assert "isotropic T1, 1 subjects: SSIM b - a -0.0200, higher on 0; contrast error above the floor's: a 0, b 1 of 1" in out
+    assert "trained" not in out
