@@ -10,11 +10,16 @@ About 1 for an isotropic 1 mm scan, lower the thicker the slabs.
 (:meth:`monai_t1t2.transforms.RandThickSlicesd.thicken`) at several slab thicknesses, to pick the
 augmentation's range by the index of the real thick scans.
 
+``--slab-contrast CASE ...`` thickens those training subjects' real T2 and reports how the slabs move its
+tumour contrast (``EVALUATION.md``: tumour over normal white matter, the cached parcellation's):
+whether slab thickness alone can explain the low contrast of the thick-slice scans' T2s.
+
 ``--results`` with ``--compare BASE CANDIDATE`` reads ``quality.py`` JSONs of the test split and
 splits two variants' paired differences (SSIM, tumour contrast error against the floor's) by whether
 the subject's T1 is thick-slice (index below :data:`THICK_BELOW`):
 
     python benchmarks/slice_thickness.py --calibrate Brats18_CBICA_AME_1
+    python benchmarks/slice_thickness.py --slab-contrast Brats18_CBICA_AME_1 Brats18_CBICA_AMH_1 ...
     python benchmarks/slice_thickness.py --compare 3d_ft64hr5_tails 3d_ft64ts_tails --results \
         benchmarks/results/split_ft64hr5_{a,b}/quality.json benchmarks/results/split_ft64ts_{a,b}/quality.json
 """
@@ -60,6 +65,41 @@ def load_ras(path: str) -> tuple[np.ndarray, np.ndarray]:
     return normalise_for_scoring(volume, brain), brain
 
 
+SLAB_CONTRAST_THICKNESS = (5.0, 7.0)
+
+
+def slab_contrast(cases: list[str], datalist: str, cache_dir: Path) -> dict:
+    """Tumour contrast of each training subject's real T2, as acquired and thickened by the augmentation."""
+    import torch
+    from quality import load_case
+
+    from monai_t1t2.metrics import evaluate
+    from monai_t1t2.transforms import RandThickSlicesd
+
+    subjects = {s["case"]: s for s in load_datalist(datalist, "training")}
+    unknown = [c for c in cases if c not in subjects]
+    if unknown:
+        raise SystemExit(f"--slab-contrast: not training subjects of {datalist}: {', '.join(unknown)}")
+    out = {}
+    for case in tqdm(cases, desc="slab contrast"):
+        volumes = load_case(subjects[case], cache_dir)
+        contrasts = {}
+        for t in (1.0, *SLAB_CONTRAST_THICKNESS):
+            t2 = volumes["t2"] if t == 1.0 else RandThickSlicesd.thicken(torch.from_numpy(volumes["t2"])[None], t, 2)[0].numpy()
+            contrasts[f"{t:g}"] = evaluate(t2, volumes["t2"], mask=volumes["mask"], tumor_seg=volumes["tumor_seg"],
+                                           labels=volumes["labels"])["c_pred"]
+        out[case] = contrasts
+    widths = [f"{t:g}" for t in SLAB_CONTRAST_THICKNESS]
+    print("\n| subject | T2 tumour contrast as acquired | " + " | ".join(f"{w}-voxel slabs" for w in widths) + " |")
+    print("|---|---|" + "---|" * len(widths))
+    for case, c in out.items():
+        print(f"| {case} | {c['1']:.3f} | " + " | ".join(f"{c[w]:.3f} ({c[w] - c['1']:+.3f})" for w in widths) + " |")
+    for w in widths:
+        change = np.array([c[w] - c["1"] for c in out.values()])
+        print(f"\n{w}-voxel slabs: contrast change median {np.median(change):+.3f}, range {change.min():+.3f} to {change.max():+.3f}")
+    return out
+
+
 def compare(rows: list[dict], results: list[str], base: str, candidate: str) -> None:
     """Per test subject and by T1 thickness: SSIM and tumour contrast error of ``base`` and ``candidate``."""
     scores: dict = {}
@@ -93,6 +133,9 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--datalist", default=str(DATALIST))
     parser.add_argument("--calibrate", metavar="CASE", help="a subject to thicken at several slab widths")
+    parser.add_argument("--slab-contrast", nargs="+", default=[], metavar="CASE",
+                        help="training subjects whose real T2 is thickened and its tumour contrast scored")
+    parser.add_argument("--cache-dir", default=str(REPO / "cache"), help="the parcellation cache")
     parser.add_argument("--results", nargs="+", default=[], help="quality.py JSONs of the test split")
     parser.add_argument("--compare", nargs=2, metavar=("BASE", "CANDIDATE"), help="two variants of --results")
     parser.add_argument("--output", default=str(REPO / "benchmarks" / "results" / "slice_thickness.json"))
@@ -133,10 +176,11 @@ def main(argv=None) -> int:
                 for t in CALIBRATION_THICKNESS]
             calibration[key] = dict(zip(["acquired", *map(str, CALIBRATION_THICKNESS)], values))
             print(f"| {key.upper()} | " + " | ".join(f"{v:.3f}" for v in values) + " |")
+    slab_contrasts = slab_contrast(args.slab_contrast, args.datalist, Path(args.cache_dir)) if args.slab_contrast else {}
     if args.compare:
         compare(rows, args.results, *args.compare)
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(json.dumps({"subjects": rows, "calibration": {args.calibrate: calibration}
+    atomic_write_text(json.dumps({"subjects": rows, "slab_contrast": slab_contrasts, "calibration": {args.calibrate: calibration}
                                  if args.calibrate else {}}, indent=1), args.output)
     return 0
 
