@@ -19,9 +19,13 @@ splits two variants' paired differences (SSIM, tumour contrast error against the
 the subject's T1 is thick-slice (index below :data:`THICK_BELOW`):
 
     python benchmarks/slice_thickness.py --calibrate Brats18_CBICA_AME_1
-    python benchmarks/slice_thickness.py --slab-contrast Brats18_CBICA_AME_1 Brats18_CBICA_AMH_1 ...
+    python benchmarks/slice_thickness.py --slab-contrast Brats18_CBICA_AME_1 ... --output benchmarks/results/slice_thickness_slab.json
     python benchmarks/slice_thickness.py --compare 3d_ft64hr5_tails 3d_ft64ts_tails --results \
-        benchmarks/results/split_ft64hr5_{a,b}/quality.json benchmarks/results/split_ft64ts_{a,b}/quality.json
+        benchmarks/results/split_ft64hr5_{a,b}/quality.json benchmarks/results/split_ft64ts_{a,b}/quality.json \
+        --output benchmarks/results/slice_thickness_compare.json
+
+Every run writes the blur indices (and what else it measured) to ``--output``, by default
+``results/slice_thickness.json``: give the later runs their own.
 """
 
 from __future__ import annotations
@@ -129,6 +133,11 @@ def compare(rows: list[dict], results: list[str], base: str, candidate: str) -> 
               f"{above[candidate]} of {len(masked)}")
 
 
+def _marked(index: float) -> str:
+    """A blur index for the table, in bold below :data:`THICK_BELOW`."""
+    return f"**{index:.3f}**" if index < THICK_BELOW else f"{index:.3f}"
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--datalist", default=str(DATALIST))
@@ -141,18 +150,22 @@ def main(argv=None) -> int:
     parser.add_argument("--output", default=str(REPO / "benchmarks" / "results" / "slice_thickness.json"))
     args = parser.parse_args(argv)
 
-    rows = []
     subjects = [(split, s) for split in ("training", "test") for s in load_datalist(args.datalist, split)]
+    if args.calibrate and args.calibrate not in {s["case"] for _, s in subjects}:
+        parser.error(f"--calibrate {args.calibrate}: not a subject of {args.datalist}")
+    rows, to_calibrate = [], {}
     for split, subject in tqdm(subjects, desc="subjects"):
-        t1, brain1 = load_ras(subject["t1"])
-        t2, brain2 = load_ras(subject["t2"])
-        rows.append({"case": subject["case"], "split": split, "source": case_source(subject),
-                     "t1": blur_index(t1, brain1), "t2": blur_index(t2, brain2)})
+        row = {"case": subject["case"], "split": split, "source": case_source(subject)}
+        for key in ("t1", "t2"):
+            image, brain = load_ras(subject[key])
+            row[key] = blur_index(image, brain)
+            if subject["case"] == args.calibrate:
+                to_calibrate[key] = image, brain  # kept, not read again below
+        rows.append(row)
     print("| subject | split | source | T1 blur index | T2 blur index |")
     print("|---|---|---|---|---|")
     for r in rows:
-        mark = lambda v: f"**{v:.3f}**" if v < THICK_BELOW else f"{v:.3f}"  # noqa: E731
-        print(f"| {r['case']} | {r['split']} | {r['source']} | {mark(r['t1'])} | {mark(r['t2'])} |")
+        print(f"| {r['case']} | {r['split']} | {r['source']} | {_marked(r['t1'])} | {_marked(r['t2'])} |")
     for split in ("training", "test"):
         thick = [r["case"] for r in rows if r["split"] == split and r["t1"] < THICK_BELOW]
         print(f"\n{split}: {len(thick)} of {sum(r['split'] == split for r in rows)} T1s below {THICK_BELOW}: {', '.join(thick)}")
@@ -163,14 +176,10 @@ def main(argv=None) -> int:
 
         from monai_t1t2.transforms import RandThickSlicesd
 
-        match = [s for _, s in subjects if s["case"] == args.calibrate]
-        if not match:
-            parser.error(f"--calibrate {args.calibrate}: not a subject of {args.datalist}")
         print(f"\n{args.calibrate} thickened by RandThickSlicesd (slab width in voxels -> blur index)\n")
         print("| image | as acquired | " + " | ".join(f"{t:g}" for t in CALIBRATION_THICKNESS) + " |")
         print("|---|---|" + "---|" * len(CALIBRATION_THICKNESS))
-        for key in ("t1", "t2"):
-            image, brain = load_ras(match[0][key])
+        for key, (image, brain) in to_calibrate.items():
             values = [blur_index(image, brain)] + [
                 blur_index(RandThickSlicesd.thicken(torch.from_numpy(image)[None], t, axis=2)[0].numpy(), brain)
                 for t in CALIBRATION_THICKNESS]
