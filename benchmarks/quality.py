@@ -54,6 +54,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from monai_t1t2.geometry import bounding_box  # noqa: E402
+from monai_t1t2.masks import nonzero_brain  # noqa: E402
 from monai_t1t2.io import load_datalist  # noqa: E402
 from monai_t1t2.training.data import PairedDataModule, split_subjects  # noqa: E402
 from monai_t1t2.metrics import evaluate  # noqa: E402
@@ -228,13 +229,14 @@ def population_levels(prediction: np.ndarray, brain: np.ndarray, standard: np.nd
 
 # ----- trained models -------------------------------------------------------------------------
 def predict_in_brain_box(t1: np.ndarray, translate_window, input_floor: float = 0.0) -> np.ndarray:
-    """Translate the brain's bounding box (+8 voxels) of a raw T1 ``(X, Y, Z)``; zero outside the brain.
+    """Translate the brain's bounding box (+8 voxels) of a raw T1 ``(X, Y, Z)``; zero outside the brain
+    (``monai_t1t2.masks.nonzero_brain``, the pipeline's mask of a skull-stripped T1).
 
     ``translate_window`` maps the percentile-normalised box ``(1, 1, *box)`` (a CPU tensor; brain voxels
     at least ``input_floor``, the floor the model was trained with) to a prediction of the same shape.
     """
-    brain = t1 > 0
-    normalised = PercentileNormalise(floor=input_floor)(t1, brain)
+    brain = nonzero_brain(t1)
+    normalised = PercentileNormalise(floor=input_floor, positive_only=True)(t1, brain)
     box = bounding_box(brain, 8)
     output = np.zeros_like(t1)
     with torch.inference_mode():
@@ -624,9 +626,9 @@ def main() -> None:
                 brain = volumes["t1"] > 0
                 predictions[f"{name}_zeroed"] = predictions[name] * (PercentileNormalise()(volumes["t1"], brain) > 0)
         for name in args.population_levels:
-            predictions[f"{name}_pop"] = population_levels(predictions[name], volumes["t1"] > 0, standard)
+            predictions[f"{name}_pop"] = population_levels(predictions[name], nonzero_brain(volumes["t1"]), standard)
         for name in args.tail_calibration:
-            predictions[f"{name}_tails"] = CalibrateTails()(predictions[name], volumes["t1"] > 0)
+            predictions[f"{name}_tails"] = CalibrateTails()(predictions[name], nonzero_brain(volumes["t1"]))
         for name in args.level_oracle:
             predictions[f"{name}_levels"] = match_histogram(predictions[name], volumes["t2"], volumes["mask"])
         results[case] = {}

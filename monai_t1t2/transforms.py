@@ -47,12 +47,17 @@ class PercentileNormalise(Transform):
         lower, upper: percentiles in ``[0, 100]``.
         floor: smallest value inside the mask: 0 (the protocol, for scoring and targets), or
             :data:`INPUT_FLOOR` for a network input, so that no brain voxel takes the background's 0.
+        positive_only: take the percentiles over the mask's voxels above 0 only (the network's T1: the
+            brain of a skull-stripped T1 with its cavities filled, :func:`monai_t1t2.masks.nonzero_brain`,
+            holds voxels at or below 0 that carry no signal level); they still map to 0 (the floor).
+            Off for scoring: the protocol's percentiles are over the whole mask.
     """
 
-    def __init__(self, lower: float = LOWER_PERCENTILE, upper: float = UPPER_PERCENTILE, floor: float = 0.0) -> None:
+    def __init__(self, lower: float = LOWER_PERCENTILE, upper: float = UPPER_PERCENTILE, floor: float = 0.0,
+                 positive_only: bool = False) -> None:
         if not 0 <= floor < 1:
             raise ValueError(f"floor {floor}: must be in [0, 1)")
-        self.lower, self.upper, self.floor = lower, upper, floor
+        self.lower, self.upper, self.floor, self.positive_only = lower, upper, floor, positive_only
 
     def __call__(self, image, mask=None):
         values = _to_numpy(image)
@@ -60,7 +65,9 @@ class PercentileNormalise(Transform):
         inside = np.broadcast_to(inside, values.shape)
         if not inside.any():
             return image * 0
-        low, high = np.percentile(values[inside], [self.lower, self.upper])
+        counted = inside & (values > 0) if self.positive_only else inside
+        counted = counted if counted.any() else inside
+        low, high = np.percentile(values[counted], [self.lower, self.upper])
         scale = max(float(high - low), 1e-6)
         if isinstance(image, torch.Tensor):
             inside_t = torch.as_tensor(inside.copy(), device=image.device)  # broadcast views are read-only
@@ -74,14 +81,15 @@ class PercentileNormalised(MapTransform):
     Args:
         keys: images to normalise, each on its own.
         mask_key: optional key of a brain mask shared by all ``keys``; default ``image > 0``.
-        floor: see :class:`PercentileNormalise` (:data:`INPUT_FLOOR` for the network's T1).
+        floor, positive_only: see :class:`PercentileNormalise` (:data:`INPUT_FLOOR` for the network's T1).
     """
 
     def __init__(self, keys: KeysCollection, mask_key: str | None = None, lower: float = LOWER_PERCENTILE,
-                 upper: float = UPPER_PERCENTILE, allow_missing_keys: bool = False, floor: float = 0.0) -> None:
+                 upper: float = UPPER_PERCENTILE, allow_missing_keys: bool = False, floor: float = 0.0,
+                 positive_only: bool = False) -> None:
         super().__init__(keys, allow_missing_keys)
         self.mask_key = mask_key
-        self.normalise = PercentileNormalise(lower, upper, floor)
+        self.normalise = PercentileNormalise(lower, upper, floor, positive_only)
 
     def __call__(self, data: Mapping[Hashable, object]) -> dict:
         d = dict(data)
@@ -446,8 +454,9 @@ def translation_components(crop_margin: int = CROP_MARGIN_VOXELS, pixdim: Sequen
     * ``preprocessing``: crop to the brain's box plus ``crop_margin`` voxels (``CropForegroundd``,
       so a full-head scan is not resampled in full), RAS (``Orientationd``), ``pixdim`` mm
       (``Spacingd``: bilinear for the T1, nearest for the mask), percentile normalisation inside
-      the brain (:class:`PercentileNormalised`, ``EVALUATION.md`` units, brain voxels at least
-      ``input_floor``: the floor the model was trained with, :data:`INPUT_FLOOR` since it exists, 0 before).
+      the brain (:class:`PercentileNormalised`, ``EVALUATION.md`` units, percentiles over the brain's
+      voxels above 0, brain voxels at least ``input_floor``: the floor the model was trained with,
+      :data:`INPUT_FLOOR` since it exists, 0 before).
     * ``inferer``: :func:`monai_t1t2.nets.generators.patch_inferer` (refers to ``@roi_size``,
       ``@sw_batch_size``, ``@overlap``, ``@flip_axes``: mirror test-time augmentation, ``[]`` for none).
     * ``postprocessing``: the prediction masked by the network-grid brain, brought back onto the
@@ -466,7 +475,7 @@ def translation_components(crop_margin: int = CROP_MARGIN_VOXELS, pixdim: Sequen
             {"_target_": "Spacingd", "keys": both, "pixdim": [float(p) for p in pixdim], "mode": ["bilinear", "nearest"],
              "padding_mode": "zeros"},
             {"_target_": "monai_t1t2.transforms.PercentileNormalised", "keys": "image", "mask_key": "brain",
-             "floor": float(input_floor)},
+             "floor": float(input_floor), "positive_only": True},
         ]},
         "inferer": {"_target_": "monai_t1t2.nets.generators.patch_inferer", "roi_size": "@roi_size",
                     "sw_batch_size": "@sw_batch_size", "overlap": "@overlap", "flip_axes": "@flip_axes"},

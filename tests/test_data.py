@@ -288,6 +288,24 @@ def test_calibrate_tails_pins_the_ends_and_keeps_the_middle_and_the_order():
         CalibrateTails(lower=50, upper=40)
 
 
+def test_percentile_normalise_positive_only_ignores_the_voxels_at_or_below_0_for_its_percentiles():
+    """The network's T1 inside a brain with filled cavities: the cavity's voxels (<= 0) do not move the
+    percentiles, so the rest of the brain is normalised exactly as without them; they map to 0."""
+    from monai_t1t2.transforms import PercentileNormalise
+
+    rng = np.random.default_rng(0)
+    t1 = np.zeros((20, 20, 20), np.float32)
+    t1[2:18, 2:18, 2:18] = rng.uniform(10, 100, (16, 16, 16))
+    brain_without = t1 > 0
+    t1[8:12, 8:12, 8:12] = -5.0
+    brain_without[8:12, 8:12, 8:12] = False
+    brain_with = t1 != 0
+    plain = PercentileNormalise()(t1, brain_without)
+    positive = PercentileNormalise(positive_only=True)(t1, brain_with)
+    assert np.allclose(positive[brain_without], plain[brain_without]) and (positive[8:12, 8:12, 8:12] == 0).all()
+    assert not np.allclose(PercentileNormalise()(t1, brain_with)[brain_without], plain[brain_without])
+
+
 def test_case_source_reads_the_site_of_brats_names_and_prefers_the_datalist():
     assert [case_source(c) for c in ("Brats18_CBICA_ALU_1", "Brats18_TCIA02_135_1", "Brats18_2013_23_1",
                                       "BraTS-GLI-00001-000", "TCGA-DU-7294", "sub-01")] == \

@@ -77,3 +77,19 @@ def test_slice_axis_is_the_thickest():
     assert masks.slice_axis_of((0.9, 0.9, 5.5)) == 2
     assert masks.slice_axis_of((1.2, 0.94, 0.94)) == 0
     assert masks.slice_axis_of((1.0, 1.0, 1.0)) == 2
+
+
+def test_nonzero_brain_fills_enclosed_cavities_and_keeps_open_notches():
+    """A skull-stripped block with a cavity at or below 0 inside it (ventricles an upstream pipeline
+    left at 0 or undershot) is brain; a notch open to the background is not; tensors in, tensors out."""
+    t1 = np.zeros((20, 20, 20), np.float32)
+    t1[4:16, 4:16, 4:16] = 100.0
+    t1[8:11, 8:11, 8:11] = 0.0
+    t1[9, 9, 9] = -30.0
+    t1[4:7, 9:11, 9:11] = 0.0  # a notch from the block's face
+    brain = masks.nonzero_brain(t1)
+    assert brain[8:11, 8:11, 8:11].all() and not brain[4:7, 9:11, 9:11].any()
+    assert brain.sum() == (t1 > 0).sum() + 27
+    tensor = masks.nonzero_brain(torch.as_tensor(t1)[None])
+    assert tensor.dtype == torch.bool and tensor.shape == (1, 20, 20, 20) and (tensor[0].numpy() == brain).all()
+    assert (masks.brain_mask(MetaTensor(torch.as_tensor(t1)[None]), "nonzero")[0].numpy() == brain).all()
