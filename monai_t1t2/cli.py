@@ -108,8 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--mask", help="brain mask of the (single) input, on its grid; overrides --mask-method")
     predict.add_argument("--mask-method", default="auto", choices=("auto", "nonzero", "network", "head"),
                          help="auto: nonzero for a skull-stripped T1, else brainchop's mindgrab network (or the head "
-                              "mask without it); nonzero: t1 > 0, enclosed cavities filled; network: mindgrab; head: a head mask "
-                              "(keeps the skull)")
+                              "mask without it); nonzero: t1 > 0, enclosed cavities filled; network: mindgrab; "
+                              "head: a head mask (keeps the skull)")
     predict.add_argument("--force", action="store_true",
                          help="translate inputs that fail QC or whose brain volume is implausible (with a warning); "
                               "the same as --qc flag")

@@ -5,9 +5,10 @@ Brain-mask rule (:func:`brain_mask`, ``method="auto"``): a volume with at least
 a brain (:data:`MAX_BRAIN_ML`) is taken as skull-stripped (:func:`is_skull_stripped`) and its mask
 is ``t1 > 0`` with the cavities it encloses filled (:func:`nonzero_brain`). The shared BraTS-style
 and HD-BET volumes have 82-89 % zeros, a raw scanner series with noisy background about 4 %, and a
-full head whose air was set to 0 is several litres of non-zero voxels, so it is not taken for a brain. Otherwise the brain is found by brainchop's
-``mindgrab`` network (:func:`monai_t1t2.nets.meshnet.predict_brain_mask`); when brainchop's models
-are absent, by :func:`head_mask`, which keeps the skull. Callers can force a method
+full head whose air was set to 0 is several litres of non-zero voxels, so it is not taken for a
+brain. Otherwise the brain is found by brainchop's ``mindgrab`` network
+(:func:`monai_t1t2.nets.meshnet.predict_brain_mask`); when brainchop's models are absent, by
+:func:`head_mask`, which keeps the skull. Callers can force a method
 (``"nonzero"``, ``"network"``, ``"head"``; ``"otsu"`` is the former name of ``"head"``).
 
 :func:`head_mask` is also the foreground of QC (MRIQC-style measures need head vs air) and of
@@ -154,10 +155,11 @@ def resolve_mask_method(t1: MetaTensor, method: str = "auto") -> str:
 def nonzero_brain(t1: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
     """The brain of a skull-stripped T1: ``t1 > 0`` with the cavities it encloses filled (3D).
 
-    Some pipelines leave voxels inside the brain at or below 0: TCGA-DU-7294's T1 (``tests/data/sample_t1``)
-    has 2,143 of them (2,057 negative, resampling undershoot; 86 at 0), in the lateral ventricles, where
-    its T2 is bright. Without the filling they are background, and the synthetic T2 is black there. ``(X, Y, Z)`` or ``(1, X, Y, Z)``; NumPy in, NumPy
-    out, a tensor in, a bool tensor out."""
+    Some pipelines leave voxels inside the brain at or below 0: TCGA-DU-7294's T1
+    (``tests/data/sample_t1``) has 2,143 of them (2,057 negative, resampling undershoot; 86 at 0), in
+    the lateral ventricles, where its T2 is bright. Without the filling they are background, and the
+    synthetic T2 is black there. ``(X, Y, Z)`` or ``(1, X, Y, Z)``; NumPy in, NumPy out, a tensor in,
+    a bool tensor out."""
     values = t1.detach().cpu().numpy() if isinstance(t1, torch.Tensor) else np.asarray(t1)
     filled = fill_holes(values[0] > 0 if values.ndim == 4 else values > 0, slice_axis=None)
     filled = filled[None] if values.ndim == 4 else filled
@@ -169,8 +171,8 @@ def brain_mask(t1: MetaTensor, method: str = "auto", device: str | torch.device 
 
     Args:
         t1: ``(1, X, Y, Z)``.
-        method: ``"auto"``, ``"nonzero"`` (:func:`nonzero_brain`), ``"network"`` (brainchop mindgrab) or ``"head"``
-            (:func:`head_mask`, which keeps the skull).
+        method: ``"auto"``, ``"nonzero"`` (:func:`nonzero_brain`), ``"network"`` (brainchop mindgrab)
+            or ``"head"`` (:func:`head_mask`, which keeps the skull).
 
     Returns:
         bool tensor ``(1, X, Y, Z)``.
