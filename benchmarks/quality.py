@@ -228,14 +228,16 @@ def population_levels(prediction: np.ndarray, brain: np.ndarray, standard: np.nd
 
 
 # ----- trained models -------------------------------------------------------------------------
-def predict_in_brain_box(t1: np.ndarray, translate_window, input_floor: float = 0.0) -> np.ndarray:
+def predict_in_brain_box(t1: np.ndarray, translate_window, input_floor: float = 0.0,
+                         brain: np.ndarray | None = None) -> np.ndarray:
     """Translate the brain's bounding box (+8 voxels) of a raw T1 ``(X, Y, Z)``; zero outside the brain
-    (``monai_t1t2.masks.nonzero_brain``, the pipeline's mask of a skull-stripped T1).
+    (``brain``, computed when not given as ``monai_t1t2.masks.nonzero_brain(t1)``, the pipeline's mask
+    of a skull-stripped T1).
 
     ``translate_window`` maps the percentile-normalised box ``(1, 1, *box)`` (a CPU tensor; brain voxels
     at least ``input_floor``, the floor the model was trained with) to a prediction of the same shape.
     """
-    brain = nonzero_brain(t1)
+    brain = nonzero_brain(t1) if brain is None else brain
     normalised = PercentileNormalise(floor=input_floor, positive_only=True)(t1, brain)
     box = bounding_box(brain, 8)
     output = np.zeros_like(t1)
@@ -244,17 +246,18 @@ def predict_in_brain_box(t1: np.ndarray, translate_window, input_floor: float = 
     return output * brain
 
 
-def predict(module: TranslationModule, t1: np.ndarray) -> np.ndarray:
+def predict(module: TranslationModule, t1: np.ndarray, brain: np.ndarray | None = None) -> np.ndarray:
     """:func:`predict_in_brain_box` with the module's own sliding window, on the module's device, with
     the T1 input floor it was trained with (``module.input_floor``, set by :func:`load_checkpoint` and
-    :func:`train`). The prediction is masked by the brain box's brain (raw T1 > 0), not by the
-    normalised T1 > 0, which would drop the brain's darkest voxels when the floor is 0."""
+    :func:`train`). The prediction is masked by ``brain`` (default: ``nonzero_brain(t1)``, the raw T1's
+    brain with its enclosed cavities), not by the normalised T1 > 0, which would drop the brain's darkest
+    voxels when the floor is 0."""
     module.eval()
 
     def translate_window(window: torch.Tensor) -> torch.Tensor:
         return module.predict_volume(window.to(module.device))
 
-    return predict_in_brain_box(t1, translate_window, getattr(module, "input_floor", 0.0))
+    return predict_in_brain_box(t1, translate_window, getattr(module, "input_floor", 0.0), brain)
 
 
 def train(config: dict, variant: str, datalist: Path, cache_dir: Path, seed: int, steps: int | None,
@@ -617,18 +620,18 @@ def main() -> None:
     for case in cases:
         volumes = load_case(test_cases[case], cache_dir)
         predictions = {"inverted_t1": inverted_t1(volumes), "lut": apply_lookup_table(table, volumes)}
-        seconds = {}
+        seconds, brain = {}, nonzero_brain(volumes["t1"])  # one hole fill per case, for every model and step
         for name, module in models.items():
             begun = time.time()
-            predictions[name] = predict(module, volumes["t1"])
+            predictions[name] = predict(module, volumes["t1"], brain)
             seconds[name] = time.time() - begun
             if name in args.zero_darkest:
                 brain = volumes["t1"] > 0
                 predictions[f"{name}_zeroed"] = predictions[name] * (PercentileNormalise()(volumes["t1"], brain) > 0)
         for name in args.population_levels:
-            predictions[f"{name}_pop"] = population_levels(predictions[name], nonzero_brain(volumes["t1"]), standard)
+            predictions[f"{name}_pop"] = population_levels(predictions[name], brain, standard)
         for name in args.tail_calibration:
-            predictions[f"{name}_tails"] = CalibrateTails()(predictions[name], nonzero_brain(volumes["t1"]))
+            predictions[f"{name}_tails"] = CalibrateTails()(predictions[name], brain)
         for name in args.level_oracle:
             predictions[f"{name}_levels"] = match_histogram(predictions[name], volumes["t2"], volumes["mask"])
         results[case] = {}
