@@ -6,6 +6,7 @@ through :func:`monai_t1t2.inference.batch.run_batch`, then reads the manifest's 
 
     python benchmarks/batch_throughput.py                    # 20 volumes, CPU
     python benchmarks/batch_throughput.py --device cuda      # on a GPU
+    python benchmarks/batch_throughput.py --count 12 --precision bf16-mixed   # the network under bfloat16 autocast
 
 Prints one markdown table: volumes, wall seconds, volumes per hour, and the mean seconds per volume
 of each stage (read, mask, qc, resample, network, write).
@@ -37,6 +38,8 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=20)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--model", help="default: the shipped bundle")
+    parser.add_argument("--precision", default="32-true", choices=("32-true", "bf16-mixed"),
+                        help="the network's arithmetic (monai-t1t2 predict --precision)")
     args = parser.parse_args()
     subjects = load_datalist(DATALIST, "test") + load_datalist(DATALIST, "training")
     with tempfile.TemporaryDirectory() as folder:
@@ -45,12 +48,13 @@ def main() -> None:
         for subject in subjects[: args.count]:
             (inputs / f"{subject['case']}.nii.gz").symlink_to(Path(subject["t1"]).resolve())
         started = time.time()
-        code = run_batch([inputs], Path(folder) / "out", model=args.model, device=args.device, progress=False)
+        code = run_batch([inputs], Path(folder) / "out", model=args.model, device=args.device, progress=False,
+                         precision=args.precision)
         wall = time.time() - started
         rows = json.loads((Path(folder) / "out" / "manifest.json").read_text())
     done = [r for r in rows if r["status"] == "translated"]
     device = torch.cuda.get_device_name() if args.device == "cuda" else f"cpu, {torch.get_num_threads()} threads"
-    print(f"exit status {code}; {len(done)} of {len(rows)} translated; device: {device}")
+    print(f"exit status {code}; {len(done)} of {len(rows)} translated; device: {device}; precision {args.precision}")
     print("| volumes | wall s | volumes / hour | " + " | ".join(f"{s} s" for s in STAGES) + " |")
     print("|---" * (3 + len(STAGES)) + "|")
     means = [sum(r["stage_seconds"].get(s, 0.0) for r in done) / max(len(done), 1) for s in STAGES]

@@ -41,7 +41,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
                        overlap=args.overlap, sw_batch_size=args.sw_batch_size, overwrite=args.overwrite,
                        mask=args.mask, mask_method=args.mask_method, force=args.force, qc=args.qc,
                        manifest=args.manifest, report=args.report, devices=args.devices, num_nodes=args.num_nodes,
-                       datalist_key=args.datalist_key, flip_axes=args.flip_axes, calibrate_tails=args.calibrate_tails)
+                       datalist_key=args.datalist_key, flip_axes=args.flip_axes, calibrate_tails=args.calibrate_tails,
+                       precision=args.precision)
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
@@ -104,6 +105,10 @@ def build_parser() -> argparse.ArgumentParser:
                          help="put the synthetic brain's 0.5th / 99.5th percentiles at 0 / 1, its 2nd-98th percentile "
                               "range as the network wrote it (default: the model's; measured in benchmarks/README.md, "
                               "'Pinning the prediction's tails')")
+    predict.add_argument("--precision", default="32-true", choices=("32-true", "bf16-mixed"),
+                         help="the network's arithmetic: float32, or bfloat16 autocast (about half the network's time "
+                              "on CPUs with AMX-bf16 and on recent GPUs; slower on CPUs without bfloat16 units; "
+                              "measured in benchmarks/README.md, 'bfloat16 inference')")
     predict.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     predict.add_argument("--mask", help="brain mask of the (single) input, on its grid; overrides --mask-method")
     predict.add_argument("--mask-method", default="auto", choices=("auto", "nonzero", "network", "head"),

@@ -220,6 +220,23 @@ def test_two_process_predict_shards_without_loss_or_duplication(tmp_path, tiny_m
 
 
 
+def test_precision_from_the_command_line(tmp_path, tiny_model, capsys):
+    files = make_collection(tmp_path / "in", valid=1, broken=False)
+    common = [str(files["sub-00"]), "--model", str(tiny_model), "--device", "cpu"]
+    with pytest.raises(SystemExit):  # argparse's choices
+        main(["predict", *common, "-o", str(tmp_path / "bad"), "--precision", "fp16"])
+    assert "bf16-mixed" in capsys.readouterr().err and not (tmp_path / "bad").exists()
+    assert main(["predict", *common, "-o", str(tmp_path / "mixed"), "--precision", "bf16-mixed"]) == 0
+    assert json.loads((tmp_path / "mixed" / "sub-00_synT2.json").read_text())["NetworkPrecision"] == "bf16-mixed"
+    # The Python entry point refuses an unknown precision before any output folder is made.
+    from monai_t1t2.inference.batch import run_batch
+    from monai_t1t2.errors import T1T2Error
+
+    with pytest.raises(T1T2Error, match="--precision fp16"):
+        run_batch([files["sub-00"]], tmp_path / "bad", model=tiny_model, device="cpu", precision="fp16")
+    assert not (tmp_path / "bad").exists()
+
+
 def test_mirror_averaging_from_the_command_line(tmp_path, tiny_model, capsys):
     import torch
 

@@ -292,6 +292,29 @@ def test_translate_rejects_a_singular_or_non_finite_affine(translator, affine):
         inference.translate(MetaTensor(torch.as_tensor(synthetic_head())[None], affine=torch.as_tensor(affine)), translator)
 
 
+def test_bf16_precision_runs_the_convolutions_in_bfloat16_and_blends_in_float32(translator):
+    """``precision="bf16-mixed"``: the network's convolutions see bfloat16 (autocast), the written volume is
+    float32, close to the float32 run but not equal to it; an unknown precision is refused, naming the choices."""
+    head = synthetic_head()
+    seen = []
+    convolution = next(m for m in translator.network.modules() if isinstance(m, torch.nn.Conv3d))
+    hook = convolution.register_forward_hook(lambda module, inputs, output: seen.append(output.dtype))
+    try:
+        full = inference.translate(head, model=translator, affine=np.eye(4))
+        assert set(seen) == {torch.float32}
+        seen.clear()
+        mixed = inference.translate(head, model=translator, affine=np.eye(4), precision="bf16-mixed")
+        assert set(seen) == {torch.bfloat16}
+    finally:
+        hook.remove()
+    assert mixed.dtype == torch.float32 and mixed.shape == full.shape
+    difference = (mixed - full).abs()
+    assert 0 < difference.max() < 0.05, float(difference.max())
+    assert ((mixed == 0) == (full == 0)).all(), "the background stays exactly 0"
+    with pytest.raises(T1T2Error, match="32-true, bf16-mixed"):
+        inference.translate(head, model=translator, affine=np.eye(4), precision="fp16")
+
+
 def test_translate_uses_a_given_mask(tmp_path, translator):
     head = synthetic_head()
     mask = np.zeros(head.shape, dtype=np.uint8)
@@ -370,6 +393,7 @@ def test_predict_never_writes_over_an_input(tmp_path, tiny_bundle, capsys):
 # ----------------------------------------------------------------------------- the bundle
 
 
+@pytest.mark.slow  # five bundle runs in subprocesses: about 22 s
 def test_bundle_run_translates_a_folder(tmp_path, tiny_bundle):
     data = tmp_path / "data"
     write_nifti(data / "sub-01_T1w.nii.gz", synthetic_head(), lps_affine())
@@ -405,6 +429,17 @@ def test_bundle_run_translates_a_folder(tmp_path, tiny_bundle):
     expected = inference.translate(data / "sub-01_T1w.nii.gz", model=tiny_bundle, device="cpu", calibrate_tails=True)[0].numpy()
     np.testing.assert_allclose(nib.load(calibrated / "sub-01_T1w_synT2.nii.gz").get_fdata(), expected, atol=1e-6)
     assert np.abs(expected - written.get_fdata()).max() > 0.05
+    # bfloat16 autocast, a bundle setting as well, and recorded in the sidecar.
+    mixed = tmp_path / "bf16"
+    command[command.index(str(calibrated))] = str(mixed)
+    result = subprocess.run(command + ["--force", "true", "--precision", "bf16-mixed"], cwd=REPO, capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert json.loads((mixed / "sub-01_T1w_synT2.json").read_text())["NetworkPrecision"] == "bf16-mixed"
+    assert json.loads((out / "sub-01_T1w_synT2.json").read_text())["NetworkPrecision"] == "32-true"
+    expected = inference.translate(data / "sub-01_T1w.nii.gz", model=tiny_bundle, device="cpu", precision="bf16-mixed")[0].numpy()
+    np.testing.assert_allclose(nib.load(mixed / "sub-01_T1w_synT2.nii.gz").get_fdata(), expected, atol=1e-5)
+    assert not np.allclose(expected, written.get_fdata(), atol=1e-6)
 
 
 def test_bundle_metadata_validates_offline(tmp_path):

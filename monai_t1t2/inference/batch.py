@@ -48,10 +48,12 @@ from monai_t1t2.inference.translation import (
     Translator,
     _as_mask,
     check_memory,
+    check_precision,
     input_problems,
     load_translator,
     memory_problem,
     model_file,
+    resolve_device,
     save_translation_png,
     translate,
 )
@@ -144,6 +146,7 @@ class Settings:
     sw_batch_size: int | None = None
     flip_axes: list[int] | None = None
     calibrate_tails: bool | None = None
+    precision: str = "32-true"
     png: bool = False
     overwrite: bool = False
     mask_method: str = "auto"
@@ -187,13 +190,14 @@ def translate_one(path: Path, target: Path, translator, settings: Settings) -> d
     if problems:
         print(f"monai-t1t2: warning: {path}: translated although {'; '.join(problems)}", file=sys.stderr)
     synthetic = translate(t1, translator, mask=mask, overlap=settings.overlap, sw_batch_size=settings.sw_batch_size,
-                          stages=stages, flip_axes=settings.flip_axes, calibrate_tails=settings.calibrate_tails)
+                          stages=stages, flip_axes=settings.flip_axes, calibrate_tails=settings.calibrate_tails,
+                          precision=settings.precision)
     clock.reset()
     # The sidecar first: an output with a matching sidecar is complete; a sidecar alone is an interrupted one.
     write_sidecar(target, path, translator, method, problems,
                   getattr(translator.inferer, "flip_axes", []) if settings.flip_axes is None else settings.flip_axes,
                   tails_calibrated(translator.postprocessing) if settings.calibrate_tails is None
-                  else settings.calibrate_tails)
+                  else settings.calibrate_tails, settings.precision)
     write_volume(synthetic, target, reference=path, overwrite=True,
                  inputs=[*settings.inputs, *([settings.mask] if settings.mask else [])],
                  descrip=f"synthetic T2w, monai-t1t2 {monai_t1t2.__version__}", intent_name="synthetic T2w")
@@ -357,11 +361,13 @@ def run_batch(
     progress: bool = True,
     flip_axes: Sequence[int] | None = None,
     calibrate_tails: bool | None = None,
+    precision: str = "32-true",
 ) -> int:
     """``monai-t1t2 predict``: translate a collection; exit status (module docstring).
 
     ``flip_axes``: mirror test-time augmentation, ``calibrate_tails``: the output's tails put at 0 and 1
-    (:func:`monai_t1t2.inference.translation.translate`); None: the model's setting."""
+    (None: the model's setting), ``precision``: the network's arithmetic
+    (:func:`monai_t1t2.inference.translation.translate`)."""
     try:
         # The sliding window's own checks, before any work (None: the model's inferer decides).
         patch_inferer((1, 1, 1), 4 if sw_batch_size is None else sw_batch_size, 0.5 if overlap is None else overlap,
@@ -370,6 +376,7 @@ def run_batch(
         raise T1T2Error("--" + str(err).replace("sw_batch_size", "sw-batch-size").replace("flip_axes", "flip-axes")) from None
     if qc not in QC_MODES:
         raise T1T2Error(f"--qc {qc}: choose one of {', '.join(QC_MODES)}")
+    check_precision(precision, resolve_device(device))
     if mask_method not in MASK_METHODS:
         raise T1T2Error(f"--mask-method {mask_method}: choose one of {', '.join(MASK_METHODS)}")
     if devices < 1 or num_nodes < 1:
@@ -427,7 +434,7 @@ def run_batch(
         jobs.append({"input": str(path), "output": str(target), "input_sha256": input_hash})
     settings = Settings(output_dir=output_dir, model=model, device=device, overlap=overlap,
                         sw_batch_size=sw_batch_size, flip_axes=None if flip_axes is None else list(flip_axes),
-                        calibrate_tails=calibrate_tails,
+                        calibrate_tails=calibrate_tails, precision=precision,
                         png=png, overwrite=overwrite, mask_method=mask_method,
                         mask=Path(mask) if mask is not None else None, qc=qc, thumbnails=report is not None,
                         inputs=list(paths))
@@ -565,7 +572,7 @@ def model_version(model: PathLike) -> str | None:
 
 
 def write_sidecar(target: Path, source: Path, translator: Translator, mask_method: str, problems: Sequence[str],
-                  flip_axes: Sequence[int] = (), calibrated_tails: bool = False) -> Path:
+                  flip_axes: Sequence[int] = (), calibrated_tails: bool = False, precision: str = "32-true") -> Path:
     """The provenance sidecar of one synthetic T2 (written atomically)."""
     import datetime
 
@@ -577,7 +584,7 @@ def write_sidecar(target: Path, source: Path, translator: Translator, mask_metho
         "Model": translator.source, "ModelVersion": model_version(translator.source),
         "ModelSHA256": _sha256(translator.source),
         "SlidingWindowROI": list(translator.roi_size), "MirrorAveragedAxes": [int(a) for a in flip_axes],
-        "TailsCalibrated": bool(calibrated_tails),
+        "TailsCalibrated": bool(calibrated_tails), "NetworkPrecision": precision,
         "MaskMethod": mask_method,
         "InputProblems": list(problems), "Forced": bool(problems),
         "Units": "normalised T2 (0.5th-99.5th brain percentile range mapped to [0, 1])",
@@ -615,6 +622,7 @@ def translate_files(
     progress: bool = True,
     mask: PathLike | None = None,
     force: bool = False,
+    precision: str = "32-true",
 ) -> list[Path]:
     """Translate each T1 file into ``<output_dir>/<stem>_synT2.nii.gz`` (and ``.png`` with ``png``).
 
@@ -628,6 +636,7 @@ def translate_files(
 
     Args:
         mask: a brain-mask file on the grid of the (single) input; overrides ``mask_method``.
+        precision: the network's arithmetic, ``"32-true"`` or ``"bf16-mixed"`` (:func:`translate`).
 
     Returns:
         The written volume paths, in input order.
@@ -645,13 +654,14 @@ def translate_files(
         raise T1T2Error(f"mask method {mask_method!r}: choose one of {', '.join(MASK_METHODS)}")
     if mask is not None and not Path(mask).is_file():
         raise InvalidVolumeError(f"{mask}: mask file does not exist")
+    check_precision(precision, resolve_device(device) if not isinstance(model, Translator) else model.device)
     output_dir = Path(output_dir)
     targets = _planned_outputs(paths, output_dir, png, overwrite, protected=[mask] if mask is not None else [])
     check_memory(paths)
     translator = load_translator(model, device)
     settings = Settings(output_dir=output_dir, overlap=overlap, sw_batch_size=sw_batch_size, png=png,
                         overwrite=overwrite, mask_method=mask_method, mask=Path(mask) if mask is not None else None,
-                        qc="flag" if force else "reject", inputs=paths)
+                        qc="flag" if force else "reject", inputs=paths, precision=precision)
     for path, target in zip(tqdm(paths, desc="translating", unit="volume", disable=None if progress else True), targets):
         translate_one(path, target, translator, settings)
     return targets
@@ -659,7 +669,8 @@ def translate_files(
 
 def translate_folder(dataset_dir: PathLike, output_dir: PathLike, model: PathLike | Translator | None = None,
                      device: str | torch.device | None = None, overlap: float | None = None, sw_batch_size: int | None = None,
-                     png: bool = False, overwrite: bool = False, mask_method: str = "auto", force: bool = False) -> list[Path]:
+                     png: bool = False, overwrite: bool = False, mask_method: str = "auto", force: bool = False,
+                     precision: str = "32-true") -> list[Path]:
     """The bundle's ``run``: translate every ``dataset_dir/*.nii.gz`` (and ``*.nii``) into ``output_dir``.
 
     Errors a user can cause end the run with one line on stderr, in the bundle's terms (its
@@ -676,7 +687,7 @@ def translate_folder(dataset_dir: PathLike, output_dir: PathLike, model: PathLik
             raise T1T2Error(f"dataset_dir {folder}: holds no *.nii.gz or *.nii file")
         return translate_files(paths, output_dir, model=model, device=device, overlap=overlap,
                                sw_batch_size=sw_batch_size, png=png, overwrite=overwrite, mask_method=mask_method,
-                               force=force)
+                               force=force, precision=precision)
     except T1T2Error as err:
         message = str(err).replace("pass --overwrite", "pass --overwrite true").replace("pass --force", "pass --force true")
         print(f"monai-t1t2 bundle: error: {message}", file=sys.stderr)
@@ -688,11 +699,11 @@ def run_predict(inputs: Sequence[PathLike], output_dir: PathLike, model: PathLik
                 mask: PathLike | None = None, mask_method: str = "auto", force: bool = False, qc: str = "reject",
                 manifest: PathLike | None = None, report: PathLike | None = None, devices: int = 1,
                 num_nodes: int = 1, datalist_key: str = "test", flip_axes: Sequence[int] | None = None,
-                calibrate_tails: bool | None = None) -> int:
+                calibrate_tails: bool | None = None, precision: str = "32-true") -> int:
     """``monai-t1t2 predict``: translate a collection (:func:`monai_t1t2.inference.batch.run_batch`); exit status."""
     from monai_t1t2.inference.batch import run_batch
 
     return run_batch(inputs, output_dir, model=model, device=device, overlap=overlap, sw_batch_size=sw_batch_size,
                      png=png, overwrite=overwrite, mask=mask, mask_method=mask_method, qc="flag" if force else qc,
                      manifest=manifest, report=report, devices=devices, num_nodes=num_nodes, datalist_key=datalist_key,
-                     flip_axes=flip_axes, calibrate_tails=calibrate_tails)
+                     flip_axes=flip_axes, calibrate_tails=calibrate_tails, precision=precision)

@@ -469,6 +469,7 @@ def bundle_inference_config(network_def: dict[str, Any], roi_size: Sequence[int]
         "sw_batch_size": 4,
         "flip_axes": [],
         "calibrate_tails": components.pop("calibrate_tails"),
+        "precision": "32-true",
         "mask_method": "auto",
         "png": False,
         "overwrite": False,
@@ -481,7 +482,8 @@ def bundle_inference_config(network_def: dict[str, Any], roi_size: Sequence[int]
                        "postprocessing": "@postprocessing"},
         "evaluator": {"_target_": "monai_t1t2.inference.batch.translate_folder", "dataset_dir": "@dataset_dir",
                       "output_dir": "@output_dir", "model": "@translator", "png": "@png", "overwrite": "@overwrite",
-                      "mask_method": "@mask_method", "force": "@force", "_mode_": "callable"},
+                      "mask_method": "@mask_method", "force": "@force", "precision": "@precision",
+                      "_mode_": "callable"},
         "run": ["$@evaluator()"],
     }
 
