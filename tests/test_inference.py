@@ -315,6 +315,21 @@ def test_bf16_precision_runs_the_convolutions_in_bfloat16_and_blends_in_float32(
         inference.translate(head, model=translator, affine=np.eye(4), precision="fp16")
 
 
+def test_a_cpu_translator_holds_its_3d_weights_channels_last_and_writes_the_same(tiny_bundle):
+    """Channels-last 3D weights on the CPU change the convolutions' memory layout, not their float32 result."""
+    translator = inference.load_translator(tiny_bundle, device="cpu")
+    convolution = next(m for m in translator.network.modules()
+                       if isinstance(m, torch.nn.Conv3d) and m.in_channels > 1 and m.kernel_size != (1, 1, 1))
+    assert convolution.weight.is_contiguous(memory_format=torch.channels_last_3d)
+    assert not convolution.weight.is_contiguous()
+    head = synthetic_head()
+    channels_last = inference.translate(head, model=translator, affine=np.eye(4))
+    translator.network.to(memory_format=torch.contiguous_format)
+    assert convolution.weight.is_contiguous()
+    contiguous = inference.translate(head, model=translator, affine=np.eye(4))
+    torch.testing.assert_close(channels_last.as_tensor(), contiguous.as_tensor(), atol=1e-5, rtol=0)
+
+
 def test_translate_uses_a_given_mask(tmp_path, translator):
     head = synthetic_head()
     mask = np.zeros(head.shape, dtype=np.uint8)

@@ -90,6 +90,10 @@ class Translator:
             raise T1T2Error(f"{self.source or 'model'}: a 2D network needs a (P, P, 1) roi_size, got {self.roi_size}")
         self.device = torch.device(self.device)
         self.network = self.network.to(self.device).eval()
+        if self.spatial_dims == 3 and self.device.type == "cpu":
+            # oneDNN's channels-last 3D convolutions: the same float32 output (to 2e-6) in about 0.8 of the
+            # time on 2 CPU cores (benchmarks/README.md, "Channels-last weights on the CPU"). On CUDA unmeasured.
+            self.network = self.network.to(memory_format=torch.channels_last_3d)
         self._forward = SliceWise(self.network) if self.spatial_dims == 2 else self.network
         if self.preprocessing is None or self.inferer is None or self.postprocessing is None:
             default = pipeline_components({}, self.roi_size)
@@ -418,8 +422,8 @@ def translate(
             None: as the model's postprocessing does (:func:`tails_calibrated`).
         precision: the network's arithmetic, ``"32-true"`` (float32) or ``"bf16-mixed"`` (bfloat16
             autocast, :func:`network_at`). With model 0.16.0 on 2 CPU cores with AMX-bf16,
-            ``"bf16-mixed"`` took the sliding window 8.2 s instead of 17.3 s per test volume, and moved
-            brain SSIM by -0.00003 ± 0.00021 per test subject (benchmarks/README.md, "bfloat16
+            ``"bf16-mixed"`` took the sliding window 7.7 s instead of 13.9 s per test volume, and moved
+            brain SSIM by -0.00003 ± 0.00024 per test subject (benchmarks/README.md, "bfloat16
             inference"). It is fast only where the hardware has bfloat16.
         stages: optional dict; the seconds spent resampling and in the network are added to its
             ``"resample"`` and ``"network"`` entries (the batch's per-stage timing).
