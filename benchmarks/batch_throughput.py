@@ -27,6 +27,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from monai_t1t2.inference.batch import run_batch  # noqa: E402
+from monai_t1t2.inference.translation import PRECISIONS  # noqa: E402
 from monai_t1t2.io import load_datalist  # noqa: E402
 
 DATALIST = REPO.parent / "shared" / "data" / "datalist.json"
@@ -38,7 +39,7 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=20)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--model", help="default: the shipped bundle")
-    parser.add_argument("--precision", default="32-true", choices=("32-true", "bf16-mixed"),
+    parser.add_argument("--precision", default="32-true", choices=PRECISIONS,
                         help="the network's arithmetic (monai-t1t2 predict --precision)")
     args = parser.parse_args()
     subjects = load_datalist(DATALIST, "test") + load_datalist(DATALIST, "training")

@@ -26,7 +26,7 @@ import torch
 
 from monai_t1t2.evaluation import evaluate
 from monai_t1t2.inference.translation import PRECISIONS, load_translator, translate
-from monai_t1t2.io import load_datalist
+from monai_t1t2.io import load_datalist, read_volume
 
 DATALIST = Path(__file__).resolve().parents[2] / "shared" / "data" / "datalist.json"
 
@@ -58,10 +58,11 @@ def main() -> None:
         t1 = nib.as_closest_canonical(nib.load(subject["t1"])).get_fdata(dtype=np.float32)
         t2 = nib.as_closest_canonical(nib.load(subject["t2"])).get_fdata(dtype=np.float32)
         mask = (t1 > 0) & (t2 > 0)
+        volume = read_volume(subject["t1"])  # read once, translated both ways
         outputs, seconds, scores = {}, {}, {}
         for precision in PRECISIONS if index % 2 == 0 else PRECISIONS[::-1]:
             stages: dict[str, float] = {}
-            prediction = translate(str(subject["t1"]), translator, stages=stages, precision=precision)
+            prediction = translate(volume, translator, stages=stages, precision=precision)
             image = nib.as_closest_canonical(nib.Nifti1Image(prediction[0].numpy(), prediction.affine.numpy()))
             outputs[precision] = np.asarray(image.dataobj, dtype=np.float32)
             seconds[precision] = stages["network"]

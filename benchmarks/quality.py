@@ -625,9 +625,9 @@ def main() -> None:
             begun = time.time()
             predictions[name] = predict(module, volumes["t1"], brain)
             seconds[name] = time.time() - begun
-            if name in args.zero_darkest:
-                brain = volumes["t1"] > 0
-                predictions[f"{name}_zeroed"] = predictions[name] * (PercentileNormalise()(volumes["t1"], brain) > 0)
+            if name in args.zero_darkest:  # the old benchmark's mask (raw T1 > 0), not the case's `brain`
+                positive = volumes["t1"] > 0
+                predictions[f"{name}_zeroed"] = predictions[name] * (PercentileNormalise()(volumes["t1"], positive) > 0)
         for name in args.population_levels:
             predictions[f"{name}_pop"] = population_levels(predictions[name], brain, standard)
         for name in args.tail_calibration:

@@ -443,7 +443,6 @@ def translate(
     """
     t1 = _as_volume(image, affine)
     name = t1.meta.get("filename_or_obj", "T1")
-    check_precision(precision)
     translator = load_translator(model, device)
     network = network_at(translator, precision)
     inferer = translator.inferer
