@@ -48,6 +48,13 @@ CANDIDATES = {
                                    "bf16", False, False),
     "bf16_wide_res2_p64_refine16": (64, 1, dict(UNET, channels=[32, 64, 128, 256], num_res_units=2, refine=16),
                                     "bf16", False, False),
+    # ... with the weights and the batch in channels-last layout (as Translator holds them on the CPU)
+    "fp32_wide_res2_p64_refine16_cl": (64, 1, dict(UNET, channels=[32, 64, 128, 256], num_res_units=2, refine=16),
+                                       "fp32", True, False),
+    "fp32_wide_res2_p64_refine16": (64, 1, dict(UNET, channels=[32, 64, 128, 256], num_res_units=2, refine=16),
+                                    "fp32", False, False),
+    "bf16_wide_res2_p64_refine16_cl": (64, 1, dict(UNET, channels=[32, 64, 128, 256], num_res_units=2, refine=16),
+                                       "bf16", True, False),
 }
 
 
