@@ -29,6 +29,9 @@ prediction in the brain (the protocol rescales the prediction so that it is 1).
     python benchmarks/tumour_contrast.py --results benchmarks/results/split_a/quality.json \\
         benchmarks/results/split_b/quality.json \\
         --checkpoint 3d=runs/cpu/lightning_logs/version_2/checkpoints/last.ckpt
+
+``--tail-calibration`` scores the ``--checkpoint`` models as a bundle exported with ``CalibrateTailsd``
+writes them (from 0.13.0 on).
 """
 
 from __future__ import annotations
@@ -48,9 +51,11 @@ sys.path.insert(0, str(REPO))
 from quality import (DATALIST, PARCELLATION_MODEL, _cell, apply_lookup_table, bin_medians,  # noqa: E402
                      fill_empty_bins, load_case, load_checkpoint, predict)
 from monai_t1t2.io import load_datalist  # noqa: E402
+from monai_t1t2.masks import nonzero_brain  # noqa: E402
 from monai_t1t2.metrics import evaluate, normal_white_matter, normalise_for_scoring  # noqa: E402
 from monai_t1t2.nets.meshnet import label_names  # noqa: E402
 from monai_t1t2.regions import labels_to_groups  # noqa: E402
+from monai_t1t2.transforms import CalibrateTails  # noqa: E402
 
 
 def regions(case: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -114,6 +119,9 @@ def main() -> None:
     parser.add_argument("--results", nargs="*", default=[], help="quality.json files of benchmarks/quality.py")
     parser.add_argument("--checkpoint", action="append", default=[], metavar="NAME=PATH",
                         help="also split this model's contrast error into its tumour and white-matter factors")
+    parser.add_argument("--tail-calibration", action="store_true",
+                        help="score each --checkpoint model's prediction with its brain tails calibrated "
+                             "(CalibrateTails), as a bundle exported with the step writes it")
     parser.add_argument("--training-factors", type=int, default=0, metavar="N",
                         help="also split the --checkpoint models' errors on the first N training subjects (seen in training)")
     parser.add_argument("--output", default=str(REPO / "benchmarks" / "results" / "tumour_contrast.json"))
@@ -127,13 +135,19 @@ def main() -> None:
                     key=lambda name: (name not in ("inverted_t1", "lut"), name))
 
     checkpoints = {spec.split("=", 1)[0]: load_checkpoint(spec.split("=", 1)[1])[0] for spec in args.checkpoint}
+
+    def prediction(module, case: dict) -> np.ndarray:
+        brain = nonzero_brain(case["t1"])
+        output = predict(module, case["t1"], brain)
+        return CalibrateTails()(output, brain) if args.tail_calibration else output
+
     training, training_factors = [], {name: {} for name in checkpoints}
     for index, subject in enumerate(tqdm(load_datalist(args.datalist, "training"), desc="training contrasts")):
         if subject.get("tumor_seg"):
             case = load(subject, Path(args.cache_dir))
             training.append(contrasts(case))
             for model, module in checkpoints.items() if index < args.training_factors else ():
-                training_factors[model][subject["case"]] = error_factors(predict(module, case["t1"]), case,
+                training_factors[model][subject["case"]] = error_factors(prediction(module, case), case,
                                                                          levels(case["t2"], case))
     slope, intercept = np.polyfit([row["c_t1"] for row in training], [row["c_ref"] for row in training], 1)
     print(f"training subjects: c_ref = {intercept:.3f} + {slope:.3f} c_t1 (n = {len(training)}, correlation "
@@ -152,7 +166,7 @@ def main() -> None:
         for model in models:
             rows[name][model] = recorded.get(name, {}).get(model, {}).get("tumour_contrast_error", float("nan"))
         for model, module in checkpoints.items():
-            factors[model][name] = error_factors(predict(module, case["t1"]), case, reference)
+            factors[model][name] = error_factors(prediction(module, case), case, reference)
 
     means = print_table(rows, ["c_ref", "c_t1", "oracle", "located", *models])
     for model, table in factors.items():

@@ -218,3 +218,31 @@ def test_slice_thickness_compare_splits_the_paired_differences_by_t1_thickness(t
     assert "thick-slice T1, 2 subjects: SSIM b - a +0.0300 ± 0.0141, higher on 2; contrast error above the floor's: a 1, b 0 of 1" in out
     assert "isotropic T1, 1 subjects: SSIM b - a -0.0200, higher on 0; contrast error above the floor's: a 0, b 1 of 1" in out
     assert "trained" not in out
+
+
+def test_contrast_record_counts_the_variants_below_the_floor_on_each_subject(tmp_path, monkeypatch, capsys):
+    """Only variants scored on every subject with a mask, with the suffix asked for, are counted."""
+    import json
+
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import contrast_record
+
+    def scored(error):
+        return {"ssim": 0.5, "tumour_contrast_error": error}
+    halves = [{"s1": {"inverted_t1": scored(0.10), "a_tails": scored(0.05), "b_tails": scored(0.20), "c": scored(0.01)},
+               "no_mask": {"inverted_t1": scored(None), "a_tails": scored(None)}},
+              {"s2": {"inverted_t1": scored(0.30), "a_tails": scored(0.40), "b_tails": scored(0.10)},
+               "s3": {"inverted_t1": scored(0.01), "a_tails": scored(0.50), "b_tails": scored(0.60)}}]
+    paths = []
+    for index, results in enumerate(halves):
+        paths.append(tmp_path / f"h{index}.json")
+        paths[-1].write_text(json.dumps({"results": results}))
+    assert contrast_record.recorded_errors([str(p) for p in paths])["a_tails"] == {"s1": 0.05, "s2": 0.40, "s3": 0.50}
+    monkeypatch.setattr(sys, "argv", ["contrast_record.py", *map(str, paths), "--subjects", "3"])
+    contrast_record.main()
+    out = capsys.readouterr().out
+    assert "2 variants scored on all 3 test subjects" in out  # "c" lacks s2 and s3
+    assert "| variant | s3 | s1 | s2 | below the floor on |" in out
+    assert "| a_tails | 0.500 | 0.050 | 0.400 | 1 of 3 |" in out
+    assert "| b_tails | 0.600 | 0.200 | 0.100 | 1 of 3 |" in out
+    assert "| variants below the floor | 0 of 2 | 1 of 2 | 1 of 2 | |" in out
