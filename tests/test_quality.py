@@ -119,12 +119,17 @@ def test_training_subjects_failing_qc_are_excluded(tmp_path, caplog):
     for case in ("a", "b", "c"):
         _subject_folder(tmp_path, case, good_t2)
     _subject_folder(tmp_path, "noisy", qc.simulate_noise_only(padded_head().shape, 10.0))
-    with caplog.at_level(logging.WARNING, logger="monai_t1t2.quality"):
+    with caplog.at_level(logging.INFO):
         data = PairedDataModule(str(tmp_path), val_cases=["c"])
     assert [s["case"] for s in data.train_subjects] == ["a", "b"]
     assert "noisy" in caplog.text and "noise only" in caplog.text
-    unchecked = PairedDataModule(str(tmp_path), val_cases=["c"], quality_control=False)
+    # the run says what it trains and validates on
+    assert "2 training subjects (1 excluded by quality control, see the warnings); 1 validation: c" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        unchecked = PairedDataModule(str(tmp_path), val_cases=["c"], quality_control=False)
     assert [s["case"] for s in unchecked.train_subjects] == ["a", "b", "noisy"]
+    assert "3 training subjects (quality control off); 1 validation: c" in caplog.text
     with pytest.raises(DatasetError, match="quality control"):
         PairedDataModule(str(tmp_path), val_cases=["a", "b", "c"])
 

@@ -206,10 +206,17 @@ class PairedDataModule(pl.LightningDataModule):
             subjects += load_subjects(extra)
         check_subject_grids(subjects)
         self.train_subjects, self.val_subjects = split_subjects(subjects, val_cases, val_fraction, seed)
+        checked = len(self.train_subjects)
         if quality_control:
             from monai_t1t2.quality import exclude_failing_subjects
 
             self.train_subjects = exclude_failing_subjects(self.train_subjects)
+        excluded = checked - len(self.train_subjects)
+        rank_zero_info(f"{len(self.train_subjects)} training subjects"
+                       + (f" ({excluded} excluded by quality control, see the warnings)" if excluded else "")
+                       + (" (quality control off)" if not quality_control else "")
+                       + f"; {len(self.val_subjects)} validation: "
+                       + (", ".join(s["case"] for s in self.val_subjects) or "none"))
 
     # ----- transforms -------------------------------------------------------------------
     def _deterministic_transforms(self, with_labels: bool) -> list:
