@@ -194,10 +194,7 @@ def translate_one(path: Path, target: Path, translator, settings: Settings) -> d
                           precision=settings.precision)
     clock.reset()
     # The sidecar first: an output with a matching sidecar is complete; a sidecar alone is an interrupted one.
-    write_sidecar(target, path, translator, method, problems,
-                  getattr(translator.inferer, "flip_axes", []) if settings.flip_axes is None else settings.flip_axes,
-                  tails_calibrated(translator.postprocessing) if settings.calibrate_tails is None
-                  else settings.calibrate_tails, settings.precision)
+    write_sidecar(target, path, translator, settings, method, problems)
     write_volume(synthetic, target, reference=path, overwrite=True,
                  inputs=[*settings.inputs, *([settings.mask] if settings.mask else [])],
                  descrip=f"synthetic T2w, monai-t1t2 {monai_t1t2.__version__}", intent_name="synthetic T2w")
@@ -571,11 +568,16 @@ def model_version(model: PathLike) -> str | None:
     return str(version)
 
 
-def write_sidecar(target: Path, source: Path, translator: Translator, mask_method: str, problems: Sequence[str],
-                  flip_axes: Sequence[int] = (), calibrated_tails: bool = False, precision: str = "32-true") -> Path:
-    """The provenance sidecar of one synthetic T2 (written atomically)."""
+def write_sidecar(target: Path, source: Path, translator: Translator, settings: Settings, mask_method: str,
+                  problems: Sequence[str]) -> Path:
+    """The provenance sidecar of one synthetic T2 (written atomically): the batch ``settings`` it was
+    translated with, where a setting left at ``None`` reads as the model's own (its inferer's mirror
+    axes, its tails step)."""
     import datetime
 
+    flip_axes = getattr(translator.inferer, "flip_axes", []) if settings.flip_axes is None else settings.flip_axes
+    calibrated_tails = (tails_calibrated(translator.postprocessing) if settings.calibrate_tails is None
+                        else settings.calibrate_tails)
     record = {
         "Modality": "MR", "SyntheticImage": True,
         "Description": "synthetic T2-weighted image translated from a T1-weighted image; not an acquisition",
@@ -584,7 +586,7 @@ def write_sidecar(target: Path, source: Path, translator: Translator, mask_metho
         "Model": translator.source, "ModelVersion": model_version(translator.source),
         "ModelSHA256": _sha256(translator.source),
         "SlidingWindowROI": list(translator.roi_size), "MirrorAveragedAxes": [int(a) for a in flip_axes],
-        "TailsCalibrated": bool(calibrated_tails), "NetworkPrecision": precision,
+        "TailsCalibrated": bool(calibrated_tails), "NetworkPrecision": settings.precision,
         "MaskMethod": mask_method,
         "InputProblems": list(problems), "Forced": bool(problems),
         "Units": "normalised T2 (0.5th-99.5th brain percentile range mapped to [0, 1])",
