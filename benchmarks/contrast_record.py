@@ -2,7 +2,7 @@
 ``quality.json`` files that ``benchmarks/quality.py`` wrote (no model is run).
 
 Issue 15 asks for a tumour contrast error below the floor's (the inverted T1) on every test subject with a
-mask. This reads the recorded split results (``benchmarks/results/split_*_[ab]/quality.json`` by default:
+mask. This reads the recorded split results (``benchmarks/results/split*/quality.json`` by default, most of them
 two halves of the 12 test subjects per run), keeps the variants scored on all of them, and prints, per
 variant, its error on the subjects where the floor is beaten least often, and on how many subjects it
 is below the floor:
@@ -40,11 +40,11 @@ def recorded_errors(paths: list[str]) -> dict[str, dict[str, float]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("results", nargs="*", help="quality.json files (default: benchmarks/results/split_*_[ab]/quality.json)")
+    parser.add_argument("results", nargs="*", help="quality.json files (default: benchmarks/results/split*/quality.json)")
     parser.add_argument("--suffix", default="_tails", help="keep the variants whose name ends so ('' keeps all)")
     parser.add_argument("--subjects", type=int, default=5, help="show the N subjects where the floor is beaten least often")
     args = parser.parse_args()
-    paths = args.results or sorted(glob.glob(str(REPO / "benchmarks" / "results" / "split_*_[ab]" / "quality.json")))
+    paths = args.results or sorted(glob.glob(str(REPO / "benchmarks" / "results" / "split*" / "quality.json")))
     errors = recorded_errors(paths)
     if FLOOR not in errors:
         parser.error(f"no {FLOOR} rows in {len(paths)} file(s)")
