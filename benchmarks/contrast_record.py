@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import glob
 import json
+import math
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -33,7 +34,7 @@ def recorded_errors(paths: list[str]) -> dict[str, dict[str, float]]:
         for subject, variants in json.loads(Path(path).read_text())["results"].items():
             for variant, scores in variants.items():
                 error = scores.get("tumour_contrast_error")
-                if error is not None and error == error:
+                if error is not None and not math.isnan(error):
                     errors.setdefault(variant, {})[subject] = float(error)
     return errors
 

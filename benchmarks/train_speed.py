@@ -26,6 +26,8 @@ sys.path.insert(0, str(REPO))
 from monai_t1t2.training.module import TranslationModule  # noqa: E402
 
 UNET = {"name": "unet", "channels": [16, 32, 64, 128], "num_res_units": 1, "norm": "instance", "head": "residual"}
+WIDE_RES2 = dict(UNET, channels=[32, 64, 128, 256], num_res_units=2)  # the shipped network's backbone
+SHIPPED = dict(WIDE_RES2, refine=16)  # ... with its full-resolution refiner (the shipped bundle's network)
 CANDIDATES = {
     # name: (patch side, samples per step, generator, precision, channels_last, compile)
     "fp32": (32, 4, UNET, "fp32", False, False),
@@ -36,25 +38,20 @@ CANDIDATES = {
     "fp32_p64": (64, 1, UNET, "fp32", False, False),
     "fp32_wide": (32, 4, dict(UNET, channels=[32, 64, 128, 256]), "fp32", False, False),
     "fp32_narrow": (32, 4, dict(UNET, channels=[8, 16, 32, 64]), "fp32", False, False),
-    "fp32_wide_res2": (32, 4, dict(UNET, channels=[32, 64, 128, 256], num_res_units=2), "fp32", False, False),
-    "bf16_wide_res2": (32, 4, dict(UNET, channels=[32, 64, 128, 256], num_res_units=2), "bf16", False, False),
+    "fp32_wide_res2": (32, 4, WIDE_RES2, "fp32", False, False),
+    "bf16_wide_res2": (32, 4, WIDE_RES2, "bf16", False, False),
     "fp32_wide5": (32, 4, dict(UNET, channels=[32, 64, 128, 256, 512]), "fp32", False, False),
     "fp32_wide_p48": (48, 1, dict(UNET, channels=[32, 64, 128, 256]), "fp32", False, False),
     # the fine-tunes of the shipped network: 64^3 patches, one per step
-    "fp32_wide_res2_p64": (64, 1, dict(UNET, channels=[32, 64, 128, 256], num_res_units=2), "fp32", False, False),
-    "bf16_wide_res2_p64": (64, 1, dict(UNET, channels=[32, 64, 128, 256], num_res_units=2), "bf16", False, False),
+    "fp32_wide_res2_p64": (64, 1, WIDE_RES2, "fp32", False, False),
+    "bf16_wide_res2_p64": (64, 1, WIDE_RES2, "bf16", False, False),
     # ... with a full-resolution refiner of 8 or 16 channels (Generator's refine)
-    "bf16_wide_res2_p64_refine8": (64, 1, dict(UNET, channels=[32, 64, 128, 256], num_res_units=2, refine=8),
-                                   "bf16", False, False),
-    "bf16_wide_res2_p64_refine16": (64, 1, dict(UNET, channels=[32, 64, 128, 256], num_res_units=2, refine=16),
-                                    "bf16", False, False),
+    "bf16_wide_res2_p64_refine8": (64, 1, dict(WIDE_RES2, refine=8), "bf16", False, False),
+    "bf16_wide_res2_p64_refine16": (64, 1, SHIPPED, "bf16", False, False),
     # ... with the weights and the batch in channels-last layout (as Translator holds them on the CPU)
-    "fp32_wide_res2_p64_refine16_cl": (64, 1, dict(UNET, channels=[32, 64, 128, 256], num_res_units=2, refine=16),
-                                       "fp32", True, False),
-    "fp32_wide_res2_p64_refine16": (64, 1, dict(UNET, channels=[32, 64, 128, 256], num_res_units=2, refine=16),
-                                    "fp32", False, False),
-    "bf16_wide_res2_p64_refine16_cl": (64, 1, dict(UNET, channels=[32, 64, 128, 256], num_res_units=2, refine=16),
-                                       "bf16", True, False),
+    "fp32_wide_res2_p64_refine16_cl": (64, 1, SHIPPED, "fp32", True, False),
+    "fp32_wide_res2_p64_refine16": (64, 1, SHIPPED, "fp32", False, False),
+    "bf16_wide_res2_p64_refine16_cl": (64, 1, SHIPPED, "bf16", True, False),
 }
 
 

@@ -137,9 +137,10 @@ def main() -> None:
     checkpoints = {spec.split("=", 1)[0]: load_checkpoint(spec.split("=", 1)[1])[0] for spec in args.checkpoint}
 
     def prediction(module, case: dict) -> np.ndarray:
-        brain = nonzero_brain(case["t1"])
-        output = predict(module, case["t1"], brain)
-        return CalibrateTails()(output, brain) if args.tail_calibration else output
+        if "brain" not in case:  # one hole fill per case, for every checkpoint
+            case["brain"] = nonzero_brain(case["t1"])
+        output = predict(module, case["t1"], case["brain"])
+        return CalibrateTails()(output, case["brain"]) if args.tail_calibration else output
 
     training, training_factors = [], {name: {} for name in checkpoints}
     for index, subject in enumerate(tqdm(load_datalist(args.datalist, "training"), desc="training contrasts")):
