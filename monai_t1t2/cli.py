@@ -106,9 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
                               "range as the network wrote it (default: the model's; measured in benchmarks/README.md, "
                               "'Pinning the prediction's tails')")
     predict.add_argument("--precision", default="32-true", choices=("32-true", "bf16-mixed"),
-                         help="the network's arithmetic: float32, or bfloat16 autocast (on 2 CPU cores with AMX-bf16 "
-                              "0.55 of the network's time, SSIM within 0.0006 per subject: benchmarks/README.md, 'bfloat16 "
-                              "inference'; not measured on GPUs, emulated on CPUs without bfloat16 units)")
+                         help="the network's arithmetic: float32, or bfloat16 autocast (on 2 Intel Xeon cores with AMX-bf16 "
+                              "0.55 of the network's time, SSIM within 0.0006 per subject; not measured on GPUs). A CPU "
+                              "without native bfloat16 (AVX2 only, e.g. AMD EPYC Zen 3) runs float32 instead, with a warning")
     predict.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     predict.add_argument("--mask", help="brain mask of the (single) input, on its grid; overrides --mask-method")
     predict.add_argument("--mask-method", default="auto", choices=("auto", "nonzero", "network", "head"),

@@ -21,6 +21,7 @@ from monai_t1t2 import masks
 from monai_t1t2.inference import translation as inference
 from monai_t1t2.cli import main
 from monai_t1t2.errors import InvalidVolumeError, T1T2Error
+from monai_t1t2.hardware import cpu_has_native_bf16
 from monai_t1t2.nets.generators import build_generator
 
 BUNDLE = REPO / "bundles" / "t1t2_translation"
@@ -292,6 +293,8 @@ def test_translate_rejects_a_singular_or_non_finite_affine(translator, affine):
         inference.translate(MetaTensor(torch.as_tensor(synthetic_head())[None], affine=torch.as_tensor(affine)), translator)
 
 
+@pytest.mark.skipif(not cpu_has_native_bf16(), reason="this CPU has no native bfloat16 (AVX512-BF16 / AMX-BF16): "
+                    "bf16-mixed falls back to float32 here (test_bf16_falls_back_to_float32_on_a_cpu_without_it)")
 def test_bf16_precision_runs_the_convolutions_in_bfloat16_and_blends_in_float32(translator):
     """``precision="bf16-mixed"``: the network's convolutions see bfloat16 (autocast), the written volume is
     float32, close to the float32 run but not equal to it; an unknown precision is refused, naming the choices."""
@@ -313,6 +316,29 @@ def test_bf16_precision_runs_the_convolutions_in_bfloat16_and_blends_in_float32(
     assert ((mixed == 0) == (full == 0)).all(), "the background stays exactly 0"
     with pytest.raises(T1T2Error, match="32-true, bf16-mixed"):
         inference.translate(head, model=translator, affine=np.eye(4), precision="fp16")
+
+
+def test_bf16_falls_back_to_float32_on_a_cpu_without_it(translator, monkeypatch, capsys):
+    """On a CPU without native bfloat16 (emulated there, many times slower), ``bf16-mixed`` runs the
+    network in float32, the same volume as ``32-true``, with one warning line per process naming the CPU."""
+    monkeypatch.setattr(inference, "cpu_has_native_bf16", lambda: False)
+    inference._warn_bf16_fallback.cache_clear()
+    assert inference.check_precision("bf16-mixed", torch.device("cpu")) == "32-true"
+    assert inference.check_precision("bf16-mixed", None) == "bf16-mixed", "no device: nothing to decide yet"
+    head = synthetic_head()
+    seen = []
+    convolution = next(m for m in translator.network.modules() if isinstance(m, torch.nn.Conv3d))
+    hook = convolution.register_forward_hook(lambda module, inputs, output: seen.append(output.dtype))
+    try:
+        mixed = inference.translate(head, model=translator, affine=np.eye(4), precision="bf16-mixed")
+    finally:
+        hook.remove()
+    assert set(seen) == {torch.float32}
+    full = inference.translate(head, model=translator, affine=np.eye(4))
+    assert torch.equal(mixed, full)
+    warnings = [line for line in capsys.readouterr().err.splitlines() if "no native bfloat16" in line]
+    assert len(warnings) == 1 and "32-true" in warnings[0], warnings
+    inference._warn_bf16_fallback.cache_clear()
 
 
 def test_a_cpu_translator_holds_its_3d_weights_channels_last_and_writes_the_same(tiny_bundle):
@@ -450,11 +476,13 @@ def test_bundle_run_translates_a_folder(tmp_path, tiny_bundle):
     result = subprocess.run(command + ["--force", "true", "--precision", "bf16-mixed"], cwd=REPO, capture_output=True,
                             text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert json.loads((mixed / "sub-01_T1w_synT2.json").read_text())["NetworkPrecision"] == "bf16-mixed"
+    native = cpu_has_native_bf16()  # without it: float32, one warning line, recorded as 32-true
+    assert ("no native bfloat16" in result.stderr) is not native
+    assert json.loads((mixed / "sub-01_T1w_synT2.json").read_text())["NetworkPrecision"] == ("bf16-mixed" if native else "32-true")
     assert json.loads((out / "sub-01_T1w_synT2.json").read_text())["NetworkPrecision"] == "32-true"
     expected = inference.translate(data / "sub-01_T1w.nii.gz", model=tiny_bundle, device="cpu", precision="bf16-mixed")[0].numpy()
     np.testing.assert_allclose(nib.load(mixed / "sub-01_T1w_synT2.nii.gz").get_fdata(), expected, atol=1e-5)
-    assert not np.allclose(expected, written.get_fdata(), atol=1e-6)
+    assert np.allclose(expected, written.get_fdata(), atol=1e-6) is not native
 
 
 def test_bundle_metadata_validates_offline(tmp_path):

@@ -13,6 +13,7 @@ import torch
 
 from conftest import PAIRED, REPO, synthetic_head, write_nifti
 from monai_t1t2.cli import main
+from monai_t1t2.hardware import cpu_has_native_bf16
 from monai_t1t2.training.module import TranslationModule, export_generator
 from monai_t1t2.transforms import PercentileNormalise
 
@@ -475,7 +476,7 @@ def test_distribution_term_is_the_brain_histogram_distance_and_adds_to_the_total
 
 def test_a_refined_generator_fine_tunes_from_weights_without_a_refiner_and_exports_to_a_bundle(tmp_path):
     """--model.generator {..., refine: N} with --model.init_weights of a model without a refiner: the
-    run starts from those weights (the refiner's gate at 0) and trains, here in bf16-mixed precision
+    run starts from those weights (the refiner's gate at 0) and trains, here in bf16-mixed precision where the CPU has it,
     with its validation (which once failed on the SSIM's bf16 result); the bundle exported from it
     names the refiner in its network_def and translates as its checkpoint does."""
     from monai_t1t2.training.module import export_bundle
@@ -490,8 +491,9 @@ def test_a_refined_generator_fine_tunes_from_weights_without_a_refiner_and_expor
         assert torch.equal(module.generator.state_dict()[key], value), key
     assert module.generator.refine_gate == 0
     run = tmp_path / "run"
+    precision = "bf16-mixed" if cpu_has_native_bf16() else "32-true"  # bfloat16 is emulated, many times slower, without it
     assert main(train_command(data, run, "--trainer.max_epochs", "1", "--model.generator", json.dumps(dict(settings, refine=4)),
-                              "--model.init_weights", str(tmp_path / "plain.pt"), "--trainer.precision", "bf16-mixed")) == 0
+                              "--model.init_weights", str(tmp_path / "plain.pt"), "--trainer.precision", precision)) == 0
     checkpoint = next(run.rglob("last.ckpt"))
     logged = (next(run.rglob("metrics.csv"))).read_text()
     assert "val/ssim" in logged.splitlines()[0]  # it validated
@@ -546,3 +548,19 @@ def test_a_run_with_an_ema_of_the_weights_exports_the_average(tmp_path):
     exported = torch.load(str(tmp_path / "model.pt"), map_location="cpu", weights_only=True)
     for key, value in exported.items():
         torch.testing.assert_close(value.float(), average["generator." + key].half().float())
+
+
+def test_training_warns_when_bf16_is_emulated_on_this_cpu(monkeypatch, capsys):
+    """bf16-mixed on a CPU without native bfloat16 trains as asked, with one warning line; not on a GPU
+    run, not in float32, not on a CPU that has it."""
+    from monai_t1t2 import hardware
+    from monai_t1t2.training.module import warn_emulated_bf16
+
+    monkeypatch.setattr(hardware, "cpu_has_native_bf16", lambda: False)
+    assert warn_emulated_bf16({"precision": "bf16-mixed", "accelerator": "cpu"})
+    assert "no native bfloat16" in capsys.readouterr().err
+    assert not warn_emulated_bf16({"precision": "32-true", "accelerator": "cpu"})
+    assert not warn_emulated_bf16({"precision": "bf16-mixed", "accelerator": "gpu"})
+    monkeypatch.setattr(hardware, "cpu_has_native_bf16", lambda: True)
+    assert not warn_emulated_bf16({"precision": "bf16-mixed", "accelerator": "cpu"})
+    assert capsys.readouterr().err == ""

@@ -373,7 +373,7 @@ def run_batch(
         raise T1T2Error("--" + str(err).replace("sw_batch_size", "sw-batch-size").replace("flip_axes", "flip-axes")) from None
     if qc not in QC_MODES:
         raise T1T2Error(f"--qc {qc}: choose one of {', '.join(QC_MODES)}")
-    check_precision(precision, resolve_device(device))
+    precision = check_precision(precision, resolve_device(device))
     if mask_method not in MASK_METHODS:
         raise T1T2Error(f"--mask-method {mask_method}: choose one of {', '.join(MASK_METHODS)}")
     if devices < 1 or num_nodes < 1:
@@ -656,7 +656,7 @@ def translate_files(
         raise T1T2Error(f"mask method {mask_method!r}: choose one of {', '.join(MASK_METHODS)}")
     if mask is not None and not Path(mask).is_file():
         raise InvalidVolumeError(f"{mask}: mask file does not exist")
-    check_precision(precision, resolve_device(device) if not isinstance(model, Translator) else model.device)
+    precision = check_precision(precision, resolve_device(device) if not isinstance(model, Translator) else model.device)
     output_dir = Path(output_dir)
     targets = _planned_outputs(paths, output_dir, png, overwrite, protected=[mask] if mask is not None else [])
     check_memory(paths)

@@ -29,9 +29,11 @@ T2 units ``[0, 1]`` (the 0.5th-99.5th percentile range of a T2 inside the brain)
 
 from __future__ import annotations
 
+import functools
 import importlib.resources
 import math
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -43,6 +45,7 @@ from torch import nn
 
 from monai_t1t2.errors import InvalidVolumeError, T1T2Error
 from monai_t1t2.geometry import to_ras
+from monai_t1t2.hardware import cpu_has_native_bf16, cpu_name
 from monai_t1t2.io import PathLike, read_volume, spacing_of, validate_array
 from monai_t1t2.masks import MAX_BRAIN_ML, MIN_BRAIN_ML, brain_mask, mask_volume_ml
 from monai_t1t2.nets.generators import SliceWise, generator_entries, input_floor_of, patch_inferer, tails_calibrated_of
@@ -238,13 +241,29 @@ def load_translator(model: PathLike | Translator | None = None, device: str | to
 
 
 def check_precision(precision: str, device: torch.device | None = None) -> str:
-    """``precision`` if it is one of :data:`PRECISIONS` and ``device`` can run it (else T1T2Error)."""
+    """The precision to run: ``precision`` if it is one of :data:`PRECISIONS` and ``device`` can run it.
+
+    ``"bf16-mixed"`` on a CPU without native bfloat16 (no AVX512-BF16 / AMX-BF16, e.g. an AVX2-only AMD
+    EPYC) is emulated there and many times slower than float32: it falls back to ``"32-true"`` with one
+    warning line on stderr (once per process). A CUDA device without bfloat16 is refused (T1T2Error).
+    """
     if precision not in PRECISIONS:
         raise T1T2Error(f"--precision {precision}: choose one of {', '.join(PRECISIONS)}")
-    if (precision == "bf16-mixed" and device is not None and torch.device(device).type == "cuda"
-            and not torch.cuda.is_bf16_supported()):
+    if precision != "bf16-mixed" or device is None:
+        return precision
+    if torch.device(device).type == "cuda" and not torch.cuda.is_bf16_supported():
         raise T1T2Error("--precision bf16-mixed: this CUDA device has no bfloat16; use --precision 32-true")
+    if torch.device(device).type == "cpu" and not cpu_has_native_bf16():
+        _warn_bf16_fallback()
+        return "32-true"
     return precision
+
+
+@functools.lru_cache(maxsize=1)
+def _warn_bf16_fallback() -> None:
+    print(f"monai-t1t2: warning: --precision bf16-mixed: this CPU ({cpu_name()}) has no native bfloat16 "
+          "(AVX512-BF16 or AMX-BF16), where it is many times slower; running float32 (32-true) instead",
+          file=sys.stderr)
 
 
 def network_at(translator: Translator, precision: str = "32-true"):
@@ -421,10 +440,11 @@ def translate(
             percentile range as the network wrote it (:class:`~monai_t1t2.transforms.CalibrateTails`);
             None: as the model's postprocessing does (:func:`tails_calibrated`).
         precision: the network's arithmetic, ``"32-true"`` (float32) or ``"bf16-mixed"`` (bfloat16
-            autocast, :func:`network_at`). With model 0.16.0 on 2 CPU cores with AMX-bf16,
+            autocast, :func:`network_at`). With model 0.16.0 on 2 Intel Xeon cores with AMX-bf16,
             ``"bf16-mixed"`` took the sliding window 7.7 s instead of 13.9 s per test volume, and moved
             brain SSIM by -0.00003 ± 0.00024 per test subject (benchmarks/README.md, "bfloat16
-            inference"). It is fast only where the hardware has bfloat16.
+            inference"). It is fast only where the hardware has bfloat16; on a CPU without it
+            (AVX2 only) the network runs in float32 with a warning (:func:`check_precision`).
         stages: optional dict; the seconds spent resampling and in the network are added to its
             ``"resample"`` and ``"network"`` entries (the batch's per-stage timing).
 

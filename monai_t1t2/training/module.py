@@ -553,6 +553,22 @@ def add_links(parser) -> None:
     parser.link_arguments("data.patch_size", "model.patch_size")
 
 
+def warn_emulated_bf16(trainer: Any) -> bool:
+    """One warning line when a run asks for bfloat16 on a CPU that emulates it (no AVX512-BF16 / AMX-BF16:
+    many times slower than float32 there); True when it warned. The run goes on as asked."""
+    import sys
+
+    from monai_t1t2.hardware import cpu_has_native_bf16, cpu_name
+
+    precision, accelerator = str(trainer.get("precision") or ""), str(trainer.get("accelerator") or "auto")
+    on_cpu = accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available())
+    if not (precision.startswith("bf16") and on_cpu and not cpu_has_native_bf16()):
+        return False
+    print(f"monai-t1t2: warning: --trainer.precision {precision}: this CPU ({cpu_name()}) has no native bfloat16 "
+          "(AVX512-BF16 or AMX-BF16) and emulates it, many times slower than --trainer.precision 32-true", file=sys.stderr)
+    return True
+
+
 def run_training_cli(args: Sequence[str]) -> int:
     """``monai-t1t2 train ...``: LightningCLI over :class:`TranslationModule` and the data module."""
     import warnings
@@ -570,6 +586,10 @@ def run_training_cli(args: Sequence[str]) -> int:
 
         def _parse_ckpt_path(self) -> None:
             _parse_checkpoint_hparams(self)
+
+        def before_instantiate_classes(self) -> None:
+            config = self.config.get(self.config.get("subcommand"), self.config) if "subcommand" in self.config else self.config
+            warn_emulated_bf16(config.get("trainer", {}))
 
     _CLI(TranslationModule, PairedDataModule, args=list(args), seed_everything_default=0,
          save_config_kwargs={"overwrite": True})
