@@ -524,8 +524,8 @@ def test_generator_settings_that_cannot_be_built_give_one_line_errors(tmp_path, 
 
 
 def test_a_run_with_an_ema_of_the_weights_exports_the_average(tmp_path):
-    """Lightning's EMAWeightAveraging on the command line (benchmarks/README.md, "An exponential moving
-    average of the weights"): the checkpoint's state_dict holds the average, and that is what
+    """Lightning's EMAWeightAveraging on the command line (candidate ft64hr7e, CHANGELOG.md; commit
+    c83d2e8): the checkpoint's state_dict holds the average, and that is what
     export_generator and generator_weights take, not the last step's weights. With decay 0.5 and
     two steps the average is the mean of the two steps' weights, so it must differ from the last's."""
     from monai_t1t2.nets.generators import generator_weights
