@@ -17,7 +17,7 @@ Variants:
   recipe carries: ``3d_l1_ssim`` (none), ``3d_tumour``, ``3d_perceptual``, ``3d_region_stats``,
   ``3d_anatomy`` (perceptual + tumour), ``3d_all`` (the three) (see :func:`variants`); with
   ``--init-from`` they fine-tune a trained checkpoint's generator instead of starting from scratch
-  (the loss-term ablation of benchmarks/README.md).
+  (the loss-term ablation of benchmarks/README.md at 8a776e7).
 
 Prints per-case tables (SSIM / PSNR / MAE in the brain, tumour SSIM and MAE beside the same outside the
 tumour, tumour contrast error, ``R_z``) and the group means, says on which subjects a model does not beat

@@ -48,7 +48,7 @@ class Generator(nn.Module):
     convolutions (``refine`` channels) read the T1 and the residual head's output and add their
     correction through a second gate that starts at 0 (ReZero again). MONAI's ``UNet`` computes its
     full-resolution output from half-resolution features alone, through one stride-2 transposed
-    convolution to a single channel; that convolution writes a 2-voxel ripple (benchmarks/README.md,
+    convolution to a single channel; that convolution writes a 2-voxel ripple (benchmarks/README.md at 8a776e7,
     "bf16-mixed and a full-resolution refiner"). The refiner sees every voxel of the T1 and that
     output, so it can remove the ripple and add detail at the T1's own resolution; a model without it
     loads into one with it (:func:`add_refiner`) and starts from exactly what it computed.

@@ -43,7 +43,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 BRAINCHOP_DIR_ENV = "MONAI_T1T2_BRAINCHOP_DIR"
 DEFAULT_MODEL = "model30chan18cls"
 # brainchop's grey/white tissue model: it labels the brain voxels the parcellation leaves "Unknown"
-# (the blurry cortex of thick-slice scans; benchmarks/README.md, "Labelled share of the brain").
+# (the blurry cortex of thick-slice scans; benchmarks/README.md at 8a776e7, "Labelled share of the brain").
 DEFAULT_TISSUE_MODEL = "model5_gw_ae"
 TISSUE_TO_LABEL = {"White Matter": "Cerebral-White-Matter", "Grey Matter": "Cerebral-Cortex"}
 BRAIN_MASK_MODEL = "mindgrab"

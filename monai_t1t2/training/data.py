@@ -148,7 +148,7 @@ class PairedDataModule(pl.LightningDataModule):
         augment: spatial augmentation (pair-preserving flips and a small random affine).
         input_floor: smallest normalised T1 value inside the brain. 0 (default, every shipped model): the
             darkest 0.5 % of the brain take the background's 0 and come out dark; :data:`~monai_t1t2.transforms.INPUT_FLOOR`
-            keeps them apart, but a 0.8.0 fine-tune with it scored worse on validation (benchmarks/README.md,
+            keeps them apart, but a 0.8.0 fine-tune with it scored worse on validation (benchmarks/README.md at 8a776e7,
             "The brain's darkest 0.5 %"). A generator with ``mask_input`` needs it. It is applied last, in
             float32, after the cache and the augmentation, so the floored voxels hold exactly the floor.
             The export step writes it into the bundle's preprocessing.
