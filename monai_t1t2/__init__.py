@@ -15,7 +15,7 @@ Public API (imported lazily so ``import monai_t1t2`` stays fast):
 
 from importlib import import_module
 
-__version__ = "0.1.0"
+__version__ = "0.17.0"
 
 _API = {
     "read_volume": "monai_t1t2.io",

@@ -42,7 +42,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
                        mask=args.mask, mask_method=args.mask_method, force=args.force, qc=args.qc,
                        manifest=args.manifest, report=args.report, devices=args.devices, num_nodes=args.num_nodes,
                        datalist_key=args.datalist_key, flip_axes=args.flip_axes, calibrate_tails=args.calibrate_tails,
-                       precision=args.precision)
+                       precision=args.precision,
+                       uncertainty=args.uncertainty_level if args.uncertainty else None)
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
@@ -109,6 +110,13 @@ def build_parser() -> argparse.ArgumentParser:
                          help="the network's arithmetic: float32, or bfloat16 autocast (on 2 Intel Xeon cores with AMX-bf16 "
                               "0.55 of the network's time, SSIM within 0.0006 per subject; not measured on GPUs). A CPU "
                               "without native bfloat16 (AVX2 only, e.g. AMD EPYC Zen 3) runs float32 instead, with a warning")
+    predict.add_argument("--uncertainty", action="store_true",
+                         help="also write <stem>_synT2_lower.nii.gz / _upper.nii.gz: per voxel, the interval that holds "
+                              "the real T2 with probability --uncertainty-level (split conformal, calibrated on subjects "
+                              "the model never trained on), and the predicted brain SSIM in the sidecar and manifest; "
+                              "one more pass of the network (docs/user-guide.md, 'The trust map')")
+    predict.add_argument("--uncertainty-level", type=float, default=0.9, metavar="P",
+                         help="the interval's probability (default 0.9)")
     predict.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     predict.add_argument("--mask", help="brain mask of the (single) input, on its grid; overrides --mask-method")
     predict.add_argument("--mask-method", default="auto", choices=("auto", "nonzero", "network", "head"),

@@ -54,7 +54,7 @@ from monai_t1t2.errors import GridMismatchError, InvalidVolumeError
 from monai_t1t2.io import PathLike, check_same_grid, read_volume
 from monai_t1t2.geometry import bounding_box, dilate, to_ras
 from monai_t1t2.regions import REGION_GROUPS, TUMOUR_GROUP, labels_to_groups
-from monai_t1t2.transforms import PercentileNormalise
+from monai_t1t2.transforms import LOWER_PERCENTILE, UPPER_PERCENTILE, PercentileNormalise
 
 SSIM_KERNEL_SIZE = 11
 SSIM_KERNEL_SIGMA = 1.5
@@ -64,6 +64,8 @@ DATA_RANGE = 1.0
 MIN_SLICE_VOXELS = 1000
 TUMOUR_MARGIN_VOXELS = 3
 WHITE_MATTER_GROUP = 1
+# Float32 rounding of an interval's normalisation map: a bound clipped at 0 or 1 still covers a reference at 0 or 1.
+COVERAGE_TOLERANCE = 1e-5
 
 # Metrics printed by the ``evaluate`` command (the JSON holds every key).
 TABLE_COLUMNS = ("ssim", "psnr", "mae", "r_z", "slice_flicker", "tumour_contrast_error")
@@ -253,11 +255,12 @@ def _as_array(volume: np.ndarray | torch.Tensor, role: str) -> np.ndarray:
     return array
 
 
-def _prepare_inputs(pred, ref, mask, tumor_seg, labels, groups=None) -> dict[str, np.ndarray | None]:
+def _prepare_inputs(pred, ref, mask, tumor_seg, labels, groups=None, lower=None, upper=None) -> dict[str, np.ndarray | None]:
     """Load, reorient and grid-check every input; return ``(X, Y, Z)`` arrays (None when not given)."""
     from monai.data import MetaTensor
 
-    given = {"ref": ref, "pred": pred, "mask": mask, "tumor_seg": tumor_seg, "labels": labels, "groups": groups}
+    given = {"ref": ref, "pred": pred, "mask": mask, "tumor_seg": tumor_seg, "labels": labels, "groups": groups,
+             "lower": lower, "upper": upper}
     loaded = {role: _to_ras(_load(v, role, allow_constant=role in ("mask", "tumor_seg", "labels", "groups")))
               for role, v in given.items() if v is not None}
     grids = [(role, v) for role, v in loaded.items() if isinstance(v, MetaTensor)]
@@ -274,6 +277,36 @@ def _prepare_inputs(pred, ref, mask, tumor_seg, labels, groups=None) -> dict[str
     return arrays
 
 
+def interval_scores(pred_n: np.ndarray, ref_n: np.ndarray, lower_n: np.ndarray, upper_n: np.ndarray,
+                    brain: np.ndarray, tumour: np.ndarray | None = None, error_threshold: float = 0.15) -> dict[str, float]:
+    """How an interval holds against the real T2, all in normalised units, inside ``brain``.
+
+    Returns ``coverage``, ``width`` (mean ``upper - lower``), their tumour / non-tumour versions
+    (NaN without a tumour), and ``width_auroc``: the AUROC of the width for voxels whose absolute error
+    exceeds ``error_threshold`` (0.5: the width does not rank the errors; NaN when no voxel or every voxel
+    does).
+    """
+    from scipy.stats import rankdata
+
+    brain = np.asarray(brain, dtype=bool)
+    covered = (ref_n >= lower_n - COVERAGE_TOLERANCE) & (ref_n <= upper_n + COVERAGE_TOLERANCE)
+    width = upper_n - lower_n
+    scores = {"coverage": float(covered[brain].mean()), "width": float(width[brain].mean())}
+    for name, region in (("tumour", tumour), ("non_tumour", None if tumour is None else ~np.asarray(tumour, bool))):
+        selection = brain & np.asarray(region, bool) if region is not None else None
+        good = selection is not None and selection.any()
+        scores[f"coverage_{name}"] = float(covered[selection].mean()) if good else float("nan")
+        scores[f"width_{name}"] = float(width[selection].mean()) if good else float("nan")
+    large = np.abs(pred_n - ref_n)[brain] > error_threshold
+    positives, negatives = int(large.sum()), int((~large).sum())
+    if positives and negatives:
+        ranks = rankdata(width[brain])
+        scores["width_auroc"] = float((ranks[large].sum() - positives * (positives + 1) / 2) / (positives * negatives))
+    else:
+        scores["width_auroc"] = float("nan")
+    return scores
+
+
 # ----- the protocol -------------------------------------------------------------------------
 def evaluate(
     pred: VolumeLike,
@@ -283,6 +316,8 @@ def evaluate(
     labels: VolumeLike | None = None,
     label_names: Sequence[str] | None = None,
     groups: VolumeLike | None = None,
+    lower: VolumeLike | None = None,
+    upper: VolumeLike | None = None,
 ) -> dict[str, float]:
     """Score a synthetic T2 against the real T2 with the protocol of ``EVALUATION.md``.
 
@@ -297,6 +332,9 @@ def evaluate(
             the default parcellation model (read only when ``labels`` is given).
         groups: region group codes (:data:`monai_t1t2.regions.REGION_GROUPS`), instead of ``labels``
             (not both): the parcellation already mapped to groups, tumour voxels group 7 or not.
+        lower, upper: the synthetic T2's interval (``predict --uncertainty``), the same kinds, in its
+            units: mapped by the prediction's own normalisation map and scored by :func:`interval_scores`
+            (``coverage``, ``width``, their tumour / non-tumour versions, ``width_auroc``).
 
     Returns:
         ``{"psnr", "mae", "ssim", "ssim_tumour", "ssim_non_tumour", "mae_non_tumour", "e_z", "e_xy", "r_z",
@@ -313,7 +351,9 @@ def evaluate(
     """
     if labels is not None and groups is not None:
         raise ValueError("give labels or groups, not both")
-    inputs = _prepare_inputs(pred, ref, mask, tumor_seg, labels, groups)
+    if (lower is None) != (upper is None):
+        raise ValueError("give both lower and upper, or neither")
+    inputs = _prepare_inputs(pred, ref, mask, tumor_seg, labels, groups, lower, upper)
     ref_array, pred_array = inputs["ref"].astype(np.float32), inputs["pred"].astype(np.float32)
     brain = ref_array > 0 if inputs["mask"] is None else inputs["mask"] > 0
     if not brain.any():
@@ -341,7 +381,19 @@ def evaluate(
     scores["slice_flicker"] = slice_flicker(error, brain)
     scores.update(_region_scores(pred_n, ref_n, brain, inputs["tumor_seg"], inputs["labels"], label_names,
                                  inputs["groups"]))
+    if inputs["lower"] is not None:
+        bounds = [normalise_like(inputs[key].astype(np.float32), pred_array, brain) for key in ("lower", "upper")]
+        scores.update(interval_scores(pred_n, ref_n, *bounds, brain, tumour))
     return scores
+
+
+def normalise_like(image: np.ndarray, reference: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """``image`` under ``reference``'s protocol normalisation map (its 0.5th / 99.5th percentiles in ``mask``),
+    clipped to ``[0, 1]``, 0 outside ``mask``: an interval scored in its prediction's units."""
+    inside = np.asarray(mask, dtype=bool)
+    low, high = np.percentile(reference[inside], [LOWER_PERCENTILE, UPPER_PERCENTILE])
+    scale = max(float(high - low), 1e-6)
+    return np.where(inside, np.clip((image - low) / scale, 0, 1), 0).astype(np.float32)
 
 
 def _region_scores(pred_n: np.ndarray, ref_n: np.ndarray, brain: np.ndarray, tumor_seg: np.ndarray | None,

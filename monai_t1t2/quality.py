@@ -401,6 +401,34 @@ def quality_report(
             "metrics": {k: round(float(v), 6) for k, v in metrics.items()}, "unusable_slices": bad}
 
 
+def image_problems(t1) -> list[str]:
+    """The cheap checks of an input T1, run before any network: the QC verdict (noise only, ghosting, no
+    usable slice) as reasons prefixed ``QC:`` (empty list: none)."""
+    report = quality_report(t1)
+    return [] if report["passed"] else [f"QC: {reason}" for reason in report["reasons"]]
+
+
+def brain_volume_problems(mask: np.ndarray | torch.Tensor, spacing: Sequence[float]) -> list[str]:
+    """The brain-volume gate: the brain mask against an adult brain's :data:`~monai_t1t2.masks.MIN_BRAIN_ML`
+    to :data:`~monai_t1t2.masks.MAX_BRAIN_ML`."""
+    from monai_t1t2.masks import MAX_BRAIN_ML, MIN_BRAIN_ML, mask_volume_ml
+
+    volume = mask_volume_ml(mask, spacing)
+    if MIN_BRAIN_ML <= volume <= MAX_BRAIN_ML:
+        return []
+    return [f"the brain mask holds {volume:.0f} ml, outside an adult brain's "
+            f"{MIN_BRAIN_ML:.0f}-{MAX_BRAIN_ML:.0f} ml (not a brain, a partial brain, or a wrong mask)"]
+
+
+def input_problems(t1, mask: np.ndarray | torch.Tensor) -> list[str]:
+    """Why a T1 (a ``MetaTensor`` with its affine) is not a plausible brain to translate (empty list:
+    plausible): :func:`brain_volume_problems` of ``mask``, then :func:`image_problems`. The package's one
+    rule set for its inputs; ``predict`` runs :func:`image_problems` before the brain mask is made."""
+    from monai_t1t2.io import spacing_of
+
+    return brain_volume_problems(mask, spacing_of(t1.affine)) + image_problems(t1)
+
+
 class QualityControl(Transform):
     """Array transform: ``(1, X, Y, Z)`` image -> its :func:`quality_report` dict (the image is not changed)."""
 

@@ -22,6 +22,7 @@ from monai_t1t2.inference import translation as inference
 from monai_t1t2.cli import main
 from monai_t1t2.errors import InvalidVolumeError, T1T2Error
 from monai_t1t2.hardware import cpu_has_native_bf16
+from monai_t1t2.quality import input_problems
 from monai_t1t2.nets.generators import build_generator
 
 BUNDLE = REPO / "bundles" / "t1t2_translation"
@@ -611,11 +612,11 @@ def test_predict_refuses_a_non_brain_input_and_force_translates_it_with_a_warnin
 def test_a_real_brain_is_plausible_and_a_slab_of_it_is_not():
     t1 = inference.read_volume(PAIRED / "TCGA-DU-7294" / "t1.nii.gz")
     mask = masks.brain_mask(t1)
-    assert inference.input_problems(t1, mask) == []
+    assert input_problems(t1, mask) == []
     slab = t1.clone()
     slab[..., :60] = 0
     slab[..., 75:] = 0  # a 15 mm slab of brain
-    problems = inference.input_problems(slab, masks.brain_mask(slab))
+    problems = input_problems(slab, masks.brain_mask(slab))
     assert any("outside an adult brain" in p for p in problems), problems
 
 

@@ -13,7 +13,7 @@
 - **Manifest** (``manifest``: ``.json`` list or ``.csv``; default ``OUT/manifest.json``): one row per
   input, rewritten atomically after every input, so a killed batch keeps what it did.
 - **QC gate** (``qc``): ``reject`` (default) does not translate an input that fails
-  :func:`monai_t1t2.inference.translation.input_problems`; ``flag`` translates it and records the reasons; ``off``
+  :func:`monai_t1t2.quality.input_problems`; ``flag`` translates it and records the reasons; ``off``
   skips the checks.
 - **Many devices and nodes**: ``devices > 1`` or ``num_nodes > 1`` run Lightning's ``Trainer.predict``
   (DDP; under SLURM ``srun`` and ``torchrun`` too): each rank translates the inputs ``rank::world``
@@ -49,7 +49,7 @@ from monai_t1t2.inference.translation import (
     _as_mask,
     check_memory,
     check_precision,
-    input_problems,
+    check_uncertainty,
     load_translator,
     memory_problem,
     model_file,
@@ -69,14 +69,17 @@ from monai_t1t2.io import (
     volume_stem,
     write_volume,
 )
+from monai.data import MetaTensor
+
 from monai_t1t2.nets.generators import patch_inferer
 from monai_t1t2.masks import MASK_METHODS, brain_mask, mask_volume_ml, resolve_mask_method
+from monai_t1t2.quality import brain_volume_problems, image_problems
 
 QC_MODES = ("reject", "flag", "off")
 THUMBNAILS = ".thumbnails"
 PARTS = ".manifest-parts"
 MANIFEST_FIELDS = ("input", "input_sha256", "output", "status", "qc_passed", "qc_reasons", "brain_ml", "mask_method",
-                   "device", "seconds", "error")
+                   "predicted_ssim", "device", "seconds", "error")
 
 
 class InputRejected(T1T2Error):
@@ -147,6 +150,7 @@ class Settings:
     flip_axes: list[int] | None = None
     calibrate_tails: bool | None = None
     precision: str = "32-true"
+    uncertainty: float | None = None
     png: bool = False
     overwrite: bool = False
     mask_method: str = "auto"
@@ -169,16 +173,21 @@ def translate_one(path: Path, target: Path, translator, settings: Settings) -> d
     clock = StageClock(stages)
     t1 = read_volume(path)
     clock.lap("read")
-    if settings.mask is not None:
+    # The cheap checks first: an input QC refuses is refused before the brain-mask network runs over it.
+    problems = image_problems(t1) if settings.qc != "off" else []
+    clock.lap("qc")
+    if problems and settings.qc == "reject":
+        mask, method = None, None
+    elif settings.mask is not None:
         mask, method = _as_mask(settings.mask, t1), f"file {settings.mask}"
     else:
         method = resolve_mask_method(t1, settings.mask_method)
         mask = brain_mask(t1, method, translator.device)
     clock.lap("mask")
-    problems = input_problems(t1, mask) if settings.qc != "off" else []
-    clock.lap("qc")
+    if mask is not None and settings.qc != "off":
+        problems = brain_volume_problems(mask, spacing_of(t1.affine)) + problems
     row = {"input": str(path), "output": str(target), "mask_method": method, "device": str(translator.device),
-           "brain_ml": round(mask_volume_ml(mask, spacing_of(t1.affine)), 1),
+           "brain_ml": round(mask_volume_ml(mask, spacing_of(t1.affine)), 1) if mask is not None else None,
            "qc_passed": not problems if settings.qc != "off" else None, "qc_reasons": problems}
     if problems and settings.qc == "reject":
         if settings.thumbnails:
@@ -189,22 +198,33 @@ def translate_one(path: Path, target: Path, translator, settings: Settings) -> d
         raise rejected
     if problems:
         print(f"monai-t1t2: warning: {path}: translated although {'; '.join(problems)}", file=sys.stderr)
-    synthetic = translate(t1, translator, mask=mask, overlap=settings.overlap, sw_batch_size=settings.sw_batch_size,
-                          stages=stages, flip_axes=settings.flip_axes, calibrate_tails=settings.calibrate_tails,
-                          precision=settings.precision)
+    result = translate(t1, translator, mask=mask, overlap=settings.overlap, sw_batch_size=settings.sw_batch_size,
+                       stages=stages, flip_axes=settings.flip_axes, calibrate_tails=settings.calibrate_tails,
+                       precision=settings.precision, uncertainty=settings.uncertainty)
+    synthetic, bounds = (result[0], result[1:]) if settings.uncertainty is not None else (result, ())
+    predicted = float(synthetic.meta["predicted_ssim"]) if bounds else None
+    width = MetaTensor(bounds[1].as_tensor() - bounds[0].as_tensor(), affine=synthetic.affine) if bounds else None
     clock.reset()
-    # The sidecar first: an output with a matching sidecar is complete; a sidecar alone is an interrupted one.
-    write_sidecar(target, path, translator, settings, method, problems)
-    write_volume(synthetic, target, reference=path, overwrite=True,
-                 inputs=[*settings.inputs, *([settings.mask] if settings.mask else [])],
+    # The sidecar first: an output with a matching sidecar is complete; a sidecar alone is an interrupted
+    # one. The synthetic T2 itself last, after its interval.
+    write_sidecar(target, path, translator, settings, method, problems, predicted)
+    inputs = [*settings.inputs, *([settings.mask] if settings.mask else [])]
+    for bound, bound_path, side in zip(bounds, interval_paths(target), ("lower", "upper")):
+        write_volume(bound, bound_path, reference=path, overwrite=True, inputs=inputs,
+                     descrip=f"synthetic T2w {side} {settings.uncertainty:g} bound, monai-t1t2 {monai_t1t2.__version__}",
+                     intent_name=f"synthetic T2w {side}")
+    write_volume(synthetic, target, reference=path, overwrite=True, inputs=inputs,
                  descrip=f"synthetic T2w, monai-t1t2 {monai_t1t2.__version__}", intent_name="synthetic T2w")
     if settings.png:
         save_translation_png(t1, synthetic, target.with_name(f"{volume_stem(target)}.png"),
-                             title=f"{path.name} -> synthetic T2")
+                             title=f"{path.name} -> synthetic T2" + (f", predicted SSIM {predicted:.2f}" if bounds else ""),
+                             width=width, level=settings.uncertainty)
     clock.lap("write")
     if settings.thumbnails:
-        _thumbnail(t1, synthetic, settings.output_dir, path)
+        _thumbnail(t1, synthetic, settings.output_dir, path, width, settings.uncertainty)
         clock.lap("thumbnail")
+    if bounds:
+        row["predicted_ssim"] = round(predicted, 4)
     row.update(status="translated", seconds=round(time.time() - started, 2), sidecar=str(sidecar_path(target)),
                stage_seconds={name: round(value, 3) for name, value in stages.items()})
     return row
@@ -215,9 +235,15 @@ def _thumbnail_path(output_dir: Path, path: Path) -> Path:
     return output_dir / THUMBNAILS / f"{volume_stem(output_path(path, output_dir))}.png"
 
 
-def _thumbnail(t1, synthetic, output_dir: Path, path: Path) -> None:
+def _thumbnail(t1, synthetic, output_dir: Path, path: Path, width=None, level: float | None = None) -> None:
 
-    save_translation_png(t1, synthetic, _thumbnail_path(output_dir, path))
+    save_translation_png(t1, synthetic, _thumbnail_path(output_dir, path), width=width, level=level)
+
+
+def interval_paths(target: Path) -> tuple[Path, Path]:
+    """``<stem>_synT2_lower.nii.gz`` and ``<stem>_synT2_upper.nii.gz`` beside ``<stem>_synT2.nii.gz``."""
+    stem = volume_stem(target)
+    return target.with_name(f"{stem}_lower.nii.gz"), target.with_name(f"{stem}_upper.nii.gz")
 
 
 # ----------------------------------------------------------------------------- resumable outputs
@@ -281,7 +307,7 @@ def write_report(rows: Sequence[dict], path: Path, output_dir: Path, title: str 
         body.append(
             f"<tr class='{html.escape(str(row.get('status')))}'><td>{html.escape(str(row.get('status')))}</td>"
             f"<td>{html.escape(str(row['input']))}</td><td>{html.escape(reasons)}</td>"
-            f"<td>{html.escape(str(row.get('brain_ml', '')))}</td><td>{html.escape(str(row.get('seconds', '')))}</td>"
+            f"<td>{html.escape(str('' if row.get('brain_ml') is None else row['brain_ml']))}</td><td>{html.escape(str(row.get('seconds', '')))}</td>"
             f"<td>{html.escape(str(row.get('output', '')))}</td><td>{image(row)}</td></tr>")
     page = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
@@ -359,6 +385,7 @@ def run_batch(
     flip_axes: Sequence[int] | None = None,
     calibrate_tails: bool | None = None,
     precision: str = "32-true",
+    uncertainty: float | None = None,
 ) -> int:
     """``monai-t1t2 predict``: translate a collection; exit status (module docstring).
 
@@ -374,6 +401,7 @@ def run_batch(
     if qc not in QC_MODES:
         raise T1T2Error(f"--qc {qc}: choose one of {', '.join(QC_MODES)}")
     precision = check_precision(precision, resolve_device(device))
+    check_uncertainty(uncertainty, model)
     if mask_method not in MASK_METHODS:
         raise T1T2Error(f"--mask-method {mask_method}: choose one of {', '.join(MASK_METHODS)}")
     if devices < 1 or num_nodes < 1:
@@ -405,7 +433,8 @@ def run_batch(
         if target in seen_targets:
             raise OutputExistsError(f"{path} and {seen_targets[target]} would both write {target}; rename one or run them apart")
         seen_targets[target] = path
-        candidates = [target, sidecar_path(target)] + ([target.with_name(f"{target.name[:-7]}.png")] if png else [])
+        candidates = ([target, sidecar_path(target)] + ([target.with_name(f"{target.name[:-7]}.png")] if png else [])
+                      + (list(interval_paths(target)) if uncertainty is not None else []))
         for candidate in candidates:
             check_output_path(candidate, inputs=protected, overwrite=True)  # never an input, location writable
         if not path.is_file():
@@ -415,6 +444,8 @@ def run_batch(
             continue
         input_hash = _sha256(path)
         state = output_state(target, input_hash, model_hash)
+        if state == "complete" and uncertainty is not None and not all(p.is_file() for p in interval_paths(target)):
+            state = "interrupted"  # translated before without the interval: translate again
         if state == "complete" and not overwrite:
             rows_before.append({"input": str(path), "input_sha256": input_hash, "output": str(target),
                                 "status": "skipped", "error": None})
@@ -431,7 +462,7 @@ def run_batch(
         jobs.append({"input": str(path), "output": str(target), "input_sha256": input_hash})
     settings = Settings(output_dir=output_dir, model=model, device=device, overlap=overlap,
                         sw_batch_size=sw_batch_size, flip_axes=None if flip_axes is None else list(flip_axes),
-                        calibrate_tails=calibrate_tails, precision=precision,
+                        calibrate_tails=calibrate_tails, precision=precision, uncertainty=uncertainty,
                         png=png, overwrite=overwrite, mask_method=mask_method,
                         mask=Path(mask) if mask is not None else None, qc=qc, thumbnails=report is not None,
                         inputs=list(paths))
@@ -569,7 +600,7 @@ def model_version(model: PathLike) -> str | None:
 
 
 def write_sidecar(target: Path, source: Path, translator: Translator, settings: Settings, mask_method: str,
-                  problems: Sequence[str]) -> Path:
+                  problems: Sequence[str], predicted_ssim: float | None = None) -> Path:
     """The provenance sidecar of one synthetic T2 (written atomically): the batch ``settings`` it was
     translated with, where a setting left at ``None`` reads as the model's own (its inferer's mirror
     axes, its tails step)."""
@@ -592,11 +623,19 @@ def write_sidecar(target: Path, source: Path, translator: Translator, settings: 
         "Units": "normalised T2 (0.5th-99.5th brain percentile range mapped to [0, 1])",
         "DateCreated": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
+    if settings.uncertainty is not None:
+        trust = translator.trust
+        lower, upper = interval_paths(target)
+        record.update(PredictedSSIM=round(float(predicted_ssim), 4), Uncertainty={
+            "Level": settings.uncertainty, "Lower": lower.name, "Upper": upper.name, "Method": trust.method,
+            "Features": list(trust.features), "CalibrationSubjects": list(trust.subjects),
+            "Meaning": f"per voxel, the real T2 (in the protocol's normalised units) lies in [lower, upper] with "
+                       f"probability {settings.uncertainty:g} on subjects like the calibration subjects"})
     return atomic_write_text(json.dumps(record, indent=2) + "\n", sidecar_path(target), overwrite=True)
 
 
 def _planned_outputs(paths: Sequence[Path], output_dir: Path, png: bool, overwrite: bool,
-                     protected: Sequence[PathLike] = ()) -> list[Path]:
+                     protected: Sequence[PathLike] = (), interval: bool = False) -> list[Path]:
     """Output paths of every input, all checked free (and distinct) before anything is translated."""
 
     check_output_dir(output_dir)
@@ -606,7 +645,8 @@ def _planned_outputs(paths: Sequence[Path], output_dir: Path, png: bool, overwri
         if target in seen:
             raise OutputExistsError(f"{path} and {seen[target]} would both write {target}; rename one or run them apart")
         seen[target] = path
-        for candidate in [target, sidecar_path(target)] + ([target.with_name(f"{volume_stem(target)}.png")] if png else []):
+        for candidate in ([target, sidecar_path(target)] + ([target.with_name(f"{volume_stem(target)}.png")] if png else [])
+                          + (list(interval_paths(target)) if interval else [])):
             check_output_path(candidate, inputs=[*paths, *protected], overwrite=overwrite)
     return targets
 
@@ -625,6 +665,7 @@ def translate_files(
     mask: PathLike | None = None,
     force: bool = False,
     precision: str = "32-true",
+    uncertainty: float | None = None,
 ) -> list[Path]:
     """Translate each T1 file into ``<output_dir>/<stem>_synT2.nii.gz`` (and ``.png`` with ``png``).
 
@@ -632,13 +673,15 @@ def translate_files(
     needs is estimated from its header before the network is loaded; inputs are never written over;
     each output is written atomically with the input's affine and header, marked synthetic in its
     header, with a JSON sidecar ``<stem>_synT2.json`` (provenance). An input that fails
-    :func:`input_problems` (QC reject, brain volume outside the adult range) is refused with the
+    :func:`monai_t1t2.quality.input_problems` (QC reject, brain volume outside the adult range) is refused with the
     reason unless ``force``, which translates it with a warning (recorded in the sidecar).
     ``progress`` shows a tqdm bar over files on an interactive terminal.
 
     Args:
         mask: a brain-mask file on the grid of the (single) input; overrides ``mask_method``.
         precision: the network's arithmetic, ``"32-true"`` or ``"bf16-mixed"`` (:func:`translate`).
+        uncertainty: a level (e.g. 0.9): also write ``<stem>_synT2_lower.nii.gz`` / ``_upper.nii.gz``,
+            the interval holding the real T2 with that probability, and the predicted SSIM in the sidecar.
 
     Returns:
         The written volume paths, in input order.
@@ -657,13 +700,15 @@ def translate_files(
     if mask is not None and not Path(mask).is_file():
         raise InvalidVolumeError(f"{mask}: mask file does not exist")
     precision = check_precision(precision, resolve_device(device) if not isinstance(model, Translator) else model.device)
+    check_uncertainty(uncertainty, model)
     output_dir = Path(output_dir)
-    targets = _planned_outputs(paths, output_dir, png, overwrite, protected=[mask] if mask is not None else [])
+    targets = _planned_outputs(paths, output_dir, png, overwrite, protected=[mask] if mask is not None else [],
+                               interval=uncertainty is not None)
     check_memory(paths)
     translator = load_translator(model, device)
     settings = Settings(output_dir=output_dir, overlap=overlap, sw_batch_size=sw_batch_size, png=png,
                         overwrite=overwrite, mask_method=mask_method, mask=Path(mask) if mask is not None else None,
-                        qc="flag" if force else "reject", inputs=paths, precision=precision)
+                        qc="flag" if force else "reject", inputs=paths, precision=precision, uncertainty=uncertainty)
     for path, target in zip(tqdm(paths, desc="translating", unit="volume", disable=None if progress else True), targets):
         translate_one(path, target, translator, settings)
     return targets
@@ -672,7 +717,7 @@ def translate_files(
 def translate_folder(dataset_dir: PathLike, output_dir: PathLike, model: PathLike | Translator | None = None,
                      device: str | torch.device | None = None, overlap: float | None = None, sw_batch_size: int | None = None,
                      png: bool = False, overwrite: bool = False, mask_method: str = "auto", force: bool = False,
-                     precision: str = "32-true") -> list[Path]:
+                     precision: str = "32-true", uncertainty: float | None = None) -> list[Path]:
     """The bundle's ``run``: translate every ``dataset_dir/*.nii.gz`` (and ``*.nii``) into ``output_dir``.
 
     Errors a user can cause end the run with one line on stderr, in the bundle's terms (its
@@ -689,7 +734,7 @@ def translate_folder(dataset_dir: PathLike, output_dir: PathLike, model: PathLik
             raise T1T2Error(f"dataset_dir {folder}: holds no *.nii.gz or *.nii file")
         return translate_files(paths, output_dir, model=model, device=device, overlap=overlap,
                                sw_batch_size=sw_batch_size, png=png, overwrite=overwrite, mask_method=mask_method,
-                               force=force, precision=precision)
+                               force=force, precision=precision, uncertainty=uncertainty)
     except T1T2Error as err:
         message = str(err).replace("pass --overwrite", "pass --overwrite true").replace("pass --force", "pass --force true")
         print(f"monai-t1t2 bundle: error: {message}", file=sys.stderr)
@@ -701,11 +746,11 @@ def run_predict(inputs: Sequence[PathLike], output_dir: PathLike, model: PathLik
                 mask: PathLike | None = None, mask_method: str = "auto", force: bool = False, qc: str = "reject",
                 manifest: PathLike | None = None, report: PathLike | None = None, devices: int = 1,
                 num_nodes: int = 1, datalist_key: str = "test", flip_axes: Sequence[int] | None = None,
-                calibrate_tails: bool | None = None, precision: str = "32-true") -> int:
+                calibrate_tails: bool | None = None, precision: str = "32-true", uncertainty: float | None = None) -> int:
     """``monai-t1t2 predict``: translate a collection (:func:`monai_t1t2.inference.batch.run_batch`); exit status."""
     from monai_t1t2.inference.batch import run_batch
 
     return run_batch(inputs, output_dir, model=model, device=device, overlap=overlap, sw_batch_size=sw_batch_size,
                      png=png, overwrite=overwrite, mask=mask, mask_method=mask_method, qc="flag" if force else qc,
                      manifest=manifest, report=report, devices=devices, num_nodes=num_nodes, datalist_key=datalist_key,
-                     flip_axes=flip_axes, calibrate_tails=calibrate_tails, precision=precision)
+                     flip_axes=flip_axes, calibrate_tails=calibrate_tails, precision=precision, uncertainty=uncertainty)

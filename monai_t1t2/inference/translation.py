@@ -16,8 +16,8 @@ A bundle's ``configs/inference.json`` holds the three as config items, so they c
 The brain mask and its rule are :mod:`monai_t1t2.masks`' (:func:`~monai_t1t2.masks.brain_mask`).
 
 Before translating a file, :func:`translate_files` (``monai-t1t2 predict``, the bundle) checks that
-the input is plausible: the package's QC (:func:`monai_t1t2.quality.quality_report`) passes and the brain
-mask holds an adult brain's volume (:data:`MIN_BRAIN_ML` to :data:`MAX_BRAIN_ML`); otherwise the file is
+the input is plausible (:func:`monai_t1t2.quality.input_problems`: the QC verdict, checked before the brain
+mask is made, and the brain mask's volume against an adult brain's); otherwise the file is
 refused with the reason (``force=True`` / ``--force`` translates it with a warning). The working set is
 estimated from the headers before the network is loaded, and inputs that would not fit in memory are
 refused. Every output says it is synthetic: NIfTI ``descrip`` and ``intent_name``, and a BIDS-style
@@ -36,7 +36,7 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, NamedTuple, Sequence
 
 import numpy as np
 import torch
@@ -47,8 +47,9 @@ from monai_t1t2.errors import InvalidVolumeError, T1T2Error
 from monai_t1t2.geometry import to_ras
 from monai_t1t2.hardware import cpu_has_native_bf16, cpu_name
 from monai_t1t2.io import PathLike, read_volume, spacing_of, validate_array
-from monai_t1t2.masks import MAX_BRAIN_ML, MIN_BRAIN_ML, brain_mask, mask_volume_ml
+from monai_t1t2.masks import brain_mask
 from monai_t1t2.nets.generators import SliceWise, generator_entries, input_floor_of, patch_inferer, tails_calibrated_of
+from monai_t1t2.uncertainty import CALIBRATION_FILE, TrustCalibration, trust_features
 
 # Package data (``importlib.resources``): ``monai_t1t2/bundles`` links to the top-level ``bundles/``; a wheel holds a copy.
 DEFAULT_BUNDLE = Path(str(importlib.resources.files("monai_t1t2") / "bundles" / "t1t2_translation"))
@@ -74,6 +75,8 @@ class Translator:
         source: where it came from (for messages).
         preprocessing, inferer, postprocessing: the pipeline around the network (a bundle's config
             components); None: those of :func:`monai_t1t2.transforms.translation_components`.
+        trust: the model's :class:`~monai_t1t2.uncertainty.TrustCalibration` (a bundle's
+            ``models/trust_calibration.json``), None where it has none: then no interval can be given.
     """
 
     network: nn.Module
@@ -84,6 +87,7 @@ class Translator:
     preprocessing: Any = None
     inferer: Any = None
     postprocessing: Any = None
+    trust: Any = None
 
     def __post_init__(self) -> None:
         self.roi_size = tuple(int(v) for v in self.roi_size)
@@ -151,7 +155,8 @@ def build_translator(network: nn.Module, weights: PathLike | None, roi_size: Seq
                      postprocessing=None) -> Translator:
     """A :class:`Translator` from a built network and a state-dict file (None keeps its weights).
 
-    This is what a bundle's ``configs/inference.json`` instantiates (``network_def`` + ``models/model.pt``).
+    This is what a bundle's ``configs/inference.json`` instantiates (``network_def`` + ``models/model.pt``);
+    a trust calibration beside the weights (``models/trust_calibration.json``) comes with it.
     """
     if weights is not None:
         if not Path(weights).is_file():
@@ -160,8 +165,10 @@ def build_translator(network: nn.Module, weights: PathLike | None, roi_size: Seq
                 "(monai_t1t2.training.module.export_generator) to this path, or pass --model BUNDLE_DIR / CHECKPOINT.ckpt"
             )
         network = _load_state(network, weights)
+    calibration = Path(weights).parent / CALIBRATION_FILE if weights is not None else None
+    trust = TrustCalibration.load(calibration) if calibration is not None and calibration.is_file() else None
     return Translator(network, tuple(roi_size), spatial_dims, resolve_device(device), str(weights or "random weights"),
-                      preprocessing, inferer, postprocessing)
+                      preprocessing, inferer, postprocessing, trust)
 
 
 def _bundle_translator(bundle_dir: Path, device: str | torch.device | None, weights: Path | None = None) -> Translator:
@@ -283,25 +290,6 @@ def network_at(translator: Translator, precision: str = "32-true"):
 # ----------------------------------------------------------------------------- brain masks
 
 
-def input_problems(t1: MetaTensor, mask: torch.Tensor) -> list[str]:
-    """Why a T1 is not a plausible brain to translate (empty list: plausible).
-
-    The package's QC verdict (noise only, ghosting, no usable slice) and the brain volume inside
-    ``mask`` against the adult range :data:`MIN_BRAIN_ML`-:data:`MAX_BRAIN_ML`.
-    """
-    from monai_t1t2.quality import quality_report
-
-    problems = []
-    volume = mask_volume_ml(mask, spacing_of(t1.affine))
-    if not MIN_BRAIN_ML <= volume <= MAX_BRAIN_ML:
-        problems.append(f"the brain mask holds {volume:.0f} ml, outside an adult brain's "
-                        f"{MIN_BRAIN_ML:.0f}-{MAX_BRAIN_ML:.0f} ml (not a brain, a partial brain, or a wrong mask)")
-    report = quality_report(t1)
-    if not report["passed"]:
-        problems += [f"QC: {reason}" for reason in report["reasons"]]
-    return problems
-
-
 def available_memory_bytes() -> int | None:
     """``MemAvailable`` of ``/proc/meminfo`` (None where it cannot be read)."""
     try:
@@ -415,7 +403,8 @@ def translate(
     flip_axes: Sequence[int] | None = None,
     calibrate_tails: bool | None = None,
     precision: str = "32-true",
-) -> MetaTensor:
+    uncertainty: float | None = None,
+) -> MetaTensor | TrustedTranslation:
     """Translate a T1-weighted volume into a synthetic T2-weighted volume on the same grid.
 
     Args:
@@ -447,10 +436,16 @@ def translate(
             (AVX2 only) the network runs in float32 with a warning (:func:`check_precision`).
         stages: optional dict; the seconds spent resampling and in the network are added to its
             ``"resample"`` and ``"network"`` entries (the batch's per-stage timing).
+        uncertainty: a level in ``(0.5, 0.995)`` (e.g. ``0.9``): also return the interval that holds
+            the real T2 with that probability, per voxel (:mod:`monai_t1t2.uncertainty`: one more pass
+            of the network, mirrored); needs a model with a trust calibration (the shipped bundle has one).
 
     Returns:
         float32 ``MetaTensor`` ``(1, X, Y, Z)`` with the input's affine; normalised T2 units in
-        ``[0, 1]`` inside the brain, exactly 0 outside it.
+        ``[0, 1]`` inside the brain, exactly 0 outside it. With ``uncertainty``: a
+        :class:`TrustedTranslation` ``(synthetic, lower, upper)``, the three on that grid, each with
+        ``meta["predicted_ssim"]`` (the brain SSIM the case is expected to reach) and
+        ``meta["uncertainty_level"]``.
 
     Raises:
         InvalidVolumeError: unreadable or invalid input, or a mask on another grid.
@@ -461,9 +456,38 @@ def translate(
         >>> t2.shape, t2.affine.shape  # doctest: +SKIP
         (torch.Size([1, 240, 240, 155]), torch.Size([4, 4]))
     """
+    translator = load_translator(model, device)
+    trust = trust_of(translator, uncertainty) if uncertainty is not None else None
+    synthetic, features, inside = _translate_parts(image, translator, affine, mask, mask_method, overlap, sw_batch_size,
+                                                   stages, flip_axes, calibrate_tails, precision, trust is not None)
+    if trust is None:
+        return synthetic
+    scale = trust.scale(features.as_tensor().numpy())
+    lower, upper = trust.interval(synthetic[0].numpy(), scale, inside, uncertainty)
+    meta = {"predicted_ssim": trust.predicted_ssim(scale, inside), "uncertainty_level": float(uncertainty)}
+    synthetic.meta.update(meta)
+    bounds = [MetaTensor(torch.from_numpy(bound)[None], affine=synthetic.affine.clone(),
+                         meta={"filename_or_obj": synthetic.meta["filename_or_obj"], **meta}) for bound in (lower, upper)]
+    return TrustedTranslation(synthetic, *bounds)
+
+
+def translate_with_features(image: PathLike | np.ndarray | torch.Tensor, model: PathLike | Translator | None = None,
+                            device: str | torch.device | None = None, affine: np.ndarray | None = None,
+                            mask: PathLike | np.ndarray | torch.Tensor | None = None,
+                            mask_method: str = "auto") -> tuple[MetaTensor, MetaTensor, np.ndarray]:
+    """The synthetic T2 (as :func:`translate` writes it), the trust map's scale features
+    (:func:`monai_t1t2.uncertainty.trust_features`, ``(K, X, Y, Z)``) and the brain mask, all on the input's
+    grid: what :func:`monai_t1t2.uncertainty.fit_calibration` fits a model's trust calibration on."""
+    return _translate_parts(image, load_translator(model, device), affine, mask, mask_method, None, None, None, None,
+                            None, "32-true", True)
+
+
+def _translate_parts(image, translator: Translator, affine, mask, mask_method, overlap, sw_batch_size, stages,
+                     flip_axes, calibrate_tails, precision, with_features: bool):
+    """:func:`translate`'s work: the synthetic T2, with ``with_features`` the trust features on the input grid
+    (else None), and the input-grid brain as a bool array."""
     t1 = _as_volume(image, affine)
     name = t1.meta.get("filename_or_obj", "T1")
-    translator = load_translator(model, device)
     network = network_at(translator, precision)
     inferer = translator.inferer
     if overlap is not None or sw_batch_size is not None or flip_axes is not None:
@@ -482,15 +506,88 @@ def translate(
     clock.lap("resample")
     with torch.inference_mode():
         prediction = inferer(data["image"][None].to(translator.device), network)[0].float().cpu()
+        mirrored = _mirrored_prediction(translator, inferer, data["image"], network) if with_features else None
     clock.lap("network")
-    # The network's output with the T1's transform history, for the postprocessing's Invertd.
-    data["pred"] = MetaTensor(prediction, meta=data["image"].meta, applied_operations=data["image"].applied_operations)
     postprocessing = translator.postprocessing
     if calibrate_tails is not None and calibrate_tails != tails_calibrated(postprocessing):
         postprocessing = with_tail_calibration(postprocessing, calibrate_tails)
-    synthetic = postprocessing(data)["pred"]
+    synthetic = _to_input_grid(postprocessing, data, prediction)
     clock.lap("resample")
-    return MetaTensor(synthetic.as_tensor().float(), affine=t1.affine.clone(), meta={"filename_or_obj": name})
+    synthetic = MetaTensor(synthetic.as_tensor().float(), affine=t1.affine.clone(), meta={"filename_or_obj": name})
+    inside = input_mask.cpu().numpy().reshape(synthetic.shape[1:]) > 0
+    if not with_features:
+        return synthetic, None, inside
+    features = trust_features(prediction, mirrored, data["image"], data["brain"])
+    features = _to_input_grid(with_tail_calibration(translator.postprocessing, False), data, features)
+    clock.lap("resample")
+    return synthetic, features, inside
+
+
+class TrustedTranslation(NamedTuple):
+    """``translate(..., uncertainty=level)``: the synthetic T2 and the interval that holds the real T2 with
+    probability ``level`` per voxel, three ``MetaTensor`` on the input's grid in the output's units."""
+
+    synthetic: MetaTensor
+    lower: MetaTensor
+    upper: MetaTensor
+
+
+def trust_of(translator: Translator, level: float) -> TrustCalibration:
+    """The model's trust calibration, checked against ``level`` and the model's weights, before any work."""
+    trust = translator.trust
+    if trust is None:
+        raise T1T2Error(f"{translator.source}: this model has no trust calibration ({CALIBRATION_FILE} in its bundle's "
+                        "models/); calibrate it (benchmarks/uncertainty.py --calibrate) or translate without --uncertainty")
+    if not isinstance(level, (int, float)) or not math.isfinite(level):
+        raise T1T2Error(f"--uncertainty-level {level}: a probability, e.g. 0.9")
+    trust.quantile(float(level))  # refuses a level outside the calibrated table
+    if trust.model_sha256 and Path(translator.source).is_file() and _file_sha256(translator.source) != trust.model_sha256:
+        raise T1T2Error(f"{translator.source}: its {CALIBRATION_FILE} was calibrated for other weights; "
+                        "recalibrate it or translate without --uncertainty")
+    return trust
+
+
+def check_uncertainty(level: float | None, model: PathLike | Translator | None) -> None:
+    """Before any work: ``level`` is a probability the model's trust calibration covers, and the model has
+    one (read from its bundle's ``models/``, without loading the network). None: nothing to check."""
+    if level is None:
+        return
+    if isinstance(model, Translator):
+        trust_of(model, level)
+        return
+    path = Path(model) if model is not None else DEFAULT_BUNDLE
+    bundle = path if path.is_dir() else path.parent.parent
+    calibration = bundle / "models" / CALIBRATION_FILE
+    if not calibration.is_file():
+        raise T1T2Error(f"--uncertainty: {path} has no trust calibration ({CALIBRATION_FILE} in its bundle's models/); "
+                        "calibrate it (benchmarks/uncertainty.py --calibrate) or translate without --uncertainty")
+    if not isinstance(level, (int, float)) or not math.isfinite(level):
+        raise T1T2Error(f"--uncertainty-level {level}: a probability, e.g. 0.9")
+    TrustCalibration.load(calibration).quantile(float(level))
+
+
+def _file_sha256(path: PathLike) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _mirrored_prediction(translator: Translator, inferer, image: torch.Tensor, network) -> torch.Tensor:
+    """The network's output for the left-right mirrored T1 (RAS axis 0), mirrored back: one more sliding window."""
+    plain = getattr(inferer, "inferer", inferer)  # a mirror-averaging inferer's own window
+    return plain(image[None].flip(2).to(translator.device), network)[0].flip(1).float().cpu()
+
+
+def _to_input_grid(postprocessing, data: dict, values: torch.Tensor) -> MetaTensor:
+    """Network-grid ``values`` ``(C, X, Y, Z)`` through ``postprocessing`` (masks, the inverse of the
+    preprocessing) onto the input's grid, with the T1's transform history for its ``Invertd``."""
+    image = data["image"]
+    staged = dict(data, pred=MetaTensor(values, meta=image.meta, applied_operations=image.applied_operations))
+    return postprocessing(staged)["pred"]
 
 
 def tails_calibrated(postprocessing) -> bool:
@@ -538,13 +635,20 @@ class StageClock:
 # ----------------------------------------------------------------------------- files and CLI
 
 
-def save_translation_png(t1: MetaTensor, synthetic: MetaTensor | None, path: PathLike, title: str = "") -> Path:
-    """Three-plane PNG: T1 above synthetic T2 (T1 alone when ``synthetic`` is None), reoriented to RAS."""
+def save_translation_png(t1: MetaTensor, synthetic: MetaTensor | None, path: PathLike, title: str = "",
+                         width: MetaTensor | None = None, level: float | None = None) -> Path:
+    """Three-plane PNG: T1 above synthetic T2 (T1 alone when ``synthetic`` is None), reoriented to RAS; with
+    ``width`` (``upper - lower`` of the ``level`` interval) a third row: the width over the T1 (bright: not to be trusted)."""
     from monai_t1t2.viz import save_three_plane_png
 
     volumes = [to_ras(MetaTensor(v.as_tensor(), affine=v.affine.clone())) for v in (t1, synthetic) if v is not None]
-    return save_three_plane_png(path, volumes, ["T1", "synthetic T2"][:len(volumes)], title=title,
-                                spacing=spacing_of(volumes[0].affine))
+    titles = ["T1", "synthetic T2"][:len(volumes)]
+    overlays = None
+    if width is not None:
+        volumes.append(volumes[0])
+        titles.append(f"{level:g} interval width on T1" if level is not None else "interval width on T1")
+        overlays = [None] * (len(volumes) - 1) + [to_ras(MetaTensor(width.as_tensor(), affine=width.affine.clone()))]
+    return save_three_plane_png(path, volumes, titles, title=title, spacing=spacing_of(volumes[0].affine), overlays=overlays)
 
 
 def describe(translator: Translator) -> dict[str, Any]:

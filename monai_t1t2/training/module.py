@@ -470,6 +470,7 @@ def bundle_inference_config(network_def: dict[str, Any], roi_size: Sequence[int]
         "flip_axes": [],
         "calibrate_tails": components.pop("calibrate_tails"),
         "precision": "32-true",
+        "uncertainty": None,
         "mask_method": "auto",
         "png": False,
         "overwrite": False,
@@ -483,7 +484,7 @@ def bundle_inference_config(network_def: dict[str, Any], roi_size: Sequence[int]
         "evaluator": {"_target_": "monai_t1t2.inference.batch.translate_folder", "dataset_dir": "@dataset_dir",
                       "output_dir": "@output_dir", "model": "@translator", "png": "@png", "overwrite": "@overwrite",
                       "mask_method": "@mask_method", "force": "@force", "precision": "@precision",
-                      "_mode_": "callable"},
+                      "uncertainty": "@uncertainty", "_mode_": "callable"},
         "run": ["$@evaluator()"],
     }
 
