@@ -31,6 +31,8 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from monai_t1t2.io import read_volume
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"
 BUNDLE = REPO / "bundles" / "t1t2_translation"
@@ -78,17 +80,23 @@ def sha256(path: Path) -> str:
 def translated(case: str, files: dict[str, Path], translator, cache: Path, model_hash: str) -> dict[str, np.ndarray]:
     """The synthetic T2, the trust features and the brain of one subject (cached per model)."""
     from monai_t1t2.inference.translation import translate_with_features
+    from monai_t1t2.io import read_volume, spacing_of
+    from monai_t1t2.uncertainty import input_features
 
     path = cache / "trust" / model_hash[:12] / f"{case}.npz"
     if not path.is_file():
         started = time.perf_counter()
         synthetic, features, inside = translate_with_features(files["t1"], translator)
         path.parent.mkdir(parents=True, exist_ok=True)
-        np.savez_compressed(path, synthetic=synthetic[0].numpy(), features=features.as_tensor().numpy().astype(np.float16),
-                            inside=inside)
+        np.savez_compressed(path, synthetic=synthetic[0].numpy(), features=features[:4].astype(np.float16), inside=inside)
         print(f"  {case}: translated with features in {time.perf_counter() - started:.0f} s", flush=True)
     with np.load(path) as data:
-        return {key: data[key] for key in data.files}
+        parts = {key: data[key] for key in data.files}
+    # The cache holds the network-grid features; the input-grid ones are recomputed as translate() does.
+    t1 = read_volume(files["t1"])
+    own = input_features(t1.as_tensor()[0].numpy(), parts["inside"], spacing_of(t1.affine))
+    parts["features"] = np.concatenate([parts["features"].astype(np.float32), own])
+    return parts
 
 
 def reference(files: dict[str, Path]) -> tuple[np.ndarray, np.ndarray]:
@@ -124,7 +132,7 @@ def calibrate(args) -> None:
     baseline = {"levels": calibration.levels, "half_widths": [float(np.quantile(constant, level, method="higher"))
                                                                for level in calibration.levels]}
     (args.cache_dir / "trust" / model_hash[:12] / "constant_baseline.json").write_text(json.dumps(baseline))
-    print(f"wrote {target}: weights {np.round(calibration.weights, 4).tolist()} ({', '.join(calibration.features)}), "
+    print(f"wrote {target}: weights {np.round(calibration.weights, 4).tolist()} (intercept, {', '.join(calibration.terms)}), "
           f"q(0.9) {calibration.quantile(0.9):.3f}, SSIM = {calibration.ssim_intercept:.3f} + "
           f"{calibration.ssim_slope:.3f} x mean scale")
 
@@ -161,16 +169,36 @@ def score(args) -> None:
             figure(args.out / f"{case}.png", files, synthetic, t2, lower, upper, brain, tumour)
     mean = {key: float(np.mean([r[key] for r in rows.values()])) for key in next(iter(rows.values())) if key != "group"}
     rows["mean of 12"] = {"group": "", **mean}
-    if args.cost:
-        rows_cost = cost(args, translator)
-    else:
-        rows_cost = None
-    table = format_table(rows, args.level, calibration, rows_cost)
+    rows_cost = cost(args, translator) if args.cost else None
+    rows_ood = out_of_distribution(args, translator) if args.ood else None
+    table = format_table(rows, args.level, calibration, rows_cost, rows_ood)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "uncertainty.json").write_text(json.dumps({"level": args.level, "calibration_subjects": calibration.subjects,
-                                                           "rows": rows, "cost": rows_cost}, indent=1))
+                                                           "rows": rows, "cost": rows_cost,
+                                                           "out_of_distribution": rows_ood}, indent=1))
     (args.out / "uncertainty.md").write_text(table)
     print(table)
+
+
+OOD_INPUTS = {  # inputs the model was not made for, built from ../shared (none is a calibration subject)
+    "T2 given as the T1 (Brats18_CBICA_ARZ_1)": SHARED / "cohort" / "Brats18_CBICA_ARZ_1" / "t2.nii.gz",
+    "T2 given as the T1 (TCGA-DU-7294)": SHARED / "paired" / "TCGA-DU-7294" / "t2.nii.gz",
+    "raw 5.5 mm clinical stack with skull (TCGA-FG-6692)": SHARED / "raw" / "TCGA-FG-6692" / "t1.nii.gz",
+}
+
+
+def out_of_distribution(args, translator) -> list[dict]:
+    """The predicted SSIM and the QC verdict of inputs the model was not made for (translated with force)."""
+    from monai_t1t2.inference.translation import translate
+    from monai_t1t2.quality import image_problems
+
+    rows = []
+    for name, path in OOD_INPUTS.items():
+        synthetic, _, _ = translate(path, translator, uncertainty=args.level)
+        problems = image_problems(read_volume(path))
+        rows.append({"input": name, "predicted_ssim": float(synthetic.meta["predicted_ssim"]), "qc_problems": problems})
+        print(f"  {name}: predicted SSIM {rows[-1]['predicted_ssim']:.3f}; QC: {problems or 'passed'}", flush=True)
+    return rows
 
 
 def cost(args, translator) -> list[dict]:
@@ -189,7 +217,7 @@ def cost(args, translator) -> list[dict]:
     return rows
 
 
-def format_table(rows: dict, level: float, calibration, cost_rows) -> str:
+def format_table(rows: dict, level: float, calibration, cost_rows, ood_rows=None) -> str:
     lines = [f"Interval level {level}; calibrated on {', '.join(calibration.subjects)}.", "",
              "| case | group | coverage | tumour cov. | width | width tumour / normal | AUROC | constant: cov. / width / tumour cov. | SSIM | predicted SSIM |",
              "|---|---|---|---|---|---|---|---|---|---|"]
@@ -204,6 +232,9 @@ def format_table(rows: dict, level: float, calibration, cost_rows) -> str:
         lines += ["", "| case | translate (s) | with the interval (s) | ratio | hardware |", "|---|---|---|---|---|"]
         lines += [f"| {r['case']} | {r['plain']:.1f} | {r['uncertainty']:.1f} | {r['ratio']:.2f} | {r['hardware']} |"
                   for r in cost_rows]
+    if ood_rows:
+        lines += ["", "| input the model was not made for | predicted SSIM | QC |", "|---|---|---|"]
+        lines += [f"| {r['input']} | {r['predicted_ssim']:.3f} | {'; '.join(r['qc_problems']) or 'passed'} |" for r in ood_rows]
     return "\n".join(lines) + "\n"
 
 
@@ -243,6 +274,7 @@ def main(argv=None) -> None:
     parser.add_argument("--calibrate", action="store_true", help="fit and write the bundle's trust calibration")
     parser.add_argument("--level", type=float, default=0.9)
     parser.add_argument("--cost", type=int, default=0, help="time translate with and without the interval on N test subjects")
+    parser.add_argument("--ood", action="store_true", help="also translate inputs the model was not made for")
     parser.add_argument("--cache-dir", type=Path, default=REPO / "cache")
     parser.add_argument("--figure-case", default="Brats18_CBICA_ARZ_1")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "uncertainty")

@@ -101,10 +101,10 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--flip-axes", type=int, nargs="*", metavar="AXIS",
                          help="mirror test-time augmentation: also translate the T1 mirrored along these RAS axes "
                               "(0 = left-right) and average; each axis adds one pass of the network (default: the model's, none; "
-                              "measured in benchmarks/README.md, 'Mirror averaging')")
+                              "measured in benchmarks/README.md at 8a776e7, 'Mirror averaging')")
     predict.add_argument("--calibrate-tails", action=argparse.BooleanOptionalAction, default=None,
                          help="put the synthetic brain's 0.5th / 99.5th percentiles at 0 / 1, its 2nd-98th percentile "
-                              "range as the network wrote it (default: the model's; measured in benchmarks/README.md, "
+                              "range as the network wrote it (default: the model's; measured in benchmarks/README.md at 8a776e7, "
                               "'Pinning the prediction's tails')")
     predict.add_argument("--precision", default="32-true", choices=("32-true", "bf16-mixed"),
                          help="the network's arithmetic: float32, or bfloat16 autocast (on 2 Intel Xeon cores with AMX-bf16 "

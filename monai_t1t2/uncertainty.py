@@ -2,13 +2,15 @@
 
 Method (``"normalised split conformal, mirror spread + local features"``):
 
-1. **Scale features** on the network's 1 mm RAS grid (:func:`trust_features`), no reference needed:
-   the spread of the network under its left-right mirror (``|f(x) - flip f(flip x)|``, one more pass of
-   the sliding window), the local gradient magnitude of the prediction (edges, where misregistration
-   and partial volume make errors), the predicted level itself, and the local texture of the T1
-   (standard deviation in a Gaussian window: lesions and tumours are heterogeneous).
-2. **A scale** ``s(x) = max(floor, w0 + w . features)`` with non-negative weights ``w`` fitted by
-   non-negative least squares to the absolute error on calibration subjects (:func:`fit_calibration`).
+1. **Scale features**, no reference needed: on the network's 1 mm RAS grid (:func:`trust_features`) the
+   spread of the network under its left-right mirror (``|f(x) - flip f(flip x)|``, one more pass of the
+   sliding window), the local gradient magnitude of the prediction (edges, where misregistration and
+   partial volume make errors), the predicted level itself and the local texture of the T1 (standard
+   deviation in a Gaussian window); on the input's own grid (:func:`input_features`) the T1's normalised
+   level and each voxel's depth in the brain (mm to its edge).
+2. **A scale** ``s(x) = max(floor, w0 + w . terms)`` over :func:`scale_basis`' terms of those features,
+   with non-negative weights ``w`` fitted by non-negative least squares to the absolute error on
+   calibration subjects (:func:`fit_calibration`).
 3. **Split conformal prediction** (normalised residuals): on voxels of the calibration subjects that
    the fit did not see, the scores ``|error| / s`` give, for each level ``a``, the quantile ``q_a``; the
    interval is ``synthetic +/- q_a s`` clipped to ``[0, 1]`` (:meth:`TrustCalibration.interval`). Each
@@ -39,9 +41,13 @@ from scipy import ndimage
 from monai_t1t2.errors import T1T2Error
 from monai_t1t2.io import PathLike, atomic_write_text
 
-#: The scale features, in the order of :func:`trust_features`' channels.
-FEATURES = ("mirror_spread", "gradient", "level", "t1_texture")
-METHOD = "normalised split conformal: mirror spread, gradient, level and T1 texture (monai_t1t2.uncertainty)"
+#: The scale features: :func:`trust_features`' channels (network grid) then :func:`input_features`' (input grid).
+FEATURES = ("mirror_spread", "gradient", "level", "t1_texture", "t1_level", "depth_mm")
+#: The scale's terms (:func:`scale_basis`), after the intercept.
+TERMS = ("mirror_spread", "gradient", "level", "t1_texture", "level above 0.3", "level above 0.6", "t1 below 0.3",
+         "1 / (1 + depth_mm)")
+METHOD = ("normalised split conformal: a non-negative linear scale of the mirror spread, the gradient and level of "
+          "the prediction, the T1's texture, level and depth in the brain (monai_t1t2.uncertainty)")
 DEFAULT_LEVEL = 0.9
 #: The calibration file a bundle keeps beside its weights.
 CALIBRATION_FILE = "trust_calibration.json"
@@ -52,7 +58,7 @@ LEVEL_TABLE = tuple(round(0.5 + 0.005 * i, 3) for i in range(100))  # 0.5 ... 0.
 
 def trust_features(prediction: torch.Tensor, mirrored: torch.Tensor, t1: torch.Tensor,
                    brain: torch.Tensor) -> torch.Tensor:
-    """The scale features (:data:`FEATURES`) on the network grid.
+    """The network-grid scale features (the first four of :data:`FEATURES`).
 
     Args:
         prediction: ``(1, X, Y, Z)`` the network's output; ``mirrored``: the same from the
@@ -60,7 +66,7 @@ def trust_features(prediction: torch.Tensor, mirrored: torch.Tensor, t1: torch.T
         t1: ``(1, X, Y, Z)`` the network's (normalised) T1 input; ``brain``: ``(1, X, Y, Z)`` mask.
 
     Returns:
-        float32 ``(len(FEATURES), X, Y, Z)``, 0 outside the brain.
+        float32 ``(4, X, Y, Z)``, 0 outside the brain.
     """
     inside = np.asarray(brain[0].cpu(), dtype=bool)
     a = np.asarray(prediction[0].detach().cpu(), dtype=np.float32)
@@ -72,6 +78,26 @@ def trust_features(prediction: torch.Tensor, mirrored: torch.Tensor, t1: torch.T
     texture = np.sqrt(np.clip(ndimage.gaussian_filter(x * x, TEXTURE_SIGMA) - mean * mean, 0, None))
     stack = np.stack([spread, gradient, np.clip(a, 0, 1), texture]).astype(np.float32) * inside
     return torch.from_numpy(stack)
+
+
+def input_features(t1: np.ndarray, inside: np.ndarray, spacing: Sequence[float]) -> np.ndarray:
+    """The features read on the input's own grid: the T1 normalised by its brain percentiles (the
+    protocol's map) and each brain voxel's distance to the brain's edge in mm; float32 ``(2, X, Y, Z)``."""
+    from monai_t1t2.transforms import PercentileNormalise
+
+    inside = np.asarray(inside, dtype=bool)
+    level = np.asarray(PercentileNormalise()(np.asarray(t1, dtype=np.float32), inside), dtype=np.float32)
+    depth = ndimage.distance_transform_edt(inside, sampling=[float(v) for v in spacing]).astype(np.float32)
+    return np.stack([level, depth])
+
+
+def scale_basis(features: np.ndarray) -> np.ndarray:
+    """The scale's terms (:data:`TERMS`) from the raw :data:`FEATURES` ``(6, ...)``: the four network features,
+    hinges of the predicted level (CSF-bright and mid-grey voxels err differently), dark T1 (CSF, lesions)
+    and closeness to the brain's edge (partial volume, skull-stripping differences); ``(8, ...)``."""
+    spread, gradient, level, texture, t1_level, depth = np.asarray(features, dtype=np.float32)
+    return np.stack([spread, gradient, level, texture, np.clip(level - 0.3, 0, None), np.clip(level - 0.6, 0, None),
+                     np.clip(0.3 - t1_level, 0, None), 1.0 / (1.0 + depth)])
 
 
 @dataclass
@@ -87,13 +113,15 @@ class TrustCalibration:
     subjects: list[str]
     method: str = METHOD
     features: list[str] = field(default_factory=lambda: list(FEATURES))
+    terms: list[str] = field(default_factory=lambda: list(TERMS))
     model_sha256: str | None = None
 
     def scale(self, features: np.ndarray | torch.Tensor) -> np.ndarray:
-        """``(K, ...)`` features -> the scale ``s`` ``(...)`` (at least :attr:`floor`)."""
-        values = np.asarray(features, dtype=np.float32)
-        if values.shape[0] != len(self.weights) - 1:
-            raise T1T2Error(f"trust calibration: {values.shape[0]} features given, {len(self.weights) - 1} fitted")
+        """:data:`FEATURES` ``(6, ...)`` -> the scale ``s`` ``(...)`` (at least :attr:`floor`)."""
+        if np.shape(features)[0] != len(FEATURES) or len(self.weights) != len(TERMS) + 1:
+            raise T1T2Error(f"trust calibration: {np.shape(features)[0]} features given for {len(self.weights) - 1} "
+                            f"fitted terms; this package computes {len(FEATURES)} features and {len(TERMS)} terms")
+        values = scale_basis(features)
         weights = np.asarray(self.weights, dtype=np.float32)
         return np.maximum(self.floor, weights[0] + np.tensordot(weights[1:], values, axes=1)).astype(np.float32)
 
@@ -144,7 +172,7 @@ def fit_calibration(cases: Sequence[dict], floor: float = 0.01, voxels_per_case:
     """Fit the scale, the conformal table and the SSIM line on calibration subjects.
 
     Args:
-        cases: one dict per subject: ``features`` ``(K, N)`` inside the brain, ``error`` ``(N,)`` the
+        cases: one dict per subject: ``features`` ``(6, N)`` (:data:`FEATURES`) inside the brain, ``error`` ``(N,)`` the
             normalised prediction minus the normalised real T2, ``ssim`` the protocol's brain SSIM,
             ``subject`` its name.
         voxels_per_case: voxels drawn from each subject (each subject weighs the same); half fit
@@ -162,7 +190,7 @@ def fit_calibration(cases: Sequence[dict], floor: float = 0.01, voxels_per_case:
         half = len(order) // 2
         fit_x.append(features[:, order[:half]]), fit_y.append(error[order[:half]])
         held.append((features[:, order[half:]], error[order[half:]]))
-    x = np.concatenate(fit_x, axis=1).T.astype(np.float64)
+    x = scale_basis(np.concatenate(fit_x, axis=1)).T.astype(np.float64)
     design = np.concatenate([np.ones((x.shape[0], 1)), x], axis=1)
     weights, _ = nnls(design, np.concatenate(fit_y).astype(np.float64))
     calibration = TrustCalibration(weights=[float(w) for w in weights], floor=floor, levels=list(LEVEL_TABLE),

@@ -17,8 +17,8 @@ from monai_t1t2.errors import T1T2Error
 from monai_t1t2.inference import translation as inference
 from monai_t1t2.inference.batch import interval_paths, translate_folder
 from monai_t1t2.metrics import evaluate, interval_scores
-from monai_t1t2.uncertainty import (CALIBRATION_FILE, FEATURES, LEVEL_TABLE, TrustCalibration, conformal_quantile,
-                                    fit_calibration, trust_features)
+from monai_t1t2.uncertainty import (CALIBRATION_FILE, FEATURES, LEVEL_TABLE, TERMS, TrustCalibration, conformal_quantile,
+                                    fit_calibration, input_features, scale_basis, trust_features)
 
 AFFINE = np.diag([-1.2, -1.0, 2.0, 1.0])
 
@@ -42,7 +42,8 @@ def test_conformal_quantile_is_the_finite_sample_rank():
 
 def test_fit_calibration_learns_the_scale_and_covers_new_subjects_at_the_level():
     calibration = fit_calibration(heteroscedastic_cases(0), voxels_per_case=10_000)
-    assert calibration.weights[1] > 5 * max(calibration.weights[2:]), calibration.weights  # the feature that matters
+    assert calibration.weights[1] > 5 * max(calibration.weights[2:]), calibration.weights  # the term that matters
+    assert len(calibration.weights) == len(TERMS) + 1
     assert calibration.subjects == ["s0", "s1", "s2"]
     fresh = heteroscedastic_cases(1, subjects=1)[0]
     scale = calibration.scale(fresh["features"])
@@ -111,11 +112,27 @@ def test_trust_features_are_zero_outside_the_brain_and_see_the_mirror_spread():
     brain = torch.zeros(1, 12, 12, 12, dtype=torch.bool)
     brain[:, 2:10, 2:10, 2:10] = True
     same = trust_features(prediction, prediction.clone(), torch.rand(1, 12, 12, 12), brain)
-    assert same.shape == (len(FEATURES), 12, 12, 12)
+    assert same.shape == (4, 12, 12, 12)  # the network-grid features: FEATURES[:4]
     assert float(same[:, ~brain[0]].abs().max()) == 0.0
     assert float(same[0].abs().max()) == 0.0, "no spread where the mirror agrees"
     shifted = trust_features(prediction, prediction + 0.25, torch.rand(1, 12, 12, 12), brain)
     assert torch.allclose(shifted[0][brain[0]], torch.tensor(0.25), atol=1e-6)
+
+
+def test_input_features_read_the_t1_level_and_the_depth_in_mm():
+    inside = np.zeros((21, 21, 11), bool)
+    inside[1:20, 1:20, 1:10] = True
+    t1 = np.where(inside, np.linspace(0, 100, 21)[:, None, None], 0).astype(np.float32) * np.ones((1, 21, 11))
+    level, depth = input_features(t1, inside, (1.0, 1.0, 2.0))
+    assert level.min() == 0 and level.max() == 1 and float(level[~inside].max()) == 0
+    assert depth[10, 10, 5] == pytest.approx(10.0)  # 5 voxels of 2 mm to the edge along the third axis
+    assert float(depth[~inside].max()) == 0
+    terms = scale_basis(np.stack([np.zeros(3), np.zeros(3), np.array([0.2, 0.5, 0.9]), np.zeros(3),
+                                  np.array([0.1, 0.5, 0.5]), np.array([0.0, 1.0, 3.0])]))
+    assert terms.shape == (len(TERMS), 3)
+    np.testing.assert_allclose(terms[4], [0.0, 0.2, 0.6], atol=1e-6)  # level above 0.3
+    np.testing.assert_allclose(terms[6], [0.2, 0.0, 0.0], atol=1e-6)  # T1 below 0.3
+    np.testing.assert_allclose(terms[7], [1.0, 0.5, 0.25], atol=1e-6)  # 1 / (1 + depth)
 
 
 # ----------------------------------------------------------------------------- where a user meets it
@@ -128,14 +145,14 @@ def calibrated_bundle(folder: Path, with_calibration: bool = True) -> Path:
     bundle = folder / "bundle"
     shutil.copytree(REPO / "bundles" / "t1t2_translation" / "configs", bundle / "configs")
     config = json.loads((bundle / "configs" / "inference.json").read_text())
-    config["network_def"].update(channels=[4, 8], num_res_units=0)
+    config["network_def"].update(channels=[4, 8], num_res_units=0, refine=0)  # no full-resolution refiner: 5x faster
     (bundle / "configs" / "inference.json").write_text(json.dumps(config))
     (bundle / "models").mkdir()
     torch.manual_seed(0)
     network = {k: v for k, v in config["network_def"].items() if k not in ("_target_", "spatial_dims")}
     torch.save(build_generator(**network).state_dict(), bundle / "models" / "model.pt")
     if with_calibration:
-        TrustCalibration(weights=[0.02, 1.0, 1.0, 0.1, 1.0], floor=0.01, levels=list(LEVEL_TABLE),
+        TrustCalibration(weights=[0.02, 1.0, 1.0, 0.1, 1.0, 0.0, 0.0, 0.5, 0.1], floor=0.01, levels=list(LEVEL_TABLE),
                          quantiles=list(np.linspace(1.0, 3.0, len(LEVEL_TABLE))), ssim_intercept=0.8,
                          ssim_slope=-2.0, subjects=["calibration-a", "calibration-b"],
                          model_sha256=inference._file_sha256(bundle / "models" / "model.pt")).save(

@@ -32,6 +32,7 @@ import glob
 import html
 import io as _io
 import json
+import math
 import sys
 import time
 from dataclasses import dataclass, field
@@ -287,12 +288,17 @@ def read_manifest(path: Path) -> list[dict]:
     return json.loads(path.read_text())
 
 
-def _status_order(row: dict) -> int:
-    return {"rejected": 0, "failed": 1, "translated": 2, "skipped": 3}.get(row.get("status"), 4)
+def _status_order(row: dict) -> tuple[int, float]:
+    """Rejects and failures first, then the translations from the lowest predicted SSIM (least to be trusted) up."""
+    predicted = row.get("predicted_ssim")
+    predicted = float(predicted) if predicted not in (None, "") else math.inf
+    return {"rejected": 0, "failed": 1, "translated": 2, "skipped": 3}.get(row.get("status"), 4), predicted
 
 
 def write_report(rows: Sequence[dict], path: Path, output_dir: Path, title: str = "monai-t1t2 batch") -> Path:
-    """One self-contained HTML page: the manifest as a table with embedded thumbnails, rejects first."""
+    """One self-contained HTML page: the manifest as a table with embedded thumbnails, rejects first, then
+    the translations by their predicted SSIM, lowest first (``--uncertainty``: the thumbnail has a row with
+    the interval's width)."""
     def image(row: dict) -> str:
         thumbnail = _thumbnail_path(output_dir, Path(row["input"]))
         if not thumbnail.is_file():
@@ -307,7 +313,9 @@ def write_report(rows: Sequence[dict], path: Path, output_dir: Path, title: str 
         body.append(
             f"<tr class='{html.escape(str(row.get('status')))}'><td>{html.escape(str(row.get('status')))}</td>"
             f"<td>{html.escape(str(row['input']))}</td><td>{html.escape(reasons)}</td>"
-            f"<td>{html.escape(str('' if row.get('brain_ml') is None else row['brain_ml']))}</td><td>{html.escape(str(row.get('seconds', '')))}</td>"
+            f"<td>{html.escape(str('' if row.get('brain_ml') is None else row['brain_ml']))}</td>"
+            f"<td>{html.escape(str('' if row.get('predicted_ssim') in (None, '') else row['predicted_ssim']))}</td>"
+            f"<td>{html.escape(str(row.get('seconds', '')))}</td>"
             f"<td>{html.escape(str(row.get('output', '')))}</td><td>{image(row)}</td></tr>")
     page = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
@@ -320,7 +328,7 @@ tr.rejected td, tr.failed td {{ background: #fde8e8; }} img {{ width: 360px; }}
 <h1>{html.escape(title)}</h1>
 <p id="summary">{len(rows)} inputs: {counts['translated']} translated, {counts['skipped']} already done,
 {counts['rejected']} rejected by QC, {counts['failed']} failed. Synthetic T2 images are not acquisitions.</p>
-<table id="manifest"><thead><tr><th>status</th><th>input</th><th>reason</th><th>brain ml</th><th>seconds</th>
+<table id="manifest"><thead><tr><th>status</th><th>input</th><th>reason</th><th>brain ml</th><th>predicted SSIM</th><th>seconds</th>
 <th>output</th><th>T1 / synthetic T2</th></tr></thead><tbody>
 {chr(10).join(body)}
 </tbody></table>

@@ -49,7 +49,7 @@ from monai_t1t2.hardware import cpu_has_native_bf16, cpu_name
 from monai_t1t2.io import PathLike, read_volume, spacing_of, validate_array
 from monai_t1t2.masks import brain_mask
 from monai_t1t2.nets.generators import SliceWise, generator_entries, input_floor_of, patch_inferer, tails_calibrated_of
-from monai_t1t2.uncertainty import CALIBRATION_FILE, TrustCalibration, trust_features
+from monai_t1t2.uncertainty import CALIBRATION_FILE, TrustCalibration, input_features, trust_features
 
 # Package data (``importlib.resources``): ``monai_t1t2/bundles`` links to the top-level ``bundles/``; a wheel holds a copy.
 DEFAULT_BUNDLE = Path(str(importlib.resources.files("monai_t1t2") / "bundles" / "t1t2_translation"))
@@ -99,7 +99,7 @@ class Translator:
         self.network = self.network.to(self.device).eval()
         if self.spatial_dims == 3 and self.device.type == "cpu":
             # oneDNN's channels-last 3D convolutions: the same float32 output (to 2e-6) in about 0.8 of the
-            # time on 2 CPU cores (benchmarks/README.md, "Channels-last weights on the CPU"). On CUDA unmeasured.
+            # time on 2 CPU cores (benchmarks/README.md at 8a776e7, "Channels-last weights on the CPU"). On CUDA unmeasured.
             self.network = self.network.to(memory_format=torch.channels_last_3d)
         self._forward = SliceWise(self.network) if self.spatial_dims == 2 else self.network
         if self.preprocessing is None or self.inferer is None or self.postprocessing is None:
@@ -422,7 +422,7 @@ def translate(
         flip_axes: mirror test-time augmentation (:class:`~monai_t1t2.nets.generators.FlipAveragingInferer`):
             RAS axes to average over, e.g. ``[0]`` (left-right; one more pass of the network per axis); ``[]``: none;
             None: the model's inferer's (none by default). Measured on model 0.8.0
-            (benchmarks/README.md, "Mirror averaging"): SSIM higher on 10 of 12 test subjects, not on
+            (benchmarks/README.md at 8a776e7, "Mirror averaging"): SSIM higher on 10 of 12 test subjects, not on
             the 2 validation subjects.
 
         calibrate_tails: put the synthetic brain's 0.5th / 99.5th percentiles at 0 / 1, its 2nd-98th
@@ -431,7 +431,7 @@ def translate(
         precision: the network's arithmetic, ``"32-true"`` (float32) or ``"bf16-mixed"`` (bfloat16
             autocast, :func:`network_at`). With model 0.16.0 on 2 Intel Xeon cores with AMX-bf16,
             ``"bf16-mixed"`` took the sliding window 7.7 s instead of 13.9 s per test volume, and moved
-            brain SSIM by -0.00003 ± 0.00024 per test subject (benchmarks/README.md, "bfloat16
+            brain SSIM by -0.00003 ± 0.00024 per test subject (benchmarks/README.md at 8a776e7, "bfloat16
             inference"). It is fast only where the hardware has bfloat16; on a CPU without it
             (AVX2 only) the network runs in float32 with a warning (:func:`check_precision`).
         stages: optional dict; the seconds spent resampling and in the network are added to its
@@ -462,7 +462,7 @@ def translate(
                                                    stages, flip_axes, calibrate_tails, precision, trust is not None)
     if trust is None:
         return synthetic
-    scale = trust.scale(features.as_tensor().numpy())
+    scale = trust.scale(features)
     lower, upper = trust.interval(synthetic[0].numpy(), scale, inside, uncertainty)
     meta = {"predicted_ssim": trust.predicted_ssim(scale, inside), "uncertainty_level": float(uncertainty)}
     synthetic.meta.update(meta)
@@ -474,9 +474,9 @@ def translate(
 def translate_with_features(image: PathLike | np.ndarray | torch.Tensor, model: PathLike | Translator | None = None,
                             device: str | torch.device | None = None, affine: np.ndarray | None = None,
                             mask: PathLike | np.ndarray | torch.Tensor | None = None,
-                            mask_method: str = "auto") -> tuple[MetaTensor, MetaTensor, np.ndarray]:
+                            mask_method: str = "auto") -> tuple[MetaTensor, np.ndarray, np.ndarray]:
     """The synthetic T2 (as :func:`translate` writes it), the trust map's scale features
-    (:func:`monai_t1t2.uncertainty.trust_features`, ``(K, X, Y, Z)``) and the brain mask, all on the input's
+    (:data:`monai_t1t2.uncertainty.FEATURES`, ``(6, X, Y, Z)``) and the brain mask, all on the input's
     grid: what :func:`monai_t1t2.uncertainty.fit_calibration` fits a model's trust calibration on."""
     return _translate_parts(image, load_translator(model, device), affine, mask, mask_method, None, None, None, None,
                             None, "32-true", True)
@@ -519,8 +519,9 @@ def _translate_parts(image, translator: Translator, affine, mask, mask_method, o
         return synthetic, None, inside
     features = trust_features(prediction, mirrored, data["image"], data["brain"])
     features = _to_input_grid(with_tail_calibration(translator.postprocessing, False), data, features)
+    own = input_features(t1.as_tensor()[0].cpu().numpy(), inside, spacing_of(t1.affine))
     clock.lap("resample")
-    return synthetic, features, inside
+    return synthetic, np.concatenate([features.as_tensor().numpy(), own]), inside
 
 
 class TrustedTranslation(NamedTuple):
