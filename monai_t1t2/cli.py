@@ -79,8 +79,10 @@ def build_parser() -> argparse.ArgumentParser:
     parcellate = add("parcellate", _cmd_parcellate, "Label brain regions of a T1 with a pretrained parcellation network.")
     parcellate.add_argument("t1", help="T1-weighted volume")
     parcellate.add_argument("-o", "--output", required=True, help="label volume to write (.nii.gz)")
-    parcellate.add_argument("--model", help="brainchop model name, a converted .pt, or a MONAI bundle folder "
-                                            "(default: monai_t1t2.nets.meshnet.DEFAULT_MODEL, brainchop's model30chan18cls)")
+    parcellate.add_argument("--model", help="a brainchop model name or folder (model.json + .bin), the .pt that "
+                                            "monai-t1t2 import-brainchop writes, or a MONAI segmentation bundle folder "
+                                            "(configs/ + models/model.pt) (default: monai_t1t2.nets.meshnet.DEFAULT_MODEL, "
+                                            "brainchop's model30chan18cls)")
     parcellate.add_argument("--png", action="store_true", help="also write a three-plane overlay PNG")
     parcellate.add_argument("--overwrite", action="store_true")
 
@@ -93,7 +95,10 @@ def build_parser() -> argparse.ArgumentParser:
     predict = add("predict", _cmd_predict, "Translate T1 volumes into synthetic T2 volumes.")
     predict.add_argument("inputs", nargs="+", help="T1 volumes, folders, glob patterns or MONAI datalist .json files")
     predict.add_argument("-o", "--output-dir", required=True, help="writes <stem>_synT2.nii.gz here")
-    predict.add_argument("--model", help="model file (default: the t1t2_translation bundle's models/model.pt)")
+    predict.add_argument("--model", help="a translation bundle folder (configs/inference.json + models/model.pt), the "
+                                         "models/model.pt inside one, or a Lightning .ckpt from monai-t1t2 train; a bare "
+                                         ".pt outside a bundle has no architecture and is refused (default: the "
+                                         "t1t2_translation bundle)")
     predict.add_argument("--png", action="store_true", help="also write <stem>_synT2.png (T1 and synthetic T2)")
     predict.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when available")
     predict.add_argument("--overlap", type=float, help="sliding-window overlap in [0, 1) (default: the model's, 0.5)")

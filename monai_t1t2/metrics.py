@@ -261,8 +261,25 @@ def _prepare_inputs(pred, ref, mask, tumor_seg, labels, groups=None, lower=None,
 
     given = {"ref": ref, "pred": pred, "mask": mask, "tumor_seg": tumor_seg, "labels": labels, "groups": groups,
              "lower": lower, "upper": upper}
-    loaded = {role: _to_ras(_load(v, role, allow_constant=role in ("mask", "tumor_seg", "labels", "groups")))
+    loaded = {role: _load(v, role, allow_constant=role in ("mask", "tumor_seg", "labels", "groups"))
               for role, v in given.items() if v is not None}
+    # A plain array / tensor carries no orientation and is taken as RAS; a file or MetaTensor is reoriented to
+    # RAS by its affine. Mixed, they line up only when every affine is already RAS-ordered: otherwise refuse.
+    placed = [role for role, v in loaded.items() if isinstance(v, MetaTensor)]
+    plain = [role for role in loaded if role not in placed]
+    if placed and plain:
+        import nibabel as nib
+
+        turned = {role: "".join(nib.aff2axcodes(np.asarray(loaded[role].affine, dtype=np.float64)))
+                  for role in placed}
+        turned = {role: codes for role, codes in turned.items() if codes != "RAS"}
+        if turned:
+            other, codes = next(iter(turned.items()))
+            role = plain[0]
+            raise GridMismatchError(
+                f"{role}: a plain array has no orientation, but {_name(loaded[other], other)} ({other}) is stored "
+                f"{codes} and reoriented to RAS; pass {role} as a file or a MetaTensor with its affine, as for {other}")
+    loaded = {role: _to_ras(v) for role, v in loaded.items()}
     grids = [(role, v) for role, v in loaded.items() if isinstance(v, MetaTensor)]
     for role, volume in grids[1:]:
         check_same_grid(grids[0][1], volume)
@@ -324,7 +341,11 @@ def evaluate(
     Args:
         pred: synthetic T2: ``(X, Y, Z)`` array / tensor in RAS voxel order (axial = last axis),
             a ``MetaTensor`` or a file path (both reoriented to RAS).
-        ref: real T2, the same kinds, on the same grid.
+        ref: real T2, the same kinds, on the same grid. Every input may be a plain array / tensor (all
+            taken as RAS), or a file / ``MetaTensor`` (each reoriented by its affine); mixed, a plain array
+            is accepted only when every file / ``MetaTensor`` is already stored in RAS voxel order (nothing
+            to reorient), otherwise refused (a plain array has no orientation: pass it as a file or a
+            ``MetaTensor`` with its affine).
         mask: brain mask (``> 0`` = brain); default ``ref > 0`` (see the module notes).
         tumor_seg: tumour labels (any value ``> 0`` is tumour), optional.
         labels: parcellation labels (integers), optional; enables region MAEs and the tumour contrast.
@@ -342,7 +363,8 @@ def evaluate(
         "c_pred", "c_ref", "mae_<group>" ...}`` as floats; NaN where a metric does not apply.
 
     Raises:
-        GridMismatchError: the inputs are not on one grid (the message names the files).
+        GridMismatchError: the inputs are not on one grid (the message names the files), or a plain array
+            comes with a file / ``MetaTensor`` that is not stored in RAS voxel order.
         InvalidVolumeError: a file is missing or unreadable, or the mask is empty.
 
     Example:

@@ -139,14 +139,17 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
 
 
 def _load_state(network: nn.Module, weights: PathLike) -> nn.Module:
+    from monai_t1t2.nets.meshnet import read_torch_file
+
     weights = Path(weights)
+    state = read_torch_file(weights)  # text, empty or truncated: T1T2Error "<path>: not a PyTorch weight file (...)"
     try:
-        state = torch.load(str(weights), map_location="cpu", weights_only=True)
         if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
             state = state["state_dict"]
         network.load_state_dict(state)
-    except (RuntimeError, OSError, KeyError, TypeError, AttributeError) as err:
-        raise T1T2Error(f"{weights}: weights do not fit the bundle's network_def ({type(err).__name__}: {err})") from None
+    except (RuntimeError, KeyError, TypeError, AttributeError, ValueError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        raise T1T2Error(f"{weights}: weights do not fit the bundle's network_def ({type(err).__name__}: {first})") from None
     return network
 
 
@@ -197,11 +200,15 @@ def _checkpoint_translator(checkpoint: Path, device: str | torch.device | None) 
     from monai_t1t2.nets.generators import DEFAULT_GENERATOR
     from monai_t1t2.nets.generators import build_generator
 
+    from monai_t1t2.nets.meshnet import read_torch_file
+
+    # A checkpoint holds Python objects (hyper-parameters), so weights_only=False: a .ckpt is trusted as the
+    # user's own training output. Text, empty or truncated files: one T1T2Error line.
+    state = read_torch_file(checkpoint, weights_only=False)
     try:
-        state = torch.load(str(checkpoint), map_location="cpu", weights_only=False)
         hparams, weights = state["hyper_parameters"], state["state_dict"]
-    except (RuntimeError, OSError, KeyError, TypeError, EOFError) as err:
-        raise T1T2Error(f"{checkpoint}: not a Lightning checkpoint of monai-t1t2 train ({type(err).__name__}: {err})") from None
+    except (KeyError, TypeError, IndexError) as err:
+        raise T1T2Error(f"{checkpoint}: not a Lightning checkpoint of monai-t1t2 train (no {err})") from None
     spatial_dims = int(hparams.get("spatial_dims", 3))
     network = build_generator(spatial_dims=spatial_dims, **dict(hparams.get("generator") or DEFAULT_GENERATOR))
     try:

@@ -288,6 +288,53 @@ def save_meshnet(network: MeshNet, path: PathLike, overwrite: bool = False) -> P
     return save_torch(payload, path, overwrite=overwrite)
 
 
+def _is_text(head: bytes) -> bool:
+    try:
+        decoded = head.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return all(c.isprintable() or c in "\t\r\n" for c in decoded)
+
+
+def read_torch_file(path: PathLike, weights_only: bool = True):
+    """``torch.load`` of a model file on the CPU; a file that is not one (text, empty, truncated, a pickle
+    of other objects) is one :class:`T1T2Error` line naming it, never torch's advice to unpickle it unsafely."""
+    import pickle
+    import zipfile
+
+    path = Path(path)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # e.g. 'Detected pickle protocol 4': noise before the error below
+            return torch.load(str(path), map_location="cpu", weights_only=weights_only)
+    except OSError as err:
+        raise T1T2Error(f"{path}: cannot read ({err.strerror or err})") from None
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, IndexError, KeyError, TypeError,
+            AttributeError, ImportError, UnicodeDecodeError, zipfile.BadZipFile) as err:
+        text = str(err)
+        try:
+            with open(path, "rb") as handle:
+                head = handle.read(512)
+        except OSError:
+            head = b"?"
+        if not head:
+            reason = "the file is empty"
+        elif head.startswith(b"PK") and not isinstance(err, pickle.UnpicklingError):
+            reason = "a truncated or damaged zip archive"
+        elif _is_text(head):
+            reason = "it is text, not what torch.save writes"
+        elif "WeightsUnpickler error:" in text:  # torch's weights-only refusal: keep its reason, not its advice
+            detail = next((line.strip() for line in text.split("WeightsUnpickler error:", 1)[1].splitlines()
+                           if line.strip()), "")
+            reason = f"it holds objects other than tensors: {detail}" if detail else "it holds objects other than tensors"
+        elif isinstance(err, EOFError):
+            reason = "it ends early (truncated)"
+        else:
+            first = text.strip().splitlines()[0][:120] if text.strip() else ""
+            reason = f"{type(err).__name__}: {first}" if first and "weights_only" not in first else type(err).__name__
+        raise T1T2Error(f"{path}: not a PyTorch weight file ({reason})") from None
+
+
 def load_meshnet(path_or_dir: PathLike) -> MeshNet:
     """Load a MeshNet from a brainchop folder or from a ``.pt`` written by :func:`save_meshnet`."""
     path = Path(path_or_dir)
@@ -295,14 +342,15 @@ def load_meshnet(path_or_dir: PathLike) -> MeshNet:
         return import_brainchop(path)
     if not path.is_file():
         raise T1T2Error(f"{path}: no such MeshNet file or brainchop folder")
+    payload = read_torch_file(path)
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
         if payload.get("format") != MESHNET_FORMAT:
             raise KeyError("format")
         network = MeshNet(payload["spec"], payload["label_names"], payload["preprocessing"])
         network.load_state_dict(payload["state_dict"])
-    except (KeyError, AttributeError, RuntimeError, OSError) as err:
-        raise T1T2Error(f"{path}: not a MeshNet file from import-brainchop ({type(err).__name__}: {err})") from None
+    except (KeyError, AttributeError, RuntimeError, TypeError, ValueError) as err:
+        raise T1T2Error(f"{path}: not a MeshNet file from import-brainchop ({type(err).__name__}: "
+                        f"{str(err).splitlines()[0] if str(err) else ''})") from None
     network.name = payload.get("name", path.stem)
     return network.eval()
 
@@ -570,8 +618,12 @@ class BundleParcellator:
         if not weights.is_file():
             raise T1T2Error(f"{weights}: bundle has no weights")
         self.network = parser.get_parsed_content("network_def")
-        state = torch.load(weights, map_location="cpu", weights_only=True)
-        self.network.load_state_dict(state.get("state_dict", state) if isinstance(state, dict) else state)
+        state = read_torch_file(weights)
+        try:
+            self.network.load_state_dict(state.get("state_dict", state) if isinstance(state, dict) else state)
+        except (RuntimeError, KeyError, TypeError, AttributeError) as err:
+            raise T1T2Error(f"{weights}: weights do not fit the bundle's network_def ({type(err).__name__}: "
+                            f"{str(err).splitlines()[0] if str(err) else ''})") from None
         self.network.eval()
         self.preprocessing = parser.get_parsed_content("preprocessing") if "preprocessing" in parser else None
         self.inferer = parser.get_parsed_content("inferer") if "inferer" in parser else None
