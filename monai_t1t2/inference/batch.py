@@ -475,8 +475,8 @@ def run_batch(
                         mask=Path(mask) if mask is not None else None, qc=qc, thumbnails=report is not None,
                         inputs=list(paths))
     if devices == 1 and num_nodes == 1:
+        translator = load_translator(model, device) if jobs else None  # a broken model file: refused before any write
         write_manifest(rows_before, manifest)
-        translator = load_translator(model, device) if jobs else None
         rows = rows_before + _job_rows(jobs, settings, translator, progress=progress,
                                        on_row=lambda done: write_manifest(rows_before + done, manifest))
     else:
