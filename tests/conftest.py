@@ -79,3 +79,25 @@ def write_model_zoo_schema(path: Path) -> Path:
 def padded_head(seed: int = 0) -> np.ndarray:
     """A 64 x 64 x 32 field of view with a 32 x 32 x 24 synthetic head in its centre (air = 0)."""
     return np.pad(synthetic_head((32, 32, 24), seed), ((16, 16), (16, 16), (4, 4)))
+
+
+def tiny_translation_bundle(folder: Path) -> Path:
+    """``folder/bundle``: the shipped translation bundle's configs with a tiny random-weight generator
+    (the shipped network made tiny, no full-resolution refiner: nothing trained, fast)."""
+    import json
+    import shutil
+
+    import torch
+
+    from monai_t1t2.nets.generators import build_generator
+
+    bundle = folder / "bundle"
+    shutil.copytree(REPO / "bundles" / "t1t2_translation" / "configs", bundle / "configs")
+    config = json.loads((bundle / "configs" / "inference.json").read_text())
+    config["network_def"].update(channels=[4, 8], num_res_units=0, refine=0)
+    (bundle / "configs" / "inference.json").write_text(json.dumps(config))
+    (bundle / "models").mkdir()
+    torch.manual_seed(0)
+    network = {k: v for k, v in config["network_def"].items() if k not in ("_target_", "spatial_dims")}
+    torch.save(build_generator(**network).state_dict(), bundle / "models" / "model.pt")
+    return bundle

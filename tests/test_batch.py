@@ -17,7 +17,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from conftest import REPO, synthetic_head, write_nifti
+from conftest import synthetic_head, tiny_translation_bundle, write_nifti
 from monai_t1t2 import quality as qc
 from monai_t1t2.inference import batch
 from monai_t1t2.cli import main
@@ -35,20 +35,7 @@ def plausible_head(seed: int) -> np.ndarray:
 @pytest.fixture
 def tiny_model(tmp_path) -> Path:
     """A bundle folder with a tiny random-weight generator (nothing trained)."""
-    import torch
-
-    from monai_t1t2.nets.generators import build_generator
-
-    bundle = tmp_path / "bundle"
-    shutil.copytree(REPO / "bundles" / "t1t2_translation" / "configs", bundle / "configs")
-    config = json.loads((bundle / "configs" / "inference.json").read_text())
-    config["network_def"].update(channels=[4, 8], num_res_units=0, refine=0)  # no full-resolution refiner: 5x faster
-    (bundle / "configs" / "inference.json").write_text(json.dumps(config))
-    (bundle / "models").mkdir()
-    torch.manual_seed(0)
-    network = {k: v for k, v in config["network_def"].items() if k not in ("_target_", "spatial_dims")}
-    torch.save(build_generator(**network).state_dict(), bundle / "models" / "model.pt")  # the shipped network, made tiny
-    return bundle
+    return tiny_translation_bundle(tmp_path)
 
 
 def make_collection(folder: Path, valid: int = 16, broken: bool = True) -> dict[str, Path]:

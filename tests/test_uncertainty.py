@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import nibabel as nib
@@ -11,11 +10,12 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import REPO, synthetic_head, write_nifti
+from conftest import REPO, synthetic_head, tiny_translation_bundle, write_nifti
 from monai_t1t2.cli import main
 from monai_t1t2.errors import T1T2Error
 from monai_t1t2.inference import translation as inference
 from monai_t1t2.inference.batch import interval_paths, translate_folder
+from monai_t1t2.io import file_sha256
 from monai_t1t2.metrics import evaluate, interval_scores
 from monai_t1t2.uncertainty import (CALIBRATION_FILE, FEATURES, LEVEL_TABLE, TERMS, TrustCalibration, conformal_quantile,
                                     fit_calibration, input_features, scale_basis, trust_features)
@@ -140,22 +140,12 @@ def test_input_features_read_the_t1_level_and_the_depth_in_mm():
 
 def calibrated_bundle(folder: Path, with_calibration: bool = True) -> Path:
     """A tiny random-weight translation bundle with a (made-up) trust calibration for its weights."""
-    from monai_t1t2.nets.generators import build_generator
-
-    bundle = folder / "bundle"
-    shutil.copytree(REPO / "bundles" / "t1t2_translation" / "configs", bundle / "configs")
-    config = json.loads((bundle / "configs" / "inference.json").read_text())
-    config["network_def"].update(channels=[4, 8], num_res_units=0, refine=0)  # no full-resolution refiner: 5x faster
-    (bundle / "configs" / "inference.json").write_text(json.dumps(config))
-    (bundle / "models").mkdir()
-    torch.manual_seed(0)
-    network = {k: v for k, v in config["network_def"].items() if k not in ("_target_", "spatial_dims")}
-    torch.save(build_generator(**network).state_dict(), bundle / "models" / "model.pt")
+    bundle = tiny_translation_bundle(folder)
     if with_calibration:
         TrustCalibration(weights=[0.02, 1.0, 1.0, 0.1, 1.0, 0.0, 0.0, 0.5, 0.1], floor=0.01, levels=list(LEVEL_TABLE),
                          quantiles=list(np.linspace(1.0, 3.0, len(LEVEL_TABLE))), ssim_intercept=0.8,
                          ssim_slope=-2.0, subjects=["calibration-a", "calibration-b"],
-                         model_sha256=inference._file_sha256(bundle / "models" / "model.pt")).save(
+                         model_sha256=file_sha256(bundle / "models" / "model.pt")).save(
             bundle / "models" / CALIBRATION_FILE)
     return bundle
 

@@ -46,7 +46,7 @@ from torch import nn
 from monai_t1t2.errors import InvalidVolumeError, T1T2Error
 from monai_t1t2.geometry import to_ras
 from monai_t1t2.hardware import cpu_has_native_bf16, cpu_name
-from monai_t1t2.io import PathLike, read_volume, spacing_of, validate_array
+from monai_t1t2.io import PathLike, file_sha256, read_volume, spacing_of, validate_array
 from monai_t1t2.masks import brain_mask
 from monai_t1t2.nets.generators import SliceWise, generator_entries, input_floor_of, patch_inferer, tails_calibrated_of
 from monai_t1t2.uncertainty import CALIBRATION_FILE, TrustCalibration, input_features, trust_features
@@ -549,7 +549,7 @@ def trust_of(translator: Translator, level: float) -> TrustCalibration:
     if not isinstance(level, (int, float)) or not math.isfinite(level):
         raise T1T2Error(f"--uncertainty-level {level}: a probability, e.g. 0.9")
     trust.quantile(float(level))  # refuses a level outside the calibrated table
-    if trust.model_sha256 and Path(translator.source).is_file() and _file_sha256(translator.source) != trust.model_sha256:
+    if trust.model_sha256 and Path(translator.source).is_file() and file_sha256(translator.source) != trust.model_sha256:
         raise T1T2Error(f"{translator.source}: its {CALIBRATION_FILE} was calibrated for other weights; "
                         "recalibrate it or translate without --uncertainty")
     return trust
@@ -572,16 +572,6 @@ def check_uncertainty(level: float | None, model: PathLike | Translator | None) 
     if not isinstance(level, (int, float)) or not math.isfinite(level):
         raise T1T2Error(f"--uncertainty-level {level}: a probability, e.g. 0.9")
     TrustCalibration.load(calibration).quantile(float(level))
-
-
-def _file_sha256(path: PathLike) -> str:
-    import hashlib
-
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _mirrored_prediction(translator: Translator, inferer, image: torch.Tensor, network) -> torch.Tensor:
