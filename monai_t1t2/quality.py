@@ -496,20 +496,25 @@ def exclude_failing_subjects(subjects: Sequence[dict], keys: Sequence[str] = ("t
 
 def simulate_noise_only(shape: Sequence[int], sigma: float, seed: int = 0) -> np.ndarray:
     """Rician noise without anatomy: the magnitude of complex Gaussian noise (Rayleigh), ``(X, Y, Z)``."""
-    rng = np.random.default_rng(seed)
-    real, imaginary = rng.standard_normal((2, *shape), dtype=np.float32) * np.float32(sigma)
-    return np.hypot(real, imaginary)
+    return simulate_rician_noise(np.zeros(tuple(shape), np.float32), sigma, seed)
 
 
 def simulate_rician_noise(image: np.ndarray, sigma: float, seed: int = 0) -> np.ndarray:
-    """Magnitude of ``image`` plus complex Gaussian noise: Rician in the head, Rayleigh in the air."""
-    rng = np.random.default_rng(seed)
-    real, imaginary = rng.standard_normal((2, *np.shape(image)), dtype=np.float32) * np.float32(sigma)
-    return np.hypot(np.asarray(image, dtype=np.float32) + real, imaginary)
+    """Magnitude of ``image`` plus complex Gaussian noise of standard deviation ``sigma``: Rician in the head,
+    Rayleigh in the air (MONAI's ``RandRicianNoise``, always applied, ``sigma`` fixed)."""
+    from monai.transforms import RandRicianNoise
+
+    noise = RandRicianNoise(prob=1.0, std=float(sigma), sample_std=False)
+    noise.set_random_state(seed=seed)
+    return np.asarray(noise(np.asarray(image, dtype=np.float32)[None])[0], dtype=np.float32)
 
 
 def simulate_ghost(image: np.ndarray, axis: int, amplitude: float) -> np.ndarray:
-    """Add an N/2 ghost: a copy of ``image`` scaled by ``amplitude``, shifted by half the field of view along ``axis``."""
+    """Add an N/2 ghost: a copy of ``image`` scaled by ``amplitude``, shifted by half the field of view along ``axis``.
+
+    Written here rather than TorchIO's ``RandomGhosting`` (k-space artefacts of random strength, not a
+    dependency of the package): QC's ghost-to-signal ratio is tested against a ghost of known amplitude
+    and place, which this exact image-space N/2 copy gives."""
     image = np.asarray(image, dtype=np.float32)
     return image + amplitude * np.roll(image, image.shape[axis] // 2, axis=axis)
 
