@@ -64,6 +64,8 @@ DATA_RANGE = 1.0
 MIN_SLICE_VOXELS = 1000
 TUMOUR_MARGIN_VOXELS = 3
 WHITE_MATTER_GROUP = 1
+# Black holes (hole_share): written below HOLE_LEVEL where the real T2 is above HOLE_REFERENCE, in the brain's core.
+HOLE_LEVEL, HOLE_REFERENCE, CORE_MARGIN_VOXELS = 0.02, 0.15, 2
 # Float32 rounding of an interval's normalisation map: a bound clipped at 0 or 1 still covers a reference at 0 or 1.
 COVERAGE_TOLERANCE = 1e-5
 
@@ -193,6 +195,16 @@ def slice_flicker(error: np.ndarray, mask: np.ndarray, min_voxels: int = MIN_SLI
     if not kept.any():
         return float("nan")
     return float(np.std(sums[kept] / counts[kept]))
+
+
+def hole_share(pred_n: np.ndarray, ref_n: np.ndarray, brain: np.ndarray) -> float:
+    """Black holes: the share of the brain's core (the brain less :data:`CORE_MARGIN_VOXELS` at its edge)
+    written below :data:`HOLE_LEVEL` where the real T2 is above :data:`HOLE_REFERENCE` (normalised images)."""
+    brain = np.asarray(brain, dtype=bool)
+    core = brain & ~dilate(~brain, CORE_MARGIN_VOXELS)
+    if not core.any():
+        return float("nan")
+    return float(np.mean((pred_n[core] < HOLE_LEVEL) & (ref_n[core] > HOLE_REFERENCE)))
 
 
 def tumour_contrast(image: np.ndarray, tumour: np.ndarray, normal_white_matter: np.ndarray) -> float:
@@ -359,7 +371,7 @@ def evaluate(
 
     Returns:
         ``{"psnr", "mae", "ssim", "ssim_tumour", "ssim_non_tumour", "mae_non_tumour", "e_z", "e_xy", "r_z",
-        "slice_flicker", "tumour_contrast_error",
+        "slice_flicker", "hole_share", "tumour_contrast_error",
         "c_pred", "c_ref", "mae_<group>" ...}`` as floats; NaN where a metric does not apply.
 
     Raises:
@@ -401,6 +413,7 @@ def evaluate(
     gradients = gradient_errors(error, brain)
     scores.update({key: gradients[key] for key in ("r_z", "e_z", "e_xy")})
     scores["slice_flicker"] = slice_flicker(error, brain)
+    scores["hole_share"] = hole_share(pred_n, ref_n, brain)
     scores.update(_region_scores(pred_n, ref_n, brain, inputs["tumor_seg"], inputs["labels"], label_names,
                                  inputs["groups"]))
     if inputs["lower"] is not None:

@@ -401,3 +401,19 @@ def test_cli_never_guesses_the_mask_from_a_file_name(tmp_path, capsys):
     assert main(["evaluate", "--pred", str(tmp_path / "pred.nii.gz"), "--ref", str(tmp_path / "renamed" / "ref.nii.gz"),
                  "--mask-from-ref"]) == 0
     assert "--mask-from-ref" in capsys.readouterr().out
+
+
+def test_hole_share_counts_black_voxels_in_the_core_where_the_real_t2_is_not_black():
+    from monai_t1t2.metrics import hole_share
+
+    brain = np.zeros((20, 20, 20), bool)
+    brain[2:18, 2:18, 2:18] = True  # a 16^3 brain; its core (less 2 voxels) is 12^3
+    ref = np.where(brain, 0.5, 0.0).astype(np.float32)
+    pred = ref.copy()
+    assert hole_share(pred, ref, brain) == 0.0
+    pred[8:10, 8:10, 8:10] = 0.0  # 8 black voxels in the core, where the real T2 is 0.5
+    pred[2, 2:6, 2] = 0.0  # black at the brain's edge: not counted
+    assert hole_share(pred, ref, brain) == pytest.approx(8 / 12**3)
+    ref[8:10, 8:10, 8:10] = 0.1  # where the real T2 is dark too, black is right
+    assert hole_share(pred, ref, brain) == 0.0
+    assert "hole_share" in evaluate(pred, ref, mask=brain)
