@@ -81,9 +81,9 @@ def translated(case: str, files: dict[str, Path], translator, cache: Path, model
     """The synthetic T2, the trust features and the brain of one subject (cached per model)."""
     from monai_t1t2.inference.translation import translate_with_features
     from monai_t1t2.io import read_volume, spacing_of
-    from monai_t1t2.uncertainty import input_features
+    from monai_t1t2.uncertainty import MIRROR_OVERLAP, input_features
 
-    path = cache / "trust" / model_hash[:12] / f"{case}.npz"
+    path = cache / "trust" / f"{model_hash[:12]}-mirror{MIRROR_OVERLAP}" / f"{case}.npz"
     if not path.is_file():
         started = time.perf_counter()
         synthetic, features, inside = translate_with_features(files["t1"], translator)
@@ -131,7 +131,7 @@ def calibrate(args) -> None:
     calibration.save(target)
     baseline = {"levels": calibration.levels, "half_widths": [float(np.quantile(constant, level, method="higher"))
                                                                for level in calibration.levels]}
-    (args.cache_dir / "trust" / model_hash[:12] / "constant_baseline.json").write_text(json.dumps(baseline))
+    (args.cache_dir / "trust" / "constant_baseline.json").write_text(json.dumps(baseline))
     print(f"wrote {target}: weights {np.round(calibration.weights, 4).tolist()} (intercept, {', '.join(calibration.terms)}), "
           f"q(0.9) {calibration.quantile(0.9):.3f}, SSIM = {calibration.ssim_intercept:.3f} + "
           f"{calibration.ssim_slope:.3f} x mean scale")
@@ -144,7 +144,7 @@ def score(args) -> None:
 
     model_hash = sha256(args.model / "models" / "model.pt")
     calibration = TrustCalibration.load(args.model / "models" / CALIBRATION_FILE)
-    baseline = json.loads((args.cache_dir / "trust" / model_hash[:12] / "constant_baseline.json").read_text())
+    baseline = json.loads((args.cache_dir / "trust" / "constant_baseline.json").read_text())
     constant_half = float(np.interp(args.level, baseline["levels"], baseline["half_widths"]))
     translator = load_translator(args.model, "cpu")
     rows = {}

@@ -4,7 +4,7 @@ Method (``"normalised split conformal, mirror spread + local features"``):
 
 1. **Scale features**, no reference needed: on the network's 1 mm RAS grid (:func:`trust_features`) the
    spread of the network under its left-right mirror (``|f(x) - flip f(flip x)|``, one more pass of the
-   sliding window), the local gradient magnitude of the prediction (edges, where misregistration and
+   sliding window at :data:`MIRROR_OVERLAP`), the local gradient magnitude of the prediction (edges, where misregistration and
    partial volume make errors), the predicted level itself and the local texture of the T1 (standard
    deviation in a Gaussian window); on the input's own grid (:func:`input_features`) the T1's normalised
    level and each voxel's depth in the brain (mm to its edge).
@@ -52,6 +52,9 @@ DEFAULT_LEVEL = 0.9
 #: The calibration file a bundle keeps beside its weights.
 CALIBRATION_FILE = "trust_calibration.json"
 GRADIENT_SIGMA, TEXTURE_SIGMA = 1.0, 2.0
+#: The mirrored pass's sliding-window overlap: 0.25 runs about a third of the windows of the prediction's
+#: 0.5, so the trust map costs well under a second translation (the calibration is made with it).
+MIRROR_OVERLAP = 0.25
 #: Levels of the stored quantile table (any level between is interpolated).
 LEVEL_TABLE = tuple(round(0.5 + 0.005 * i, 3) for i in range(100))  # 0.5 ... 0.995
 
@@ -115,6 +118,8 @@ class TrustCalibration:
     features: list[str] = field(default_factory=lambda: list(FEATURES))
     terms: list[str] = field(default_factory=lambda: list(TERMS))
     model_sha256: str | None = None
+    #: The lowest and highest predicted SSIM among the calibration subjects.
+    ssim_range: list[float] | None = None
 
     def scale(self, features: np.ndarray | torch.Tensor) -> np.ndarray:
         """:data:`FEATURES` ``(6, ...)`` -> the scale ``s`` ``(...)`` (at least :attr:`floor`)."""
@@ -147,6 +152,11 @@ class TrustCalibration:
             return float("nan")
         value = self.ssim_intercept + self.ssim_slope * float(np.mean(np.asarray(scale)[inside]))
         return float(np.clip(value, -1.0, 1.0))
+
+    def out_of_range(self, predicted_ssim: float) -> bool:
+        """True where a predicted SSIM is below every calibration subject's: an input less like the model's
+        inputs than any the calibration saw (benchmarks/uncertainty.py --ood), not to be trusted."""
+        return self.ssim_range is not None and predicted_ssim < self.ssim_range[0]
 
     def save(self, path: PathLike) -> Path:
         return atomic_write_text(json.dumps(asdict(self), indent=1) + "\n", Path(path), overwrite=True)
@@ -205,4 +215,6 @@ def fit_calibration(cases: Sequence[dict], floor: float = 0.01, voxels_per_case:
     else:
         slope, intercept = 0.0, float(np.mean(ssim))
     calibration.ssim_slope, calibration.ssim_intercept = float(slope), float(intercept)
+    predicted = calibration.ssim_intercept + calibration.ssim_slope * mean_scale
+    calibration.ssim_range = [float(predicted.min()), float(predicted.max())]
     return calibration

@@ -45,6 +45,8 @@ def test_fit_calibration_learns_the_scale_and_covers_new_subjects_at_the_level()
     assert calibration.weights[1] > 5 * max(calibration.weights[2:]), calibration.weights  # the term that matters
     assert len(calibration.weights) == len(TERMS) + 1
     assert calibration.subjects == ["s0", "s1", "s2"]
+    low, high = calibration.ssim_range  # the calibration subjects' predicted SSIM
+    assert low <= high and calibration.out_of_range(low - 0.01) and not calibration.out_of_range(low + 0.001)
     fresh = heteroscedastic_cases(1, subjects=1)[0]
     scale = calibration.scale(fresh["features"])
     for level in (0.8, 0.9, 0.95):
@@ -208,6 +210,7 @@ def test_predict_uncertainty_writes_the_interval_its_sidecar_and_the_manifest(tm
     assert sidecar["Uncertainty"]["Lower"] == lower_path.name and "conformal" in sidecar["Uncertainty"]["Method"]
     rows = json.loads((out / "manifest.json").read_text())
     assert rows[0]["predicted_ssim"] == pytest.approx(sidecar["PredictedSSIM"], abs=1e-4)
+    assert sidecar["PredictedSSIMBelowCalibration"] is False  # the made-up calibration has no SSIM range
     assert (out / "sub-01_synT2.png").stat().st_size > 0
     # Rerun: complete with its interval, nothing to do.
     assert main(["predict", *common, "--uncertainty", "--uncertainty-level", "0.8"]) == 0
@@ -224,3 +227,15 @@ def test_the_bundle_entry_point_writes_the_interval(tmp_path, bundle):
     assert all(p.is_file() for p in interval_paths(written[0]))
     config = json.loads((REPO / "bundles" / "t1t2_translation" / "configs" / "inference.json").read_text())
     assert config["uncertainty"] is None and config["evaluator"]["uncertainty"] == "@uncertainty"
+
+
+def test_a_predicted_ssim_below_every_calibration_subject_is_flagged(tmp_path, bundle, capsys):
+    record = json.loads((bundle / "models" / CALIBRATION_FILE).read_text())
+    record["ssim_range"] = [0.99, 1.0]  # no translation of a random network predicts that high
+    (bundle / "models" / CALIBRATION_FILE).write_text(json.dumps(record))
+    source = write_nifti(tmp_path / "in" / "sub-01.nii.gz", synthetic_head(), AFFINE)
+    out = tmp_path / "out"
+    assert main(["predict", str(source), "-o", str(out), "--model", str(bundle), "--device", "cpu", "--force",
+                 "--uncertainty"]) == 0
+    assert "below every calibration subject's" in capsys.readouterr().err
+    assert json.loads((out / "sub-01_synT2.json").read_text())["PredictedSSIMBelowCalibration"] is True

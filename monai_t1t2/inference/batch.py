@@ -204,6 +204,10 @@ def translate_one(path: Path, target: Path, translator, settings: Settings) -> d
                        precision=settings.precision, uncertainty=settings.uncertainty)
     synthetic, bounds = (result[0], result[1:]) if settings.uncertainty is not None else (result, ())
     predicted = float(synthetic.meta["predicted_ssim"]) if bounds else None
+    if bounds and translator.trust.out_of_range(predicted):
+        print(f"monai-t1t2: warning: {path}: predicted SSIM {predicted:.2f} is below every calibration subject's "
+              f"({translator.trust.ssim_range[0]:.2f}): not a T1 brain like those the model was made for? "
+              "Do not use this output", file=sys.stderr)
     width = MetaTensor(bounds[1].as_tensor() - bounds[0].as_tensor(), affine=synthetic.affine) if bounds else None
     clock.reset()
     # The sidecar first: an output with a matching sidecar is complete; a sidecar alone is an interrupted
@@ -634,7 +638,8 @@ def write_sidecar(target: Path, source: Path, translator: Translator, settings: 
     if settings.uncertainty is not None:
         trust = translator.trust
         lower, upper = interval_paths(target)
-        record.update(PredictedSSIM=round(float(predicted_ssim), 4), Uncertainty={
+        record.update(PredictedSSIM=round(float(predicted_ssim), 4),
+                      PredictedSSIMBelowCalibration=bool(trust.out_of_range(predicted_ssim)), Uncertainty={
             "Level": settings.uncertainty, "Lower": lower.name, "Upper": upper.name, "Method": trust.method,
             "Features": list(trust.features), "CalibrationSubjects": list(trust.subjects),
             "Meaning": f"per voxel, the real T2 (in the protocol's normalised units) lies in [lower, upper] with "

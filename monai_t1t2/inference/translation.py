@@ -49,7 +49,7 @@ from monai_t1t2.hardware import cpu_has_native_bf16, cpu_name
 from monai_t1t2.io import PathLike, file_sha256, read_volume, spacing_of, validate_array
 from monai_t1t2.masks import brain_mask
 from monai_t1t2.nets.generators import SliceWise, generator_entries, input_floor_of, patch_inferer, tails_calibrated_of
-from monai_t1t2.uncertainty import CALIBRATION_FILE, TrustCalibration, input_features, trust_features
+from monai_t1t2.uncertainty import CALIBRATION_FILE, MIRROR_OVERLAP, TrustCalibration, input_features, trust_features
 
 # Package data (``importlib.resources``): ``monai_t1t2/bundles`` links to the top-level ``bundles/``; a wheel holds a copy.
 DEFAULT_BUNDLE = Path(str(importlib.resources.files("monai_t1t2") / "bundles" / "t1t2_translation"))
@@ -575,9 +575,10 @@ def check_uncertainty(level: float | None, model: PathLike | Translator | None) 
 
 
 def _mirrored_prediction(translator: Translator, inferer, image: torch.Tensor, network) -> torch.Tensor:
-    """The network's output for the left-right mirrored T1 (RAS axis 0), mirrored back: one more sliding window."""
-    plain = getattr(inferer, "inferer", inferer)  # a mirror-averaging inferer's own window
-    return plain(image[None].flip(2).to(translator.device), network)[0].flip(1).float().cpu()
+    """The network's output for the left-right mirrored T1 (RAS axis 0), mirrored back: one more sliding
+    window, with :data:`~monai_t1t2.uncertainty.MIRROR_OVERLAP` (fewer windows than the prediction's)."""
+    window = patch_inferer(translator.roi_size, inferer.sw_batch_size, MIRROR_OVERLAP)
+    return window(image[None].flip(2).to(translator.device), network)[0].flip(1).float().cpu()
 
 
 def _to_input_grid(postprocessing, data: dict, values: torch.Tensor) -> MetaTensor:
