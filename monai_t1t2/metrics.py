@@ -66,6 +66,8 @@ TUMOUR_MARGIN_VOXELS = 3
 WHITE_MATTER_GROUP = 1
 # Black holes (hole_share): written below HOLE_LEVEL where the real T2 is above HOLE_REFERENCE, in the brain's core.
 HOLE_LEVEL, HOLE_REFERENCE, CORE_MARGIN_VOXELS = 0.02, 0.15, 2
+# Fine detail (detail_scores): the high-pass part of an image is the image minus its Gaussian blur of this sigma.
+HIGH_PASS_SIGMA = 2.0
 # Float32 rounding of an interval's normalisation map: a bound clipped at 0 or 1 still covers a reference at 0 or 1.
 COVERAGE_TOLERANCE = 1e-5
 
@@ -195,6 +197,28 @@ def slice_flicker(error: np.ndarray, mask: np.ndarray, min_voxels: int = MIN_SLI
     if not kept.any():
         return float("nan")
     return float(np.std(sums[kept] / counts[kept]))
+
+
+def detail_scores(pred_n: np.ndarray, ref_n: np.ndarray, brain: np.ndarray) -> dict[str, float]:
+    """Fine detail, inside the brain less :data:`CORE_MARGIN_VOXELS` at its edge (normalised images):
+
+    - ``sharpness``: the mean gradient magnitude of the prediction over the real T2's (1.0: as sharp as
+      the real scan; below 1: smoother);
+    - ``ssim_high_pass``: the SSIM of the two images' high-pass parts (each image minus its Gaussian blur of
+      sigma :data:`HIGH_PASS_SIGMA` voxels): whether the detail there is the right detail.
+    NaN where the core is empty or the real T2 has no gradient there.
+    """
+    from scipy import ndimage
+
+    brain = np.asarray(brain, dtype=bool)
+    core = brain & ~dilate(~brain, CORE_MARGIN_VOXELS)
+    if not core.any():
+        return {"sharpness": float("nan"), "ssim_high_pass": float("nan")}
+    pred_n, ref_n = np.asarray(pred_n, np.float32), np.asarray(ref_n, np.float32)
+    gradient = [np.sqrt(sum(g * g for g in np.gradient(image)))[core].mean() for image in (pred_n, ref_n)]
+    high = [image - ndimage.gaussian_filter(image, HIGH_PASS_SIGMA) for image in (pred_n, ref_n)]
+    return {"sharpness": float(gradient[0] / gradient[1]) if gradient[1] > 0 else float("nan"),
+            "ssim_high_pass": ssim_by_region(high[0], high[1], core, {"core": core})["core"]}
 
 
 def hole_share(pred_n: np.ndarray, ref_n: np.ndarray, brain: np.ndarray) -> float:
@@ -371,7 +395,7 @@ def evaluate(
 
     Returns:
         ``{"psnr", "mae", "ssim", "ssim_tumour", "ssim_non_tumour", "mae_non_tumour", "e_z", "e_xy", "r_z",
-        "slice_flicker", "hole_share", "tumour_contrast_error",
+        "slice_flicker", "hole_share", "sharpness", "ssim_high_pass", "tumour_contrast_error",
         "c_pred", "c_ref", "mae_<group>" ...}`` as floats; NaN where a metric does not apply.
 
     Raises:
@@ -414,6 +438,7 @@ def evaluate(
     scores.update({key: gradients[key] for key in ("r_z", "e_z", "e_xy")})
     scores["slice_flicker"] = slice_flicker(error, brain)
     scores["hole_share"] = hole_share(pred_n, ref_n, brain)
+    scores.update(detail_scores(pred_n, ref_n, brain))
     scores.update(_region_scores(pred_n, ref_n, brain, inputs["tumor_seg"], inputs["labels"], label_names,
                                  inputs["groups"]))
     if inputs["lower"] is not None:

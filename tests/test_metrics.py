@@ -417,3 +417,23 @@ def test_hole_share_counts_black_voxels_in_the_core_where_the_real_t2_is_not_bla
     ref[8:10, 8:10, 8:10] = 0.1  # where the real T2 is dark too, black is right
     assert hole_share(pred, ref, brain) == 0.0
     assert "hole_share" in evaluate(pred, ref, mask=brain)
+
+
+def test_detail_scores_see_a_blurred_prediction_as_smoother_and_its_detail_as_lost():
+    from scipy import ndimage
+
+    from monai_t1t2.metrics import detail_scores
+
+    rng = np.random.default_rng(0)
+    brain = np.zeros((32, 32, 32), bool)
+    brain[3:29, 3:29, 3:29] = True
+    ref = np.where(brain, np.clip(0.5 + 0.2 * ndimage.gaussian_filter(rng.normal(size=brain.shape), 1.0) * 5, 0, 1), 0)
+    ref = ref.astype(np.float32)
+    same = detail_scores(ref, ref, brain)
+    assert same["sharpness"] == pytest.approx(1.0) and same["ssim_high_pass"] == pytest.approx(1.0, abs=1e-4)
+    blurred = detail_scores(np.where(brain, ndimage.gaussian_filter(ref, 2.0), 0).astype(np.float32), ref, brain)
+    assert blurred["sharpness"] < 0.6 and blurred["ssim_high_pass"] < 0.8
+    other = np.where(brain, np.clip(0.5 + ndimage.gaussian_filter(rng.normal(size=brain.shape), 1.0), 0, 1), 0)
+    invented = detail_scores(other.astype(np.float32), ref, brain)  # as sharp, but the wrong detail
+    assert invented["sharpness"] > 0.5 and invented["ssim_high_pass"] < 0.2
+    assert {"sharpness", "ssim_high_pass"} <= set(evaluate(ref, ref, mask=brain))
