@@ -21,7 +21,6 @@ without the interval on the first N test subjects.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import subprocess
 import sys
@@ -31,7 +30,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from monai_t1t2.io import read_volume
+from monai_t1t2.io import file_sha256, read_volume
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"
@@ -73,10 +72,6 @@ def test_subjects() -> dict[str, dict[str, Path]]:
     return {row["case"]: {key: SHARED / row[key] for key in ("t1", "t2", "tumor_seg")} for row in datalist["test"]}
 
 
-def sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def translated(case: str, files: dict[str, Path], translator, cache: Path, model_hash: str) -> dict[str, np.ndarray]:
     """The synthetic T2, the trust features and the brain of one subject (cached per model)."""
     from monai_t1t2.inference.translation import translate_with_features
@@ -112,7 +107,7 @@ def calibrate(args) -> None:
     from monai_t1t2.uncertainty import CALIBRATION_FILE, fit_calibration
 
     model_file = args.model / "models" / "model.pt"
-    model_hash = sha256(model_file)
+    model_hash = file_sha256(model_file)
     translator = load_translator(args.model, "cpu")
     cases = []
     for case, files in calibration_subjects(args.cache_dir).items():
@@ -142,7 +137,7 @@ def score(args) -> None:
     from monai_t1t2.metrics import evaluate, normalise_for_scoring
     from monai_t1t2.uncertainty import CALIBRATION_FILE, TrustCalibration
 
-    model_hash = sha256(args.model / "models" / "model.pt")
+    model_hash = file_sha256(args.model / "models" / "model.pt")
     calibration = TrustCalibration.load(args.model / "models" / CALIBRATION_FILE)
     baseline = json.loads((args.cache_dir / "trust" / "constant_baseline.json").read_text())
     constant_half = float(np.interp(args.level, baseline["levels"], baseline["half_widths"]))

@@ -10,6 +10,7 @@ then an atomic rename; an existing file is never replaced unless asked, an input
 
 from __future__ import annotations
 
+import functools
 import gzip
 import hashlib
 import os
@@ -493,6 +494,14 @@ def load_subjects(source: str | Path) -> list[Subject]:
 
 
 def file_sha256(path: PathLike) -> str:
+    """SHA-256 of a file, computed once per file version (resolved path, size, mtime) in a process."""
+    path = Path(path)
+    status = path.stat()
+    return _sha256_of(str(path.resolve()), status.st_size, status.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=1024)
+def _sha256_of(path: str, size: int, mtime_ns: int) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as stream:
         for block in iter(lambda: stream.read(1 << 20), b""):

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import base64
 import csv
-import functools
 import glob
 import html
 import io as _io
@@ -40,6 +39,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import torch
+from monai.data import MetaTensor
 
 import monai_t1t2
 from monai_t1t2.errors import DatasetError, InvalidVolumeError, OutputExistsError, T1T2Error
@@ -63,6 +63,7 @@ from monai_t1t2.io import (
     atomic_write_text,
     check_output_dir,
     check_output_path,
+    file_sha256,
     is_volume_file,
     read_datalist,
     read_volume,
@@ -70,8 +71,6 @@ from monai_t1t2.io import (
     volume_stem,
     write_volume,
 )
-from monai.data import MetaTensor
-
 from monai_t1t2.nets.generators import patch_inferer
 from monai_t1t2.masks import MASK_METHODS, brain_mask, mask_volume_ml, resolve_mask_method
 from monai_t1t2.quality import brain_volume_problems, image_problems
@@ -580,24 +579,8 @@ def sidecar_path(target: Path) -> Path:
 
 
 def _sha256(path: PathLike) -> str | None:
-    """SHA-256 of a file (None if it is not one), computed once per file version (path, size, mtime)."""
-    path = Path(path)
-    if not path.is_file():
-        return None
-    status = path.stat()
-    return _sha256_of(str(path.resolve()), status.st_size, status.st_mtime_ns)
-
-
-@functools.lru_cache(maxsize=1024)
-def _sha256_of(path: str, size: int, mtime_ns: int) -> str:
-    import hashlib
-
-    path = Path(path)
-    digest = hashlib.sha256()
-    with path.open("rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    """SHA-256 of a file (None if it is not one), computed once per file version (:func:`monai_t1t2.io.file_sha256`)."""
+    return file_sha256(path) if Path(path).is_file() else None
 
 
 def model_version(model: PathLike) -> str | None:

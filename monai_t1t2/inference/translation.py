@@ -542,36 +542,34 @@ class TrustedTranslation(NamedTuple):
 
 def trust_of(translator: Translator, level: float) -> TrustCalibration:
     """The model's trust calibration, checked against ``level`` and the model's weights, before any work."""
-    trust = translator.trust
-    if trust is None:
-        raise T1T2Error(f"{translator.source}: this model has no trust calibration ({CALIBRATION_FILE} in its bundle's "
-                        "models/); calibrate it (benchmarks/uncertainty.py --calibrate) or translate without --uncertainty")
-    if not isinstance(level, (int, float)) or not math.isfinite(level):
-        raise T1T2Error(f"--uncertainty-level {level}: a probability, e.g. 0.9")
-    trust.quantile(float(level))  # refuses a level outside the calibrated table
-    if trust.model_sha256 and Path(translator.source).is_file() and file_sha256(translator.source) != trust.model_sha256:
-        raise T1T2Error(f"{translator.source}: its {CALIBRATION_FILE} was calibrated for other weights; "
-                        "recalibrate it or translate without --uncertainty")
-    return trust
+    return _checked_trust(translator.trust, level, translator.source)
 
 
 def check_uncertainty(level: float | None, model: PathLike | Translator | None) -> None:
     """Before any work: ``level`` is a probability the model's trust calibration covers, and the model has
-    one (read from its bundle's ``models/``, without loading the network). None: nothing to check."""
+    one made for its weights (read beside the weights, without loading the network). None: nothing to check."""
     if level is None:
         return
     if isinstance(model, Translator):
         trust_of(model, level)
         return
     path = Path(model) if model is not None else DEFAULT_BUNDLE
-    bundle = path if path.is_dir() else path.parent.parent
-    calibration = bundle / "models" / CALIBRATION_FILE
-    if not calibration.is_file():
-        raise T1T2Error(f"--uncertainty: {path} has no trust calibration ({CALIBRATION_FILE} in its bundle's models/); "
+    weights = path / "models" / "model.pt" if path.is_dir() else path
+    calibration = weights.parent / CALIBRATION_FILE
+    _checked_trust(TrustCalibration.load(calibration) if calibration.is_file() else None, level, str(weights))
+
+
+def _checked_trust(trust: TrustCalibration | None, level: float, weights: str) -> TrustCalibration:
+    if trust is None:
+        raise T1T2Error(f"{weights}: this model has no trust calibration ({CALIBRATION_FILE} beside its weights); "
                         "calibrate it (benchmarks/uncertainty.py --calibrate) or translate without --uncertainty")
     if not isinstance(level, (int, float)) or not math.isfinite(level):
         raise T1T2Error(f"--uncertainty-level {level}: a probability, e.g. 0.9")
-    TrustCalibration.load(calibration).quantile(float(level))
+    trust.quantile(float(level))  # refuses a level outside the calibrated table
+    if trust.model_sha256 and Path(weights).is_file() and file_sha256(weights) != trust.model_sha256:
+        raise T1T2Error(f"{weights}: its {CALIBRATION_FILE} was calibrated for other weights; "
+                        "recalibrate it or translate without --uncertainty")
+    return trust
 
 
 def _mirrored_prediction(translator: Translator, inferer, image: torch.Tensor, network) -> torch.Tensor:

@@ -589,8 +589,8 @@ def run_training_cli(args: Sequence[str]) -> int:
             _parse_checkpoint_hparams(self)
 
         def before_instantiate_classes(self) -> None:
-            config = self.config.get(self.config.get("subcommand"), self.config) if "subcommand" in self.config else self.config
-            warn_emulated_bf16(config.get("trainer", {}))
+            subcommand = self.config.get("subcommand")
+            warn_emulated_bf16((self.config[subcommand] if subcommand else self.config).get("trainer", {}))
 
     _CLI(TranslationModule, PairedDataModule, args=list(args), seed_everything_default=0,
          save_config_kwargs={"overwrite": True})
