@@ -15,6 +15,7 @@ import gzip
 import hashlib
 import os
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Iterable
 
@@ -23,7 +24,8 @@ import numpy as np
 import torch
 from monai.data import MetaTensor
 
-from monai_t1t2.errors import DatasetError, GridMismatchError, InvalidVolumeError, OutputExistsError, OutputLocationError
+from monai_t1t2.errors import (DatasetError, GridMismatchError, InvalidVolumeError, OutputExistsError, OutputLocationError,
+                               T1T2Error)
 from monai_t1t2.geometry import GRID_AFFINE_TOLERANCE_MM, same_grid
 
 PathLike = str | os.PathLike
@@ -379,6 +381,53 @@ def atomic_write_bytes(data: bytes, path: PathLike, overwrite: bool = True) -> P
         if os.path.exists(temporary):
             os.unlink(temporary)
     return path
+
+
+def _is_text(head: bytes) -> bool:
+    try:
+        decoded = head.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return all(c.isprintable() or c in "\t\r\n" for c in decoded)
+
+
+def read_torch_file(path: PathLike, weights_only: bool = True):
+    """``torch.load`` of a model file on the CPU; a file that is not one (text, empty, truncated, a pickle
+    of other objects) is one :class:`T1T2Error` line naming it, never torch's advice to unpickle it unsafely."""
+    import pickle
+    import zipfile
+
+    path = Path(path)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # e.g. 'Detected pickle protocol 4': noise before the error below
+            return torch.load(str(path), map_location="cpu", weights_only=weights_only)
+    except OSError as err:
+        raise T1T2Error(f"{path}: cannot read ({err.strerror or err})") from None
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, IndexError, KeyError, TypeError,
+            AttributeError, ImportError, UnicodeDecodeError, zipfile.BadZipFile) as err:
+        text = str(err)
+        try:
+            with open(path, "rb") as handle:
+                head = handle.read(512)
+        except OSError:
+            head = b"?"
+        if not head:
+            reason = "the file is empty"
+        elif head.startswith(b"PK") and not isinstance(err, pickle.UnpicklingError):
+            reason = "a truncated or damaged zip archive"
+        elif _is_text(head):
+            reason = "it is text, not what torch.save writes"
+        elif "WeightsUnpickler error:" in text:  # torch's weights-only refusal: keep its reason, not its advice
+            detail = next((line.strip() for line in text.split("WeightsUnpickler error:", 1)[1].splitlines()
+                           if line.strip()), "")
+            reason = f"it holds objects other than tensors: {detail}" if detail else "it holds objects other than tensors"
+        elif isinstance(err, EOFError):
+            reason = "it ends early (truncated)"
+        else:
+            first = text.strip().splitlines()[0][:120] if text.strip() else ""
+            reason = f"{type(err).__name__}: {first}" if first and "weights_only" not in first else type(err).__name__
+        raise T1T2Error(f"{path}: not a PyTorch weight file ({reason})") from None
 
 
 def save_torch(obj, path: PathLike, overwrite: bool = True) -> Path:

@@ -199,19 +199,25 @@ def slice_flicker(error: np.ndarray, mask: np.ndarray, min_voxels: int = MIN_SLI
     return float(np.std(sums[kept] / counts[kept]))
 
 
-def detail_scores(pred_n: np.ndarray, ref_n: np.ndarray, brain: np.ndarray) -> dict[str, float]:
+def brain_core(brain: np.ndarray) -> np.ndarray:
+    """The brain less :data:`CORE_MARGIN_VOXELS` at its edge (bool)."""
+    brain = np.asarray(brain, dtype=bool)
+    return brain & ~dilate(~brain, CORE_MARGIN_VOXELS)
+
+
+def detail_scores(pred_n: np.ndarray, ref_n: np.ndarray, brain: np.ndarray, core: np.ndarray | None = None) -> dict[str, float]:
     """Fine detail, inside the brain less :data:`CORE_MARGIN_VOXELS` at its edge (normalised images):
 
     - ``sharpness``: the mean gradient magnitude of the prediction over the real T2's (1.0: as sharp as
       the real scan; below 1: smoother);
     - ``ssim_high_pass``: the SSIM of the two images' high-pass parts (each image minus its Gaussian blur of
       sigma :data:`HIGH_PASS_SIGMA` voxels): whether the detail there is the right detail.
-    NaN where the core is empty or the real T2 has no gradient there.
+    NaN where the core is empty or the real T2 has no gradient there. ``core``: :func:`brain_core` of
+    ``brain`` when the caller has it.
     """
     from scipy import ndimage
 
-    brain = np.asarray(brain, dtype=bool)
-    core = brain & ~dilate(~brain, CORE_MARGIN_VOXELS)
+    core = brain_core(brain) if core is None else core
     if not core.any():
         return {"sharpness": float("nan"), "ssim_high_pass": float("nan")}
     pred_n, ref_n = np.asarray(pred_n, np.float32), np.asarray(ref_n, np.float32)
@@ -221,11 +227,10 @@ def detail_scores(pred_n: np.ndarray, ref_n: np.ndarray, brain: np.ndarray) -> d
             "ssim_high_pass": ssim_by_region(high[0], high[1], core, {"core": core})["core"]}
 
 
-def hole_share(pred_n: np.ndarray, ref_n: np.ndarray, brain: np.ndarray) -> float:
-    """Black holes: the share of the brain's core (the brain less :data:`CORE_MARGIN_VOXELS` at its edge)
-    written below :data:`HOLE_LEVEL` where the real T2 is above :data:`HOLE_REFERENCE` (normalised images)."""
-    brain = np.asarray(brain, dtype=bool)
-    core = brain & ~dilate(~brain, CORE_MARGIN_VOXELS)
+def hole_share(pred_n: np.ndarray, ref_n: np.ndarray, brain: np.ndarray, core: np.ndarray | None = None) -> float:
+    """Black holes: the share of the brain's core (:func:`brain_core`) written below :data:`HOLE_LEVEL` where
+    the real T2 is above :data:`HOLE_REFERENCE` (normalised images)."""
+    core = brain_core(brain) if core is None else core
     if not core.any():
         return float("nan")
     return float(np.mean((pred_n[core] < HOLE_LEVEL) & (ref_n[core] > HOLE_REFERENCE)))
@@ -437,8 +442,9 @@ def evaluate(
     gradients = gradient_errors(error, brain)
     scores.update({key: gradients[key] for key in ("r_z", "e_z", "e_xy")})
     scores["slice_flicker"] = slice_flicker(error, brain)
-    scores["hole_share"] = hole_share(pred_n, ref_n, brain)
-    scores.update(detail_scores(pred_n, ref_n, brain))
+    core = brain_core(brain)
+    scores["hole_share"] = hole_share(pred_n, ref_n, brain, core)
+    scores.update(detail_scores(pred_n, ref_n, brain, core))
     scores.update(_region_scores(pred_n, ref_n, brain, inputs["tumor_seg"], inputs["labels"], label_names,
                                  inputs["groups"]))
     if inputs["lower"] is not None:

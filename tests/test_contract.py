@@ -160,7 +160,7 @@ def test_parcellate_with_a_garbage_pt(tmp_path, capsys, kind):
 
 
 def test_read_torch_file_raises_t1t2error(tmp_path):
-    from monai_t1t2.nets.meshnet import read_torch_file
+    from monai_t1t2.io import read_torch_file
 
     path = tmp_path / "model.pt"
     expected = {"text": "it is text", "text_pickle_like": "it is text", "empty": "the file is empty",

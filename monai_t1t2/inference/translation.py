@@ -46,7 +46,7 @@ from torch import nn
 from monai_t1t2.errors import InvalidVolumeError, T1T2Error
 from monai_t1t2.geometry import to_ras
 from monai_t1t2.hardware import cpu_has_native_bf16, cpu_name
-from monai_t1t2.io import PathLike, file_sha256, read_volume, spacing_of, validate_array
+from monai_t1t2.io import PathLike, file_sha256, read_torch_file, read_volume, spacing_of, validate_array
 from monai_t1t2.masks import brain_mask
 from monai_t1t2.nets.generators import SliceWise, generator_entries, input_floor_of, patch_inferer, tails_calibrated_of
 from monai_t1t2.uncertainty import CALIBRATION_FILE, MIRROR_OVERLAP, TrustCalibration, input_features, trust_features
@@ -139,8 +139,6 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
 
 
 def _load_state(network: nn.Module, weights: PathLike) -> nn.Module:
-    from monai_t1t2.nets.meshnet import read_torch_file
-
     weights = Path(weights)
     state = read_torch_file(weights)  # text, empty or truncated: T1T2Error "<path>: not a PyTorch weight file (...)"
     try:
@@ -199,8 +197,6 @@ def _checkpoint_translator(checkpoint: Path, device: str | torch.device | None) 
     """Generator of a ``monai-t1t2 train`` checkpoint, read without building the losses it was trained with."""
     from monai_t1t2.nets.generators import DEFAULT_GENERATOR
     from monai_t1t2.nets.generators import build_generator
-
-    from monai_t1t2.nets.meshnet import read_torch_file
 
     # A checkpoint holds Python objects (hyper-parameters), so weights_only=False: a .ckpt is trusted as the
     # user's own training output. Text, empty or truncated files: one T1T2Error line.

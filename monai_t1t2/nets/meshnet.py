@@ -37,7 +37,7 @@ from torch import nn
 
 from monai_t1t2.errors import InvalidVolumeError, T1T2Error
 from monai_t1t2.geometry import bounding_box, largest_component, resample_to_grid
-from monai_t1t2.io import PathLike, file_sha256, read_volume, save_torch, volume_stem, write_volume
+from monai_t1t2.io import PathLike, file_sha256, read_torch_file, read_volume, save_torch, volume_stem, write_volume
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BRAINCHOP_DIR_ENV = "MONAI_T1T2_BRAINCHOP_DIR"
@@ -286,53 +286,6 @@ def save_meshnet(network: MeshNet, path: PathLike, overwrite: bool = False) -> P
                "label_names": network.label_names, "preprocessing": network.preprocessing,
                "state_dict": network.state_dict()}
     return save_torch(payload, path, overwrite=overwrite)
-
-
-def _is_text(head: bytes) -> bool:
-    try:
-        decoded = head.decode("utf-8")
-    except UnicodeDecodeError:
-        return False
-    return all(c.isprintable() or c in "\t\r\n" for c in decoded)
-
-
-def read_torch_file(path: PathLike, weights_only: bool = True):
-    """``torch.load`` of a model file on the CPU; a file that is not one (text, empty, truncated, a pickle
-    of other objects) is one :class:`T1T2Error` line naming it, never torch's advice to unpickle it unsafely."""
-    import pickle
-    import zipfile
-
-    path = Path(path)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # e.g. 'Detected pickle protocol 4': noise before the error below
-            return torch.load(str(path), map_location="cpu", weights_only=weights_only)
-    except OSError as err:
-        raise T1T2Error(f"{path}: cannot read ({err.strerror or err})") from None
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, IndexError, KeyError, TypeError,
-            AttributeError, ImportError, UnicodeDecodeError, zipfile.BadZipFile) as err:
-        text = str(err)
-        try:
-            with open(path, "rb") as handle:
-                head = handle.read(512)
-        except OSError:
-            head = b"?"
-        if not head:
-            reason = "the file is empty"
-        elif head.startswith(b"PK") and not isinstance(err, pickle.UnpicklingError):
-            reason = "a truncated or damaged zip archive"
-        elif _is_text(head):
-            reason = "it is text, not what torch.save writes"
-        elif "WeightsUnpickler error:" in text:  # torch's weights-only refusal: keep its reason, not its advice
-            detail = next((line.strip() for line in text.split("WeightsUnpickler error:", 1)[1].splitlines()
-                           if line.strip()), "")
-            reason = f"it holds objects other than tensors: {detail}" if detail else "it holds objects other than tensors"
-        elif isinstance(err, EOFError):
-            reason = "it ends early (truncated)"
-        else:
-            first = text.strip().splitlines()[0][:120] if text.strip() else ""
-            reason = f"{type(err).__name__}: {first}" if first and "weights_only" not in first else type(err).__name__
-        raise T1T2Error(f"{path}: not a PyTorch weight file ({reason})") from None
 
 
 def load_meshnet(path_or_dir: PathLike) -> MeshNet:
