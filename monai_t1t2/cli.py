@@ -62,7 +62,10 @@ def _cmd_prepare_pairs(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from monai_t1t2 import __version__
+
     parser = argparse.ArgumentParser(prog="monai-t1t2", description="T1-weighted to T2-weighted brain MRI translation.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def add(name: str, handler: Callable[[argparse.Namespace], int], help_text: str) -> argparse.ArgumentParser:
@@ -84,13 +87,13 @@ def build_parser() -> argparse.ArgumentParser:
                                             "(configs/ + models/model.pt) (default: monai_t1t2.nets.meshnet.DEFAULT_MODEL, "
                                             "brainchop's model30chan18cls)")
     parcellate.add_argument("--png", action="store_true", help="also write a three-plane overlay PNG")
-    parcellate.add_argument("--overwrite", action="store_true")
+    parcellate.add_argument("--overwrite", action="store_true", help="replace an existing label volume (and PNG)")
 
     importer = add("import-brainchop", _cmd_import_brainchop,
                    "Convert a brainchop TensorFlow.js MeshNet (model.json + .bin) into a PyTorch file.")
     importer.add_argument("source", help="folder holding model.json and its weights")
     importer.add_argument("output", help="PyTorch file to write (.pt)")
-    importer.add_argument("--overwrite", action="store_true")
+    importer.add_argument("--overwrite", action="store_true", help="replace an existing .pt file")
 
     predict = add("predict", _cmd_predict, "Translate T1 volumes into synthetic T2 volumes.")
     predict.add_argument("inputs", nargs="+", help="T1 volumes, folders, glob patterns or MONAI datalist .json files")
@@ -151,17 +154,18 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--tumor-seg", help="tumour label volume (any label > 0 is tumour)")
     evaluate.add_argument("--labels", help="parcellation label volume for region MAE")
     evaluate.add_argument("--json", help="write every metric here")
-    evaluate.add_argument("--overwrite", action="store_true")
+    evaluate.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
 
     prepare = add("prepare-pairs", _cmd_prepare_pairs,
                   "Resample each T2 onto its T1's grid and register it rigidly (IXI-style data).")
     prepare.add_argument("input_dir", help="folder of <case>/t1.*, t2.* [, tumor_seg.*]")
     prepare.add_argument("output_dir", help="writes <case>/t1.nii.gz, t2.nii.gz, registration.json, PNG")
-    prepare.add_argument("--register", choices=("rigid", "none"), default="rigid")
+    prepare.add_argument("--register", choices=("rigid", "none"), default="rigid",
+                         help="rigid: register each T2 to its T1 (default); none: only resample it onto the T1's grid")
     prepare.add_argument("--skull-strip", action="store_true",
                          help="set T1 and T2 to 0 outside the T1's brain (brainchop mindgrab): pairs with skull become "
                               "training pairs like data/paired")
-    prepare.add_argument("--overwrite", action="store_true")
+    prepare.add_argument("--overwrite", action="store_true", help="replace existing pairs in OUTPUT_DIR")
 
     # `train` hands everything after it to LightningCLI (fit / validate / test, --config ...).
     train = add("train", None, "Train with PyTorch Lightning (LightningCLI): monai-t1t2 train fit --config configs/cpu_smoke.yaml")

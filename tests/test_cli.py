@@ -89,3 +89,25 @@ def test_output_locations_are_checked_before_any_work(tmp_path, capsys):
     assert main(["qc", str(volume), "--report", str(tmp_path)]) == 2
     assert "is a folder" in _one_line_error(capsys)
     assert not list(tmp_path.glob(".monai-t1t2-write-check.*")), "the write probe leaves nothing behind"
+
+
+# ----- issue 52, item 8: --version, and every option says what it does ------------------------
+def test_version_prints_the_version_and_exits_0(capsys):
+    import monai_t1t2
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out.strip() == f"monai-t1t2 {monai_t1t2.__version__}"
+
+
+def test_every_option_of_every_subcommand_has_help_text():
+    import argparse
+
+    from monai_t1t2.cli import build_parser
+
+    subparsers = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    silent = [f"{name} {action.option_strings[0]}" for name, sub in subparsers.choices.items()
+              for action in sub._actions
+              if action.option_strings and not isinstance(action, argparse._HelpAction) and not action.help]
+    assert silent == [], f"options without help text: {silent}"
