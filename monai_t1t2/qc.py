@@ -6,12 +6,14 @@ The measures and the keep / reject rules are :mod:`monai_t1t2.quality`'s.
 from __future__ import annotations
 
 import json
+import sys
 import textwrap
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
+from monai_t1t2.errors import T1T2Error
 from monai_t1t2.geometry import to_ras
 from monai_t1t2.io import PathLike, atomic_write_text, find_volumes, read_volume, spacing_of, volume_stem
 from monai_t1t2.quality import quality_report
@@ -40,32 +42,53 @@ def _save_png(volume, report: dict, path: Path) -> None:
                          spacing=spacing_of(ras.affine))
 
 
-def run_qc(paths: Sequence[PathLike], report: PathLike, png_dir: PathLike | None = None, overwrite: bool = False) -> int:
+def run_qc(paths: Sequence[PathLike], report: PathLike, png_dir: PathLike | None = None, overwrite: bool = False,
+           progress: bool = True) -> int:
     """The ``monai-t1t2 qc`` command: a JSON report (list, one object per volume) and optional PNGs.
 
-    Returns 0 once the report is written, whatever the verdicts.
+    A file that cannot be read (missing, not a volume, truncated, 2D ...) does not stop the others: it
+    is reported on stderr (one line naming it) and recorded in the report (``passed`` false, ``error``
+    and ``reasons`` its one-line reason; readable volumes have ``error`` null), as ``predict`` records
+    its failed inputs.
+
+    Returns:
+        The exit status, as ``predict``'s: 0 when every volume was read and measured, whatever the
+        verdicts; 1 when some could not be read and others could; 2 when none could (one line per
+        file, and no report: there is nothing measured to report).
 
     Raises:
-        InvalidVolumeError: a path is missing or a file is not a valid volume (exit status 2).
+        InvalidVolumeError: a folder holds no volume (before any work).
         OutputExistsError: ``report`` exists and ``overwrite`` is False.
     """
-    from tqdm import tqdm
-
     from monai_t1t2.io import check_output_dir, check_output_path
+    from monai_t1t2.progress import VolumeProgress
 
-    files = find_volumes(paths)
+    # A named file that does not exist is recorded like any unreadable one; a folder is searched.
+    files = [file for path in paths for file in (find_volumes([path]) if Path(path).exists() else [Path(path)])]
     report = check_output_path(report, inputs=[*paths, *files], overwrite=overwrite)
     if png_dir is not None:
         check_output_dir(png_dir)
     results, used = [], set()
-    for path in tqdm(files, desc="qc", unit="volume"):
-        volume = read_volume(path)
-        result = quality_report(volume)
-        result["path"] = str(path)
-        results.append(result)
-        if png_dir is not None and result["reasons"]:
-            _save_png(volume, result, Path(png_dir) / _png_name(path, used))
+    with VolumeProgress(len(files), "qc", enabled=progress) as shown:
+        for path in files:
+            try:
+                volume = read_volume(path)
+            except T1T2Error as err:
+                print(f"monai-t1t2: error: {err}", file=sys.stderr)
+                results.append({"path": str(path), "passed": False, "reasons": [str(err)], "error": str(err)})
+                shown.done(path, "unreadable", failed=True)
+                continue
+            result = quality_report(volume)
+            result.update(path=str(path), error=None)
+            results.append(result)
+            if png_dir is not None and result["reasons"]:
+                _save_png(volume, result, Path(png_dir) / _png_name(path, used))
+            shown.done(path, "passed" if result["passed"] else "rejected")
+    unreadable = sum(r["error"] is not None for r in results)
+    if unreadable == len(results):
+        return 2
     atomic_write_text(json.dumps(results, indent=2) + "\n", report, overwrite=True)
-    failed = sum(not r["passed"] for r in results)
-    print(f"qc: {len(results)} volumes, {len(results) - failed} passed, {failed} rejected; report: {report}")
-    return 0
+    failed = sum(not r["passed"] for r in results) - unreadable
+    print(f"qc: {len(results)} volumes, {len(results) - failed - unreadable} passed, {failed} rejected"
+          + (f", {unreadable} unreadable" if unreadable else "") + f"; report: {report}")
+    return 1 if unreadable else 0
