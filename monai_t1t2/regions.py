@@ -34,6 +34,17 @@ REGION_GROUPS: dict[int, str] = {
     7: "tumour",
 }
 TUMOUR_GROUP = 7
+# How the PNG overlays name and paint each group (ColorBrewer Set1: one hue per group, white matter and
+# cortex far apart).
+REGION_LEGEND: dict[int, tuple[str, str]] = {
+    1: ("white matter", "#377eb8"),
+    2: ("cortical grey", "#ff7f00"),
+    3: ("deep grey", "#4daf4a"),
+    4: ("ventricles / CSF", "#ffff33"),
+    5: ("cerebellum", "#984ea3"),
+    6: ("brainstem", "#f781bf"),
+    7: ("tumour", "#e41a1c"),
+}
 
 _DEEP_GREY = ("thalamus", "caudate", "putamen", "pallidum", "hippocampus", "amygdala", "accumbens", "ventraldc")
 
