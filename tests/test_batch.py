@@ -249,3 +249,177 @@ def test_mirror_averaging_from_the_command_line(tmp_path, tiny_model, capsys):
     # The average differs from the plain output and stays in the output's [0, 1] units.
     assert not np.allclose(volumes["plain"], volumes["mirrored"])
     assert volumes["mirrored"].min() >= 0 and volumes["mirrored"].max() <= 1
+
+
+# ----- issue 52, item 7: a readable report that names only outputs that exist -----------------
+def _png_width(data: bytes) -> int:
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    return int.from_bytes(data[16:20], "big")
+
+
+def test_report_thumbnails_are_readable_and_failed_rows_name_no_output(tmp_path, tiny_model, capsys):
+    import base64
+
+    make_collection(tmp_path / "in", valid=1)
+    out, report = tmp_path / "out", tmp_path / "report.html"
+    assert main(["predict", str(tmp_path / "in"), "-o", str(out), "--model", str(tiny_model), "--device", "cpu",
+                 "--report", str(report)]) == 1
+    capsys.readouterr()
+    page = report.read_text()
+    rows = re.findall(r"<tr class='(\w+)'>(.*?)</tr>", page, flags=re.S)
+    assert len(rows) == 5
+    for status, cells in rows:
+        if status in ("rejected", "failed"):
+            assert "_synT2" not in cells, f"a {status} row names an output that was never written: {cells[:300]}"
+        else:
+            assert "sub-00_synT2.nii.gz" in cells
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert all((r["output"] is None) == (r["status"] in ("rejected", "failed")) for r in manifest)
+    assert all(Path(r["output"]).is_file() for r in manifest if r["output"])
+    # Thumbnails at their own size (not shrunk to a few dozen pixels a plane) and enlarged on a click.
+    images = re.findall(r"<img class='thumbnail'[^>]*src='data:image/png;base64,([^']+)'", page)
+    assert len(images) == 2, "the translation and the rejected noise volume"
+    assert all(_png_width(base64.b64decode(data)) >= 800 for data in images)
+    widths = [int(w) for w in re.findall(r"img[^{}]*\{[^}]*\bwidth:\s*(\d+)px", page)]
+    assert all(width >= 800 for width in widths), f"thumbnails shown shrunk: {widths}"
+    assert "classList.toggle(\"zoomed\")" in page and "img.thumbnail.zoomed" in page
+
+
+# ----- issue 52, item 6: parallel runs into one folder share the work ---------------------------
+def _claim(target: Path, host: str, pid: int, age_s: float = 0.0) -> Path:
+    claim = batch.claim_path(target)
+    claim.parent.mkdir(parents=True, exist_ok=True)
+    claim.write_text(json.dumps({"host": host, "pid": pid, "token": "someone", "since": "earlier"}))
+    if age_s:
+        os.utime(claim, (time.time() - age_s, time.time() - age_s))
+    return claim
+
+
+def test_claimed_outputs_are_left_to_their_live_run_and_dead_claims_taken_over(tmp_path, tiny_model, capsys):
+    import socket
+
+    files = make_collection(tmp_path / "in", valid=4, broken=False)
+    out = tmp_path / "out"
+    here = socket.gethostname()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    claims = {"sub-00": _claim(out / "sub-00_synT2.nii.gz", here, os.getppid()),          # a live run here
+              "sub-01": _claim(out / "sub-01_synT2.nii.gz", here, dead.pid),             # a killed run here
+              "sub-02": _claim(out / "sub-02_synT2.nii.gz", "elsewhere", 4242, 3600.0),  # silent for an hour
+              "sub-03": _claim(out / "sub-03_synT2.nii.gz", "elsewhere", 4242)}          # a live run elsewhere
+    assert main(["predict", str(tmp_path / "in"), "-o", str(out), "--model", str(tiny_model), "--device", "cpu"]) == 0
+    captured = capsys.readouterr()
+    assert "4 inputs: 2 translated, 0 already done, 0 rejected by QC, 0 failed, 2 left to another run" in captured.out
+    assert sorted(p.name for p in out.glob("*_synT2.nii.gz")) == ["sub-01_synT2.nii.gz", "sub-02_synT2.nii.gz"]
+    assert captured.err.count("taking over the claim") == 2
+    assert claims["sub-00"].exists() and claims["sub-03"].exists(), "a live run's claim is not ours to remove"
+    assert not claims["sub-01"].exists() and not claims["sub-02"].exists(), "our claims are removed when done"
+    rows = {Path(r["input"]).name: r for r in json.loads((out / "manifest.json").read_text())}
+    assert [rows[f"sub-0{i}.nii.gz"]["status"] for i in range(4)] == ["claimed", "translated", "translated", "claimed"]
+    assert f"pid {os.getppid()}" in rows["sub-00.nii.gz"]["claimed_by"]
+    # The claiming run finishes (its rows land in the shared manifest), its claims go: a rerun has nothing left.
+    claims["sub-00"].unlink()
+    claims["sub-03"].unlink()
+    assert main(["predict", str(files["sub-00"]), str(files["sub-03"]), "-o", str(out), "--model", str(tiny_model),
+                 "--device", "cpu"]) == 0
+    assert sorted(p.name for p in out.glob("*_synT2.nii.gz")) == [f"sub-0{i}_synT2.nii.gz" for i in range(4)]
+    assert not list(out.glob(".*.claim"))
+
+
+def test_an_output_written_by_another_run_meanwhile_is_not_redone(tmp_path, tiny_model):
+    from monai_t1t2.inference.translation import load_translator
+
+    files = make_collection(tmp_path / "in", valid=1, broken=False)
+    out = tmp_path / "out"
+    target = batch.output_path(files["sub-00"], out)
+    translator = load_translator(tiny_model, "cpu")
+    settings = batch.Settings(output_dir=out, inputs=[files["sub-00"]])
+    job = {"input": str(files["sub-00"]), "output": str(target), "input_sha256": batch._sha256(files["sub-00"]),
+           "model_sha256": batch._sha256(tiny_model / "models" / "model.pt"), "sidecar": None}
+    batch.translate_one(files["sub-00"], target, translator, settings)  # the other run, after this one looked
+    written = target.stat().st_mtime_ns
+    (row,) = batch._job_rows([job], settings, translator)
+    assert row["status"] == "claimed" and row["claimed_by"] == "translated by another run"
+    assert target.stat().st_mtime_ns == written
+
+
+def _append_rows(manifest: str, name: str, count: int) -> None:
+    for index in range(count):
+        batch.update_manifest([{"input": f"/data/{name}-{i}.nii.gz", "status": "translated", "output": f"/o/{name}-{i}"}
+                               for i in range(index + 1)], Path(manifest))
+
+
+def test_manifest_rows_of_parallel_runs_are_merged_not_lost(tmp_path):
+    import multiprocessing
+
+    manifest = tmp_path / "manifest.json"
+    context = multiprocessing.get_context("fork")
+    runs = [context.Process(target=_append_rows, args=(str(manifest), name, 15)) for name in ("a", "b")]
+    for run in runs:
+        run.start()
+    for run in runs:
+        run.join(60)
+    assert all(run.exitcode == 0 for run in runs)
+    rows = json.loads(manifest.read_text())
+    assert sorted(r["input"] for r in rows) == sorted(f"/data/{n}-{i}.nii.gz" for n in "ab" for i in range(15))
+    # One row per input: a later row replaces, a "claimed" row never does, a failure names no output.
+    batch.update_manifest([{"input": "/data/a-0.nii.gz", "status": "claimed", "output": "/o/a-0", "claimed_by": "x"},
+                           {"input": "/data/a-1.nii.gz", "status": "failed", "output": "/o/a-1", "error": "gone"},
+                           {"input": "/data/c.nii.gz", "status": "claimed", "output": "/o/c", "claimed_by": "x"}],
+                          manifest, order=["/data/c.nii.gz"])
+    rows = json.loads(manifest.read_text())
+    by_input = {r["input"]: r for r in rows}
+    assert len(rows) == 31 and rows[0]["input"] == "/data/c.nii.gz"
+    assert by_input["/data/a-0.nii.gz"]["status"] == "translated"
+    assert by_input["/data/a-1.nii.gz"]["status"] == "failed" and by_input["/data/a-1.nii.gz"]["output"] is None
+    assert by_input["/data/c.nii.gz"]["status"] == "claimed"
+    # A CSV manifest merges too, its reasons kept as they were written.
+    table = tmp_path / "rows.csv"
+    batch.update_manifest([{"input": "/d/x.nii.gz", "status": "rejected", "qc_reasons": ["QC: a", "QC: b"]}], table)
+    batch.update_manifest([{"input": "/d/y.nii.gz", "status": "translated", "output": "/o/y"}], table)
+    rows = batch.read_manifest(table)
+    assert [r["input"] for r in rows] == ["/d/x.nii.gz", "/d/y.nii.gz"] and rows[0]["qc_reasons"] == "QC: a; QC: b"
+
+
+@pytest.mark.slow
+def test_two_predict_runs_on_one_folder_translate_each_input_once(tmp_path, tiny_model):
+    make_collection(tmp_path / "in", valid=8, broken=False)
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "monai_t1t2", "predict", str(tmp_path / "in"), "-o", str(out),
+               "--model", str(tiny_model), "--device", "cpu"]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    runs = [subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    results = [run.communicate(timeout=300) for run in runs]
+    assert all(run.returncode == 0 for run in runs), [err[-2000:] for _, err in results]
+    translated = [int(re.search(r"(\d+) translated", stdout).group(1)) for stdout, _ in results]
+    assert sum(translated) == 8, f"each input translated once over both runs, not {translated}"
+    rows = json.loads((out / "manifest.json").read_text())
+    assert len(rows) == 8 and all(r["status"] in ("translated", "skipped") for r in rows), rows
+    assert not list(out.glob(".*.claim"))
+
+
+# ----- issue 52, item 8: progress while volumes are translated ---------------------------------
+def test_predict_and_the_bundle_run_show_progress_per_volume(tmp_path, tiny_model, capsys, monkeypatch):
+    from monai_t1t2 import progress
+    from monai_t1t2.inference.translation import load_translator
+
+    make_collection(tmp_path / "in", valid=2, broken=False)
+    # Off a terminal (a log, a pipe, this test): one plain line per volume, no bar.
+    assert main(["predict", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--model", str(tiny_model),
+                 "--device", "cpu"]) == 0
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert "\r" not in err and len(lines) == 2, err
+    assert re.fullmatch(r"monai-t1t2: translating 1/2: .*sub-00\.nii\.gz: translated in \d+\.\d s", lines[0])
+    # The bundle's run step, the same.
+    batch.translate_folder(tmp_path / "in", tmp_path / "bundle_out", model=tiny_model, device="cpu")
+    assert len([line for line in capsys.readouterr().err.splitlines() if "translating" in line]) == 2
+    # On a terminal: a bar over the volumes and MONAI's bar over each volume's sliding windows.
+    monkeypatch.setattr(progress, "on_terminal", lambda stream=None: True)
+    translator = load_translator(tiny_model, "cpu")
+    batch.translate_files([tmp_path / "in" / "sub-00.nii.gz"], tmp_path / "terminal", model=translator)
+    err = capsys.readouterr().err
+    assert "translating" in err and "volume" in err
+    windows = re.findall(r"(\d+)/(\d+) \[", err)
+    assert any(total != "1" for _, total in windows), f"no sliding-window bar: {err[-500:]}"
+    assert translator.inferer.progress is False, "the model's inferer is left as it was"

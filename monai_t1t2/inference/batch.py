@@ -26,12 +26,14 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import csv
 import glob
 import html
 import io as _io
 import json
 import math
+import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -78,6 +80,7 @@ from monai_t1t2.quality import brain_volume_problems, image_problems
 QC_MODES = ("reject", "flag", "off")
 THUMBNAILS = ".thumbnails"
 PARTS = ".manifest-parts"
+WRITTEN = ("translated", "skipped")  # the statuses whose row names an output that exists
 MANIFEST_FIELDS = ("input", "input_sha256", "output", "status", "qc_passed", "qc_reasons", "brain_ml", "mask_method",
                    "predicted_ssim", "device", "seconds", "error")
 
@@ -279,7 +282,8 @@ def write_manifest(rows: Sequence[dict], path: Path) -> Path:
         writer = csv.DictWriter(buffer, fieldnames=MANIFEST_FIELDS, extrasaction="ignore")
         writer.writeheader()
         for row in rows:
-            writer.writerow({**row, "qc_reasons": "; ".join(row.get("qc_reasons") or [])})
+            reasons = row.get("qc_reasons") or []
+            writer.writerow({**row, "qc_reasons": reasons if isinstance(reasons, str) else "; ".join(reasons)})
         return atomic_write_text(buffer.getvalue(), path)
     return atomic_write_text(json.dumps(list(rows), indent=2) + "\n", path)
 
@@ -289,6 +293,187 @@ def read_manifest(path: Path) -> list[dict]:
         with path.open(newline="") as stream:
             return list(csv.DictReader(stream))
     return json.loads(path.read_text())
+
+
+def update_manifest(rows: Sequence[dict], path: Path, order: Sequence[PathLike] = ()) -> list[dict]:
+    """Write this run's ``rows`` into the manifest at ``path``, keeping the rows other runs wrote there; return
+    the manifest's rows.
+
+    One row per input: a row of this run replaces the input's earlier row (a rerun's ``skipped`` replaces
+    ``translated``), except a ``claimed`` row (an input another run holds or did), which only fills in for an
+    input the manifest does not have yet. The read-merge-write holds a lock (``.<manifest name>.lock``
+    beside it), so parallel runs into one folder neither lose nor repeat each other's rows, and the file is
+    replaced atomically. This run's inputs come first, in ``order``; a failed or rejected row names no output.
+    """
+    from filelock import FileLock
+
+    with FileLock(str(path.with_name(f".{path.name}.lock"))):
+        merged = _merged_rows(_readable_manifest(path), rows)
+        position = {str(Path(p).resolve()): index for index, p in enumerate(order)}
+        merged.sort(key=lambda row: position.get(_row_key(row), len(position)))  # stable: others keep their order
+        write_manifest(merged, path)
+    return merged
+
+
+def _row_key(row: dict) -> str:
+    return str(Path(row["input"]).resolve())
+
+
+def _readable_manifest(path: Path) -> list[dict]:
+    """The rows of an existing manifest; none when there is none, or it is not one (it is replaced)."""
+    try:
+        rows = read_manifest(path) if path.is_file() else []
+    except (OSError, ValueError, csv.Error):
+        return []
+    return [row for row in rows if isinstance(row, dict) and row.get("input")] if isinstance(rows, list) else []
+
+
+def _merged_rows(existing: Sequence[dict], rows: Sequence[dict]) -> list[dict]:
+    merged = list(existing)
+    where = {_row_key(row): index for index, row in enumerate(merged)}
+    for row in rows:
+        if row.get("status") not in (*WRITTEN, "claimed"):
+            row = {**row, "output": None}  # never written
+        index = where.get(_row_key(row))
+        if index is None:
+            where[_row_key(row)] = len(merged)
+            merged.append(row)
+        elif row.get("status") != "claimed":
+            merged[index] = row
+    return merged
+
+
+# ----------------------------------------------------------------------------- parallel runs: one claim per output
+CLAIM_HEARTBEAT_SECONDS = 30.0
+CLAIM_STALE_SECONDS = 600.0  # a claim not kept fresh for this long is a dead run's, wherever it ran
+CLAIMS_LOCK = ".claims.lock"
+
+
+def claim_path(target: Path) -> Path:
+    """``.<output name>.claim`` beside the output ``target``: the claim of the run translating into it."""
+    return target.with_name(f".{target.name}.claim")
+
+
+class Claim:
+    """This process's claim on one output: its claim file, kept fresh (its modification time, every
+    :data:`CLAIM_HEARTBEAT_SECONDS`) while the work goes on, removed on release (``with claim: ...``)."""
+
+    def __init__(self, path: Path, record: dict) -> None:
+        import threading
+
+        self.path, self.record = path, record
+        self._stop = threading.Event()
+        self._heartbeat = threading.Thread(target=self._keep_fresh, name=f"claim {path.name}", daemon=True)
+        self._heartbeat.start()
+
+    def _keep_fresh(self) -> None:
+        while not self._stop.wait(CLAIM_HEARTBEAT_SECONDS):
+            try:
+                os.utime(self.path)
+            except OSError:
+                pass
+
+    def release(self) -> None:
+        self._stop.set()
+        self._heartbeat.join()
+        if _claim_record(self.path) == self.record:  # not a claim another run has taken over since
+            self.path.unlink(missing_ok=True)
+
+    def __enter__(self) -> "Claim":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def claim_output(target: Path) -> Claim | str:
+    """Claim ``target`` for this process, or say who holds it.
+
+    The claim file is created atomically (``O_CREAT | O_EXCL``) and records the host, PID and start of
+    the claiming run; of two runs only one creates it. A claim is stale, and taken over with a warning,
+    when its process is gone (same host, PID not running) or it has not been kept fresh for
+    :data:`CLAIM_STALE_SECONDS` (a killed run on another host): a dead run never blocks a rerun for long.
+
+    Returns:
+        A :class:`Claim` to release when done, or a line naming the run that holds ``target``.
+    """
+    import datetime
+    import socket
+    import uuid
+
+    path = claim_path(target)
+    record = {"host": socket.gethostname(), "pid": os.getpid(), "token": uuid.uuid4().hex,
+              "since": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+    for _ in range(3):
+        try:
+            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            if _break_stale_claim(path, target):
+                continue
+            holder = _claim_record(path) or {}
+            return (f"claimed by {holder.get('host', 'another run')} pid {holder.get('pid', '?')} "
+                    f"since {holder.get('since', '?')}")
+        with os.fdopen(descriptor, "w") as stream:
+            json.dump(record, stream)
+        return Claim(path, record)
+    return "claimed by another run"
+
+
+def _claim_record(path: Path) -> dict | None:
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None  # gone, or being written
+    return record if isinstance(record, dict) else None
+
+
+def _running_here(record: dict | None) -> bool:
+    """False when ``record`` names a process of this host that is not running; True otherwise (elsewhere:
+    unknown, the claim's age decides)."""
+    import socket
+
+    if record is None or record.get("host") != socket.gethostname():
+        return True
+    pid = record.get("pid")
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # someone else's process: running
+    return True
+
+
+def _break_stale_claim(path: Path, target: Path) -> bool:
+    """Remove the claim at ``path`` if it is stale; True when there is none now. One breaker at a time (a
+    lock beside it), so a fresh claim made meanwhile is never taken for the stale one."""
+    from filelock import FileLock
+
+    with FileLock(str(path.parent / CLAIMS_LOCK)):
+        try:
+            age = time.time() - path.stat().st_mtime
+        except FileNotFoundError:
+            return True
+        record = _claim_record(path)
+        if age <= CLAIM_STALE_SECONDS and _running_here(record):
+            return False
+        holder = f"{record.get('host')} pid {record.get('pid')}" if record else "an unfinished claim"
+        print(f"monai-t1t2: warning: {target}: taking over the claim of {holder} "
+              f"({'no longer running' if age <= CLAIM_STALE_SECONDS else f'silent for {age / 60:.0f} min'})",
+              file=sys.stderr)
+        path.unlink(missing_ok=True)
+        return True
+
+
+def _stamp(path: Path) -> tuple[int, int] | None:
+    """(modification time, size) of a file, None when there is none: whether another run wrote it since."""
+    try:
+        status = path.stat()
+    except OSError:
+        return None
+    return status.st_mtime_ns, status.st_size
 
 
 def _status_order(row: dict) -> tuple[int, float]:
@@ -301,13 +486,18 @@ def _status_order(row: dict) -> tuple[int, float]:
 def write_report(rows: Sequence[dict], path: Path, output_dir: Path, title: str = "monai-t1t2 batch") -> Path:
     """One self-contained HTML page: the manifest as a table with embedded thumbnails, rejects first, then
     the translations by their predicted SSIM, lowest first (``--uncertainty``: the thumbnail has a row with
-    the interval's width)."""
+    the interval's width). Thumbnails are shown at their own size (each plane about 250 px) and fill the
+    window when clicked; the output column names only outputs that were written (translated or already done)."""
     def image(row: dict) -> str:
         thumbnail = _thumbnail_path(output_dir, Path(row["input"]))
         if not thumbnail.is_file():
             return "<span class='none'>no image</span>"
         data = base64.b64encode(thumbnail.read_bytes()).decode("ascii")
-        return f"<img alt='{html.escape(Path(row['input']).name)}' src='data:image/png;base64,{data}'>"
+        return (f"<img class='thumbnail' title='click to enlarge' alt='{html.escape(Path(row['input']).name)}' "
+                f"src='data:image/png;base64,{data}'>")
+
+    def output(row: dict) -> str:
+        return str(row.get("output") or "") if row.get("status") in WRITTEN else ""
 
     counts = {status: sum(r.get("status") == status for r in rows) for status in ("translated", "skipped", "rejected", "failed")}
     body = []
@@ -315,17 +505,20 @@ def write_report(rows: Sequence[dict], path: Path, output_dir: Path, title: str 
         reasons = row.get("error") or "; ".join(row.get("qc_reasons") or []) or ""
         body.append(
             f"<tr class='{html.escape(str(row.get('status')))}'><td>{html.escape(str(row.get('status')))}</td>"
-            f"<td>{html.escape(str(row['input']))}</td><td>{html.escape(reasons)}</td>"
+            f"<td class='path'>{html.escape(str(row['input']))}</td><td class='reason'>{html.escape(reasons)}</td>"
             f"<td>{html.escape(str('' if row.get('brain_ml') is None else row['brain_ml']))}</td>"
             f"<td>{html.escape(str('' if row.get('predicted_ssim') in (None, '') else row['predicted_ssim']))}</td>"
             f"<td>{html.escape(str(row.get('seconds', '')))}</td>"
-            f"<td>{html.escape(str(row.get('output', '')))}</td><td>{image(row)}</td></tr>")
+            f"<td class='path'>{html.escape(output(row))}</td><td>{image(row)}</td></tr>")
     page = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>
 body {{ font-family: sans-serif; margin: 1.5em; }} table {{ border-collapse: collapse; }}
 td, th {{ border: 1px solid #ccc; padding: 4px 6px; vertical-align: top; font-size: 13px; }}
-tr.rejected td, tr.failed td {{ background: #fde8e8; }} img {{ width: 360px; }}
+tr.rejected td, tr.failed td {{ background: #fde8e8; }} td.path {{ max-width: 16em; overflow-wrap: anywhere; }}
+td.reason {{ max-width: 24em; }} img.thumbnail {{ cursor: zoom-in; }}
+img.thumbnail.zoomed {{ position: fixed; top: 0; left: 0; width: 100vw; height: 100vh; object-fit: contain;
+  background: rgba(0, 0, 0, 0.85); cursor: zoom-out; z-index: 10; }}
 </style></head>
 <body data-images="0" data-images-loaded="0">
 <h1>{html.escape(title)}</h1>
@@ -342,6 +535,13 @@ window.addEventListener("load", function () {{
   document.body.dataset.images = images.length;
   document.body.dataset.imagesLoaded = loaded;
 }});
+// Click a thumbnail to see it filling the window; click again (or Escape) to put it back.
+document.addEventListener("click", function (event) {{
+  if (event.target.classList.contains("thumbnail")) event.target.classList.toggle("zoomed");
+}});
+document.addEventListener("keydown", function (event) {{
+  if (event.key === "Escape") document.querySelectorAll("img.zoomed").forEach(function (i) {{ i.classList.remove("zoomed"); }});
+}});
 </script>
 </body></html>
 """
@@ -350,29 +550,65 @@ window.addEventListener("load", function () {{
 
 # ----------------------------------------------------------------------------- the batch
 def _job_rows(jobs: Sequence[dict], settings: Settings, translator, on_row=None, progress: bool = False) -> list[dict]:
-    """Run ``jobs`` (``{"input", "output", "input_sha256"}``) one after the other, isolating failures;
-    ``on_row(rows)`` after each (the incremental manifest)."""
-    from tqdm.auto import tqdm
+    """Run ``jobs`` (``{"input", "output", "input_sha256", "model_sha256", "sidecar"}``) one after the other,
+    isolating failures, each under its claim (:func:`_claimed_job`); ``on_row(rows)`` after each (the
+    incremental manifest). ``progress``: :class:`~monai_t1t2.progress.VolumeProgress` over the jobs and, on a
+    terminal, MONAI's sliding-window bar over each volume's windows."""
+    from monai_t1t2.progress import VolumeProgress
 
     rows = []
-    for job in tqdm(jobs, desc="translating", unit="volume", disable=None if progress else True):
-        path, target = Path(job["input"]), Path(job["output"])
-        started = time.time()
-        try:
-            row = translate_one(path, target, translator, settings)
-        except InputRejected as err:
-            row = {"status": "rejected", "error": str(err), "qc_passed": False}
-            row.update(getattr(err, "row", {}))
-            print(f"monai-t1t2: error: {err}", file=sys.stderr)
-        except T1T2Error as err:
-            row = {"status": "failed", "error": str(err)}
-            print(f"monai-t1t2: error: {err}", file=sys.stderr)
-        row = {"input": str(path), "output": str(target), "device": str(translator.device),
-               "seconds": round(time.time() - started, 2), **row, "input_sha256": job.get("input_sha256")}
-        rows.append(row)
-        if on_row is not None:
-            on_row(rows)
+    with VolumeProgress(len(jobs), "translating", enabled=progress) as shown, _window_progress(translator, shown.terminal):
+        for job in jobs:
+            path, target = Path(job["input"]), Path(job["output"])
+            started = time.time()
+            row = _claimed_job(job, settings, translator)
+            row = {"input": str(path), "output": str(target), "device": str(translator.device),
+                   "seconds": round(time.time() - started, 2), **row, "input_sha256": job.get("input_sha256")}
+            rows.append(row)
+            status = row["status"] if row["status"] != "claimed" else f"left to another run ({row['claimed_by']})"
+            shown.done(path, status, row["seconds"] if row["status"] == "translated" else None,
+                       failed=row["status"] in ("rejected", "failed"))
+            if on_row is not None:
+                on_row(rows)
     return rows
+
+
+def _claimed_job(job: dict, settings: Settings, translator) -> dict:
+    """One job's row: translated under this run's claim on its output, or ``claimed`` when another run holds
+    that output or wrote it since this run looked (parallel runs into one folder share the work)."""
+    path, target = Path(job["input"]), Path(job["output"])
+    claim = claim_output(target)
+    if not isinstance(claim, Claim):
+        return {"status": "claimed", "error": None, "claimed_by": claim}
+    with claim:
+        sidecar = _stamp(sidecar_path(target))
+        if (sidecar != job.get("sidecar") and output_state(target, job.get("input_sha256"), job.get("model_sha256")) == "complete"
+                and (settings.uncertainty is None or all(p.is_file() for p in interval_paths(target)))):
+            return {"status": "claimed", "error": None, "claimed_by": "translated by another run"}
+        try:
+            return translate_one(path, target, translator, settings)
+        except InputRejected as err:
+            print(f"monai-t1t2: error: {err}", file=sys.stderr)
+            return {"status": "rejected", "error": str(err), "qc_passed": False, **getattr(err, "row", {})}
+        except T1T2Error as err:
+            print(f"monai-t1t2: error: {err}", file=sys.stderr)
+            return {"status": "failed", "error": str(err)}
+
+
+@contextlib.contextmanager
+def _window_progress(translator, shown: bool):
+    """MONAI's sliding-window progress bar (``SlidingWindowInferer(progress=True)``) on the translator's
+    inferer while the batch runs, then back as it was: a bar that moves while one volume is translated."""
+    window = getattr(getattr(translator, "inferer", None), "inferer", getattr(translator, "inferer", None))
+    before = getattr(window, "progress", None)
+    if not shown or before is None:
+        yield
+        return
+    window.progress = True
+    try:
+        yield
+    finally:
+        window.progress = before
 
 
 def run_batch(
@@ -470,7 +706,8 @@ def run_batch(
                                 "status": "failed", "error": problem})
             print(f"monai-t1t2: error: {problem}", file=sys.stderr)
             continue
-        jobs.append({"input": str(path), "output": str(target), "input_sha256": input_hash})
+        jobs.append({"input": str(path), "output": str(target), "input_sha256": input_hash, "model_sha256": model_hash,
+                     "sidecar": _stamp(sidecar_path(target))})
     settings = Settings(output_dir=output_dir, model=model, device=device, overlap=overlap,
                         sw_batch_size=sw_batch_size, flip_axes=None if flip_axes is None else list(flip_axes),
                         calibrate_tails=calibrate_tails, precision=precision, uncertainty=uncertainty,
@@ -479,26 +716,25 @@ def run_batch(
                         inputs=list(paths))
     if devices == 1 and num_nodes == 1:
         translator = load_translator(model, device) if jobs else None  # a broken model file: refused before any write
-        write_manifest(rows_before, manifest)
+        update_manifest(rows_before, manifest, order=paths)
         rows = rows_before + _job_rows(jobs, settings, translator, progress=progress,
-                                       on_row=lambda done: write_manifest(rows_before + done, manifest))
+                                       on_row=lambda done: update_manifest(rows_before + done, manifest, order=paths))
     else:
         rows = _run_distributed(jobs, rows_before, settings, devices, num_nodes, manifest)
         if rows is None:  # not rank 0
             return 0
-    ordered = {str(p): i for i, p in enumerate(paths)}
-    rows.sort(key=lambda r: ordered.get(r["input"], len(ordered)))
-    write_manifest(rows, manifest)
+    folder_rows = update_manifest(rows, manifest, order=paths)
     if report is not None:
-        write_report(rows, Path(report), output_dir)
-    counts = {s: sum(r["status"] == s for r in rows) for s in ("translated", "skipped", "rejected", "failed")}
+        write_report(folder_rows, Path(report), output_dir)
+    counts = {s: sum(r["status"] == s for r in rows) for s in ("translated", "skipped", "rejected", "failed", "claimed")}
     print(f"{output_dir}: {len(rows)} inputs: {counts['translated']} translated, {counts['skipped']} already done, "
-          f"{counts['rejected']} rejected by QC, {counts['failed']} failed; manifest: {manifest}"
+          f"{counts['rejected']} rejected by QC, {counts['failed']} failed"
+          + (f", {counts['claimed']} left to another run" if counts["claimed"] else "") + f"; manifest: {manifest}"
           + (f"; report: {report}" if report is not None else ""))
     bad = counts["rejected"] + counts["failed"]
     if not bad:
         return 0
-    return 1 if counts["translated"] + counts["skipped"] else 2
+    return 1 if counts["translated"] + counts["skipped"] + counts["claimed"] else 2
 
 
 # ----------------------------------------------------------------------------- many devices
@@ -671,7 +907,8 @@ def translate_files(
     header, with a JSON sidecar ``<stem>_synT2.json`` (provenance). An input that fails
     :func:`monai_t1t2.quality.input_problems` (QC reject, brain volume outside the adult range) is refused with the
     reason unless ``force``, which translates it with a warning (recorded in the sidecar).
-    ``progress`` shows a tqdm bar over files on an interactive terminal.
+    ``progress``: on a terminal a bar over the files and MONAI's sliding-window bar over each one's
+    windows; elsewhere (a log) one line per volume translated (:mod:`monai_t1t2.progress`).
 
     Args:
         mask: a brain-mask file on the grid of the (single) input; overrides ``mask_method``.
@@ -682,9 +919,8 @@ def translate_files(
     Returns:
         The written volume paths, in input order.
     """
-    from tqdm.auto import tqdm
-
     from monai_t1t2.inference.batch import Settings, translate_one
+    from monai_t1t2.progress import VolumeProgress
 
     paths = [Path(p) for p in paths]
     if not paths:
@@ -705,8 +941,11 @@ def translate_files(
     settings = Settings(output_dir=output_dir, overlap=overlap, sw_batch_size=sw_batch_size, png=png,
                         overwrite=overwrite, mask_method=mask_method, mask=Path(mask) if mask is not None else None,
                         qc="flag" if force else "reject", inputs=paths, precision=precision, uncertainty=uncertainty)
-    for path, target in zip(tqdm(paths, desc="translating", unit="volume", disable=None if progress else True), targets):
-        translate_one(path, target, translator, settings)
+    with VolumeProgress(len(paths), "translating", enabled=progress) as shown, _window_progress(translator, shown.terminal):
+        for path, target in zip(paths, targets):
+            started = time.time()
+            translate_one(path, target, translator, settings)
+            shown.done(path, "translated", time.time() - started)
     return targets
 
 

@@ -497,7 +497,8 @@ def _translate_parts(image, translator: Translator, affine, mask, mask_method, o
         try:
             inferer = patch_inferer(translator.roi_size, inferer.sw_batch_size if sw_batch_size is None else sw_batch_size,
                                     inferer.overlap if overlap is None else overlap,
-                                    getattr(inferer, "flip_axes", ()) if flip_axes is None else flip_axes)
+                                    getattr(inferer, "flip_axes", ()) if flip_axes is None else flip_axes,
+                                    progress=getattr(inferer, "progress", False))
         except ValueError as err:
             raise T1T2Error(str(err)) from None
     input_mask = _as_mask(mask, t1) if mask is not None else brain_mask(t1, mask_method, translator.device)
@@ -571,7 +572,8 @@ def _checked_trust(trust: TrustCalibration | None, level: float, weights: str) -
 def _mirrored_prediction(translator: Translator, inferer, image: torch.Tensor, network) -> torch.Tensor:
     """The network's output for the left-right mirrored T1 (RAS axis 0), mirrored back: one more sliding
     window, with :data:`~monai_t1t2.uncertainty.MIRROR_OVERLAP` (fewer windows than the prediction's)."""
-    window = patch_inferer(translator.roi_size, inferer.sw_batch_size, MIRROR_OVERLAP)
+    window = patch_inferer(translator.roi_size, inferer.sw_batch_size, MIRROR_OVERLAP,
+                           progress=getattr(inferer, "progress", False))
     return window(image[None].flip(2).to(translator.device), network)[0].flip(1).float().cpu()
 
 

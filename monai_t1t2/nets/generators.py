@@ -178,7 +178,7 @@ class FlipAveragingInferer(Inferer):
         self.flip_axes = tuple(int(axis) for axis in flip_axes)
 
     def __getattr__(self, name: str) -> Any:
-        if name in ("roi_size", "sw_batch_size", "overlap", "mode"):
+        if name in ("roi_size", "sw_batch_size", "overlap", "mode", "progress"):
             return getattr(self.inferer, name)
         raise AttributeError(name)
 
@@ -191,10 +191,11 @@ class FlipAveragingInferer(Inferer):
 
 
 def patch_inferer(roi_size: Sequence[int], sw_batch_size: int = 4, overlap: float = 0.5,
-                  flip_axes: Sequence[int] = ()):
+                  flip_axes: Sequence[int] = (), progress: bool = False):
     """The sliding window that applies a patch-trained generator to a whole volume: MONAI
     ``SlidingWindowInferer`` with Gaussian blending of the overlaps and zero padding; with
-    ``flip_axes``, wrapped in :class:`FlipAveragingInferer` (mirror test-time augmentation).
+    ``flip_axes``, wrapped in :class:`FlipAveragingInferer` (mirror test-time augmentation); ``progress``:
+    MONAI's tqdm bar over the windows.
 
     The one inferer of the package: training's validation, :func:`monai_t1t2.inference.translation.translate`
     and the translation bundle's ``inferer`` component all build theirs here.
@@ -213,7 +214,8 @@ def patch_inferer(roi_size: Sequence[int], sw_batch_size: int = 4, overlap: floa
     if any(axis not in (0, 1, 2) for axis in flip_axes) or len(set(flip_axes)) != len(flip_axes):
         raise ValueError(f"flip_axes {list(flip_axes)}: spatial axes 0, 1, 2, each at most once")
     inferer = SlidingWindowInferer(roi_size=tuple(int(v) for v in roi_size), sw_batch_size=int(sw_batch_size),
-                                   overlap=float(overlap), mode="gaussian", padding_mode="constant", cval=0.0)
+                                   overlap=float(overlap), mode="gaussian", padding_mode="constant", cval=0.0,
+                                   progress=bool(progress))
     return FlipAveragingInferer(inferer, flip_axes) if flip_axes else inferer
 
 
