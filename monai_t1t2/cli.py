@@ -43,7 +43,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
                        manifest=args.manifest, report=args.report, devices=args.devices, num_nodes=args.num_nodes,
                        datalist_key=args.datalist_key, flip_axes=args.flip_axes, calibrate_tails=args.calibrate_tails,
                        precision=args.precision,
-                       uncertainty=args.uncertainty_level if args.uncertainty else None)
+                       uncertainty=args.uncertainty_level if args.uncertainty else None,
+                       series_uid=args.series_uid, dicom_out=args.dicom_out, bids=args.bids)
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
@@ -96,8 +97,18 @@ def build_parser() -> argparse.ArgumentParser:
     importer.add_argument("--overwrite", action="store_true", help="replace an existing .pt file")
 
     predict = add("predict", _cmd_predict, "Translate T1 volumes into synthetic T2 volumes.")
-    predict.add_argument("inputs", nargs="+", help="T1 volumes, folders, glob patterns or MONAI datalist .json files")
-    predict.add_argument("-o", "--output-dir", required=True, help="writes <stem>_synT2.nii.gz here")
+    predict.add_argument("inputs", nargs="+", help="T1 volumes, folders (a folder of one DICOM series is one volume, "
+                                                   "its name the stem), glob patterns or MONAI datalist .json files")
+    predict.add_argument("-o", "--output-dir", help="writes <stem>_synT2.nii.gz here (required unless --bids)")
+    predict.add_argument("--series-uid", metavar="UID",
+                         help="the DICOM series to translate where a folder holds several (the error lists them)")
+    predict.add_argument("--dicom-out", action="store_true",
+                         help="also write each synthetic T2 of a DICOM input as a new series in the input's study, "
+                              "<stem>_synT2_dicom/ (one file per slice, DERIVED\\SECONDARY, marked synthetic)")
+    predict.add_argument("--bids", action="store_true",
+                         help="the input is a BIDS dataset: translate every sub-*/[ses-*/]anat/*_T1w.nii.gz into the "
+                              "derivative dataset BIDS_ROOT/derivatives/monai-t1t2 (or -o) as "
+                              "<entities>_desc-synthetic_T2w.nii.gz with JSON sidecars")
     predict.add_argument("--model", help="a translation bundle folder (configs/inference.json + models/model.pt), the "
                                          "models/model.pt inside one, or a Lightning .ckpt from monai-t1t2 train; a bare "
                                          ".pt outside a bundle has no architecture and is refused (default: the "

@@ -41,8 +41,11 @@ OPTIONAL_KEYS = ("tumor_seg",)
 Subject = dict
 
 def volume_stem(path: PathLike) -> str:
-    """File name without its volume suffix: ``/a/sub-01_T1w.nii.gz`` -> ``sub-01_T1w``."""
+    """File name without its volume suffix: ``/a/sub-01_T1w.nii.gz`` -> ``sub-01_T1w``; a (DICOM series)
+    folder's name as it is."""
     name = Path(path).name
+    if Path(path).is_dir():
+        return name
     for suffix in VOLUME_SUFFIXES:
         if name.lower().endswith(suffix):
             return name[: -len(suffix)]
@@ -54,8 +57,18 @@ def is_volume_file(path: PathLike) -> bool:
     return Path(path).is_file() and Path(path).name.lower().endswith(VOLUME_SUFFIXES)
 
 
+def volumes_in_folder(folder: Path) -> list[Path]:
+    """The volumes of a folder: the folder itself when it holds a DICOM series, else its volume files and
+    DICOM series folders, searched recursively, sorted."""
+    from monai_t1t2.dicom import holds_dicom, series_folders
+
+    if holds_dicom(folder):
+        return [folder]
+    return sorted([p for p in folder.rglob("*") if is_volume_file(p)] + series_folders(folder))
+
+
 def find_volumes(paths: Iterable[PathLike]) -> list[Path]:
-    """Expand files and folders (searched recursively for volumes) into a sorted file list.
+    """Expand files and folders (searched recursively for volumes and DICOM series folders) into a sorted list.
 
     Raises:
         InvalidVolumeError: a path does not exist, or a folder holds no volume.
@@ -63,9 +76,10 @@ def find_volumes(paths: Iterable[PathLike]) -> list[Path]:
     found: list[Path] = []
     for path in map(Path, paths):
         if path.is_dir():
-            in_folder = sorted(p for p in path.rglob("*") if is_volume_file(p))
+            in_folder = volumes_in_folder(path)
             if not in_folder:
-                raise InvalidVolumeError(f"{path}: folder holds no volume ({', '.join(VOLUME_SUFFIXES)})")
+                raise InvalidVolumeError(f"{path}: folder holds no volume ({', '.join(VOLUME_SUFFIXES)}) "
+                                         "and no DICOM series")
             found.extend(in_folder)
         elif path.exists():
             found.append(path)
@@ -119,11 +133,13 @@ def validate_array(array: np.ndarray, path: PathLike) -> np.ndarray:
     return array
 
 
-def read_volume(path: PathLike) -> MetaTensor:
+def read_volume(path: PathLike, series_uid: str | None = None) -> MetaTensor:
     """Read and validate one 3D volume.
 
     Args:
-        path: NIfTI (``.nii``, ``.nii.gz``) or another ITK format (``.nrrd``, ``.mha``, ...).
+        path: NIfTI (``.nii``, ``.nii.gz``), another ITK format (``.nrrd``, ``.mha``, ...), or a folder
+            holding a DICOM MR series (:func:`monai_t1t2.dicom.read_series`).
+        series_uid: the DICOM series to read where the folder holds several.
 
     Returns:
         ``MetaTensor`` of shape ``(1, X, Y, Z)``, float32, with ``affine`` (RAS, mm) and
@@ -141,7 +157,9 @@ def read_volume(path: PathLike) -> MetaTensor:
     if not path.exists():
         raise InvalidVolumeError(f"{path}: no such file")
     if path.is_dir():
-        raise InvalidVolumeError(f"{path}: is a folder, not a volume file")
+        from monai_t1t2.dicom import read_series
+
+        return read_series(path, series_uid)
     array, affine = _load_array(path)
     array = validate_array(array, path).astype(np.float32, copy=False)
     affine_tensor = torch.as_tensor(affine, dtype=torch.float64)

@@ -102,25 +102,40 @@ def _datalist_t1s(path: Path, key: str) -> list[Path]:
     return found
 
 
-def collect_inputs(items: Sequence[PathLike], datalist_key: str = "test", exclude_dir: Path | None = None) -> list[Path]:
+def collect_inputs(items: Sequence[PathLike], datalist_key: str = "test", exclude_dir: Path | None = None,
+                   series_uid: str | None = None) -> list[Path]:
     """Expand files, folders, glob patterns and datalist JSON files into an ordered list without repeats.
 
     A named file that does not exist is kept (the batch records it as failed); a glob that matches
-    nothing, an empty folder or a bad datalist is an error before any work.
+    nothing, an empty folder or a bad datalist is an error before any work. A named folder that holds
+    a DICOM series is one input, checked from its headers before any work (several series and no
+    ``series_uid``, not MR, a localizer, missing slices, a gantry tilt: an error naming the folder);
+    the series folders found below a named folder are inputs beside its volume files (checked when
+    read; with ``series_uid``, only the folders that hold that series).
     Volumes inside ``exclude_dir`` ending in ``_synT2`` (earlier outputs) are left out of folder searches.
     """
+    from monai_t1t2.dicom import holds_dicom, series_uids, validate_series_folder
+    from monai_t1t2.io import volumes_in_folder
+
+    def earlier_output(found: Path) -> bool:
+        return (exclude_dir is not None and volume_stem(found).endswith((OUTPUT_SUFFIX, OUTPUT_SUFFIX + DICOM_SUFFIX))
+                and found.resolve().parent == exclude_dir.resolve())
 
     found: list[Path] = []
     for item in map(str, items):
         path = Path(item)
         if path.suffix.lower() == ".json" and path.is_file():
             found += _datalist_t1s(path, datalist_key)
+        elif path.is_dir() and holds_dicom(path):
+            validate_series_folder(path, series_uid)
+            found.append(path)
         elif path.is_dir():
-            in_folder = sorted(p for p in path.rglob("*") if is_volume_file(p) and not (
-                exclude_dir is not None and volume_stem(p).endswith(OUTPUT_SUFFIX)
-                and p.resolve().parent == exclude_dir.resolve()))
+            in_folder = [p for p in volumes_in_folder(path) if not earlier_output(p)]
+            if series_uid is not None:
+                in_folder = [p for p in in_folder if p.is_file() or series_uid in series_uids(p)]
             if not in_folder:
-                raise InvalidVolumeError(f"{path}: folder holds no volume (*.nii.gz, *.nii)")
+                raise InvalidVolumeError(f"{path}: folder holds no volume (*.nii.gz, *.nii) and no DICOM series"
+                                         + (f" {series_uid}" if series_uid is not None else ""))
             found += in_folder
         elif not path.exists() and any(c in item for c in "*?["):
             matches = sorted(Path(p) for p in glob.glob(item, recursive=True) if Path(p).is_file())
@@ -161,6 +176,9 @@ class Settings:
     qc: str = "reject"
     thumbnails: bool = False
     inputs: list[Path] = field(default_factory=list)
+    series_uid: str | None = None
+    dicom_out: bool = False
+    bids_root: Path | None = None
 
 
 def translate_one(path: Path, target: Path, translator, settings: Settings) -> dict[str, Any]:
@@ -174,7 +192,7 @@ def translate_one(path: Path, target: Path, translator, settings: Settings) -> d
     started = time.time()
     stages: dict[str, float] = {}
     clock = StageClock(stages)
-    t1 = read_volume(path)
+    t1 = read_volume(path, settings.series_uid)
     clock.lap("read")
     # The cheap checks first: an input QC refuses is refused before the brain-mask network runs over it.
     problems = image_problems(t1) if settings.qc != "off" else []
@@ -214,12 +232,16 @@ def translate_one(path: Path, target: Path, translator, settings: Settings) -> d
     clock.reset()
     # The sidecar first: an output with a matching sidecar is complete; a sidecar alone is an interrupted
     # one. The synthetic T2 itself last, after its interval.
-    write_sidecar(target, path, translator, settings, method, problems, predicted)
+    dicom = _dicom_record(t1, target) if settings.dicom_out else None
+    write_sidecar(target, path, translator, settings, method, problems, predicted,
+                  extra={"DICOMOutput": dicom} if dicom else None)
     inputs = [*settings.inputs, *([settings.mask] if settings.mask else [])]
     for bound, bound_path, side in zip(bounds, interval_paths(target), ("lower", "upper")):
         write_volume(bound, bound_path, reference=path, overwrite=True, inputs=inputs,
                      descrip=f"synthetic T2w {side} {settings.uncertainty:g} bound, monai-t1t2 {monai_t1t2.__version__}",
                      intent_name=f"synthetic T2w {side}")
+    if dicom:
+        _write_dicom(synthetic, path, target, translator, settings, dicom)
     write_volume(synthetic, target, reference=path, overwrite=True, inputs=inputs,
                  descrip=f"synthetic T2w, monai-t1t2 {monai_t1t2.__version__}", intent_name="synthetic T2w")
     if settings.png:
@@ -245,6 +267,37 @@ def _thumbnail_path(output_dir: Path, path: Path) -> Path:
 def _thumbnail(t1, synthetic, output_dir: Path, path: Path, width=None, level: float | None = None) -> None:
 
     save_translation_png(t1, synthetic, _thumbnail_path(output_dir, path), width=width, level=level)
+
+
+def dicom_output_path(target: Path) -> Path:
+    """``<stem>_synT2_dicom/`` beside ``<stem>_synT2.nii.gz``: the synthetic T2 as a DICOM series (``--dicom-out``)."""
+    return target.with_name(f"{volume_stem(target)}{DICOM_SUFFIX}")
+
+
+def _dicom_record(t1: MetaTensor, target: Path) -> dict[str, str]:
+    """The sidecar's record of the derived DICOM series, its UID made before it is written."""
+    from pydicom.uid import generate_uid
+
+    return {"Folder": dicom_output_path(target).name, "SeriesInstanceUID": str(generate_uid()),
+            "SourceSeriesInstanceUID": str(t1.meta.get("SeriesInstanceUID", ""))}
+
+
+def _write_dicom(synthetic: MetaTensor, source: Path, target: Path, translator: Translator, settings: Settings,
+                 record: dict[str, str]) -> Path:
+    """The synthetic T2 as a new series in the DICOM input's study (:func:`monai_t1t2.dicom.write_derived_series`)."""
+    from monai_t1t2.dicom import write_derived_series
+
+    version = model_version(translator.source)
+    model = f"{Path(translator.source).parent.parent.name} {version}" if version else Path(translator.source).name
+    return write_derived_series(
+        synthetic, source, dicom_output_path(target), series_uid=record["SourceSeriesInstanceUID"] or None,
+        new_series_uid=record["SeriesInstanceUID"], description="SYNTHETIC T2w",
+        comments=(f"SYNTHETIC T2-weighted image computed by monai-t1t2 {monai_t1t2.__version__} (model {model}) "
+                  "from the T1-weighted series it references; not an acquisition; do not use for diagnosis alone"),
+        software_versions=[f"monai-t1t2 {monai_t1t2.__version__}", f"model {model}"],
+        derivation=(f"T1w to T2w translation by a neural network (monai-t1t2 {monai_t1t2.__version__}); "
+                    f"model {model}, SHA-256 {_sha256(translator.source)}"),
+        overwrite=True)
 
 
 def interval_paths(target: Path) -> tuple[Path, Path]:
@@ -613,7 +666,7 @@ def _window_progress(translator, shown: bool):
 
 def run_batch(
     inputs: Sequence[PathLike],
-    output_dir: PathLike,
+    output_dir: PathLike | None,
     model: PathLike | None = None,
     device: str | None = None,
     overlap: float | None = None,
@@ -633,12 +686,22 @@ def run_batch(
     calibrate_tails: bool | None = None,
     precision: str = "32-true",
     uncertainty: float | None = None,
+    series_uid: str | None = None,
+    dicom_out: bool = False,
+    bids: bool = False,
 ) -> int:
     """``monai-t1t2 predict``: translate a collection; exit status (module docstring).
 
     ``flip_axes``: mirror test-time augmentation, ``calibrate_tails``: the output's tails put at 0 and 1
     (None: the model's setting), ``precision``: the network's arithmetic
-    (:func:`monai_t1t2.inference.translation.translate`)."""
+    (:func:`monai_t1t2.inference.translation.translate`). ``series_uid``: the DICOM series to translate
+    where a folder holds several; ``dicom_out``: also write each synthetic T2 of a DICOM input as a new
+    series in its study, ``<stem>_synT2_dicom/`` (:mod:`monai_t1t2.dicom`); ``bids``: ``inputs`` is one
+    BIDS dataset, ``output_dir`` its derivative dataset (None: ``BIDS_ROOT/derivatives/monai-t1t2``;
+    :mod:`monai_t1t2.bids`)."""
+    from monai_t1t2 import bids as bids_layout
+    from monai_t1t2.dicom import check_series_target
+
     try:
         # The sliding window's own checks, before any work (None: the model's inferer decides).
         patch_inferer((1, 1, 1), 4 if sw_batch_size is None else sw_batch_size, 0.5 if overlap is None else overlap,
@@ -653,8 +716,24 @@ def run_batch(
         raise T1T2Error(f"--mask-method {mask_method}: choose one of {', '.join(MASK_METHODS)}")
     if devices < 1 or num_nodes < 1:
         raise T1T2Error(f"--devices {devices} --num-nodes {num_nodes}: both must be at least 1")
+    bids_root = None
+    if bids:
+        if len(inputs) != 1:
+            raise T1T2Error(f"--bids takes one BIDS dataset folder; {len(inputs)} inputs were given")
+        bids_root = Path(inputs[0])
+        paths = bids_layout.find_t1w(bids_root)
+        output_dir = Path(output_dir) if output_dir is not None else bids_layout.default_derivatives(bids_root)
+    elif output_dir is None:
+        raise T1T2Error("name an output folder (-o OUT), or pass --bids with a BIDS dataset")
+    else:
+        # The inputs first: a bad one (a DICOM folder that is not an MR volume) stops the run before anything is written.
+        paths = collect_inputs(inputs, datalist_key, exclude_dir=Path(output_dir), series_uid=series_uid)
+    if dicom_out:
+        not_dicom = [path for path in paths if not path.is_dir()]
+        if not_dicom:
+            raise T1T2Error(f"--dicom-out writes the synthetic T2 into the DICOM input's study; {not_dicom[0]} is not a "
+                            "DICOM series folder")
     output_dir = check_output_dir(output_dir)
-    paths = collect_inputs(inputs, datalist_key, exclude_dir=output_dir)
     if mask is not None:
         if len(paths) != 1:
             raise T1T2Error(f"--mask {mask}: a mask belongs to one input; {len(paths)} were given")
@@ -676,7 +755,8 @@ def run_batch(
     model_hash = _sha256(model_file(model))
     rows_before, jobs, seen_targets = [], [], {}
     for path in paths:
-        target = output_path(path, output_dir)
+        target = (bids_layout.derivative_path(path, bids_root, output_dir) if bids_root is not None
+                  else output_path(path, output_dir))
         if target in seen_targets:
             raise OutputExistsError(f"{path} and {seen_targets[target]} would both write {target}; rename one or run them apart")
         seen_targets[target] = path
@@ -684,7 +764,9 @@ def run_batch(
                       + (list(interval_paths(target)) if uncertainty is not None else []))
         for candidate in candidates:
             check_output_path(candidate, inputs=protected, overwrite=True)  # never an input, location writable
-        if not path.is_file():
+        if dicom_out:
+            check_series_target(dicom_output_path(target), overwrite=True)
+        if not (path.is_file() or path.is_dir()):
             rows_before.append({"input": str(path), "output": str(target), "status": "failed",
                                 "error": f"{path}: no such file"})
             print(f"monai-t1t2: error: {path}: no such file", file=sys.stderr)
@@ -693,6 +775,10 @@ def run_batch(
         state = output_state(target, input_hash, model_hash)
         if state == "complete" and uncertainty is not None and not all(p.is_file() for p in interval_paths(target)):
             state = "interrupted"  # translated before without the interval: translate again
+        if state == "complete" and dicom_out and not dicom_output_path(target).is_dir():
+            state = "interrupted"  # translated before without the DICOM series: translate again
+        if state == "absent" and dicom_out and dicom_output_path(target).exists() and not overwrite:
+            raise OutputExistsError(f"{dicom_output_path(target)}: exists; pass --overwrite to replace it")
         if state == "complete" and not overwrite:
             rows_before.append({"input": str(path), "input_sha256": input_hash, "output": str(target),
                                 "status": "skipped", "error": None})
@@ -713,7 +799,9 @@ def run_batch(
                         calibrate_tails=calibrate_tails, precision=precision, uncertainty=uncertainty,
                         png=png, overwrite=overwrite, mask_method=mask_method,
                         mask=Path(mask) if mask is not None else None, qc=qc, thumbnails=report is not None,
-                        inputs=list(paths))
+                        inputs=list(paths), series_uid=series_uid, dicom_out=dicom_out, bids_root=bids_root)
+    if bids_root is not None:
+        bids_layout.write_dataset_files(bids_root, output_dir, overwrite=overwrite)
     if devices == 1 and num_nodes == 1:
         translator = load_translator(model, device) if jobs else None  # a broken model file: refused before any write
         update_manifest(rows_before, manifest, order=paths)
@@ -802,6 +890,7 @@ def _run_distributed(jobs: list[dict], rows_before: list[dict], settings: Settin
 
 
 OUTPUT_SUFFIX = "_synT2"
+DICOM_SUFFIX = "_dicom"  # <stem>_synT2_dicom/: the synthetic T2 as a DICOM series (--dicom-out)
 
 
 def output_path(t1_path: PathLike, output_dir: PathLike) -> Path:
@@ -815,7 +904,12 @@ def sidecar_path(target: Path) -> Path:
 
 
 def _sha256(path: PathLike) -> str | None:
-    """SHA-256 of a file (None if it is not one), computed once per file version (:func:`monai_t1t2.io.file_sha256`)."""
+    """SHA-256 of a file (None if it is not one), computed once per file version (:func:`monai_t1t2.io.file_sha256`);
+    of a DICOM series folder, one over its files (:func:`monai_t1t2.dicom.folder_sha256`)."""
+    if Path(path).is_dir():
+        from monai_t1t2.dicom import folder_sha256
+
+        return folder_sha256(path)
     return file_sha256(path) if Path(path).is_file() else None
 
 
@@ -831,11 +925,14 @@ def model_version(model: PathLike) -> str | None:
 
 
 def write_sidecar(target: Path, source: Path, translator: Translator, settings: Settings, mask_method: str,
-                  problems: Sequence[str], predicted_ssim: float | None = None) -> Path:
+                  problems: Sequence[str], predicted_ssim: float | None = None, extra: dict | None = None) -> Path:
     """The provenance sidecar of one synthetic T2 (written atomically): the batch ``settings`` it was
     translated with, where a setting left at ``None`` reads as the model's own (its inferer's mirror
-    axes, its tails step)."""
+    axes, its tails step); ``extra`` fields added (the derived DICOM series). In a BIDS run
+    (``settings.bids_root``) ``Sources`` is the T1's BIDS URI (``bids:raw:sub-01/anat/sub-01_T1w.nii.gz``)."""
     import datetime
+
+    from monai_t1t2.bids import source_uri
 
     flip_axes = getattr(translator.inferer, "flip_axes", []) if settings.flip_axes is None else settings.flip_axes
     calibrated_tails = (tails_calibrated(translator.postprocessing) if settings.calibrate_tails is None
@@ -844,12 +941,13 @@ def write_sidecar(target: Path, source: Path, translator: Translator, settings: 
         "Modality": "MR", "SyntheticImage": True,
         "Description": "synthetic T2-weighted image translated from a T1-weighted image; not an acquisition",
         "GeneratedBy": [{"Name": "monai-t1t2", "Version": monai_t1t2.__version__}],
-        "Sources": [str(source)], "SourceSHA256": _sha256(source),
+        "Sources": [source_uri(source, settings.bids_root) if settings.bids_root else str(source)],
+        "SourceSHA256": _sha256(source),
         "Model": translator.source, "ModelVersion": model_version(translator.source),
         "ModelSHA256": _sha256(translator.source),
         "SlidingWindowROI": list(translator.roi_size), "MirrorAveragedAxes": [int(a) for a in flip_axes],
         "TailsCalibrated": bool(calibrated_tails), "NetworkPrecision": settings.precision,
-        "MaskMethod": mask_method,
+        "MaskMethod": mask_method, "SkullStripped": mask_method != "head",
         "InputProblems": list(problems), "Forced": bool(problems),
         "Units": "normalised T2 (0.5th-99.5th brain percentile range mapped to [0, 1])",
         "DateCreated": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -863,6 +961,7 @@ def write_sidecar(target: Path, source: Path, translator: Translator, settings: 
             "Features": list(trust.features), "CalibrationSubjects": list(trust.subjects),
             "Meaning": f"per voxel, the real T2 (in the protocol's normalised units) lies in [lower, upper] with "
                        f"probability {settings.uncertainty:g} on subjects like the calibration subjects"})
+    record.update(extra or {})
     return atomic_write_text(json.dumps(record, indent=2) + "\n", sidecar_path(target), overwrite=True)
 
 
@@ -976,16 +1075,18 @@ def translate_folder(dataset_dir: PathLike, output_dir: PathLike, model: PathLik
         raise SystemExit(2) from None
 
 
-def run_predict(inputs: Sequence[PathLike], output_dir: PathLike, model: PathLike | None = None, png: bool = False,
+def run_predict(inputs: Sequence[PathLike], output_dir: PathLike | None, model: PathLike | None = None, png: bool = False,
                 device: str | None = None, overlap: float | None = None, sw_batch_size: int | None = None, overwrite: bool = False,
                 mask: PathLike | None = None, mask_method: str = "auto", force: bool = False, qc: str = "reject",
                 manifest: PathLike | None = None, report: PathLike | None = None, devices: int = 1,
                 num_nodes: int = 1, datalist_key: str = "test", flip_axes: Sequence[int] | None = None,
-                calibrate_tails: bool | None = None, precision: str = "32-true", uncertainty: float | None = None) -> int:
+                calibrate_tails: bool | None = None, precision: str = "32-true", uncertainty: float | None = None,
+                series_uid: str | None = None, dicom_out: bool = False, bids: bool = False) -> int:
     """``monai-t1t2 predict``: translate a collection (:func:`monai_t1t2.inference.batch.run_batch`); exit status."""
     from monai_t1t2.inference.batch import run_batch
 
     return run_batch(inputs, output_dir, model=model, device=device, overlap=overlap, sw_batch_size=sw_batch_size,
                      png=png, overwrite=overwrite, mask=mask, mask_method=mask_method, qc="flag" if force else qc,
                      manifest=manifest, report=report, devices=devices, num_nodes=num_nodes, datalist_key=datalist_key,
-                     flip_axes=flip_axes, calibrate_tails=calibrate_tails, precision=precision, uncertainty=uncertainty)
+                     flip_axes=flip_axes, calibrate_tails=calibrate_tails, precision=precision, uncertainty=uncertainty,
+                     series_uid=series_uid, dicom_out=dicom_out, bids=bids)
