@@ -7,7 +7,7 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / "monai_t1t2"
 ENTRY = {"__init__", "__main__", "cli"}
 STAGES = {"qc", "registration", "parcellation", "training", "inference", "evaluation"}
-TOOLBOX = {"errors", "hardware", "uncertainty", "io", "geometry", "masks", "quality", "metrics", "regions", "transforms", "nets", "losses", "viz"}
+TOOLBOX = {"errors", "hardware", "uncertainty", "io", "dicom", "bids", "progress", "geometry", "masks", "quality", "metrics", "regions", "transforms", "nets", "losses", "viz"}
 
 
 def _unit(module: str) -> str:
