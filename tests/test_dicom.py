@@ -295,3 +295,20 @@ def test_dicom_out_needs_dicom_inputs(tmp_path, capsys):
     nifti = write_nifti(tmp_path / "t1.nii.gz", cropped_sample_t1()[0])
     assert main(["predict", str(nifti), "-o", str(tmp_path / "out"), "--dicom-out"]) == 2
     assert "is not a DICOM series folder" in capsys.readouterr().err
+
+
+def test_a_bad_series_below_a_study_folder_fails_alone(tmp_path, capsys):
+    """Series folders found below a named folder are checked when read: a CT series among them is a failed
+    row of the manifest, and the MR series beside it is translated (exit 1)."""
+    from monai_t1t2.cli import main
+
+    array, affine = cropped_sample_t1()
+    write_scanner_series(array, affine, tmp_path / "study" / "T1_MPRAGE")
+    write_scanner_series(array[:, :, :8], affine, tmp_path / "study" / "head_CT", modality="CT", description="head CT")
+    out = tmp_path / "out"
+    assert main(["predict", str(tmp_path / "study"), "-o", str(out), "--model", str(tiny_translation_bundle(tmp_path)),
+                 "--device", "cpu", "--mask-method", "nonzero", "--qc", "off"]) == 1
+    rows = {Path(r["input"]).name: r for r in json.loads((out / "manifest.json").read_text())}
+    assert rows["T1_MPRAGE"]["status"] == "translated" and (out / "T1_MPRAGE_synT2.nii.gz").is_file()
+    assert rows["head_CT"]["status"] == "failed" and "not MR" in rows["head_CT"]["error"]
+    assert "head_CT: a CT series" in capsys.readouterr().err
