@@ -465,10 +465,11 @@ def write_derived_series(
             image.DerivationDescription = derivation[:1024]
             image.SoftwareVersions = contributing.SoftwareVersions
             image.ContributingEquipmentSequence = DicomSequence([contributing])
-            reference = Dataset()
-            reference.ReferencedSOPClassUID = source_slice.SOPClassUID
-            reference.ReferencedSOPInstanceUID = source_slice.SOPInstanceUID
-            image.SourceImageSequence = DicomSequence([reference])
+            if "SOPClassUID" in source_slice and "SOPInstanceUID" in source_slice:
+                reference = Dataset()
+                reference.ReferencedSOPClassUID = source_slice.SOPClassUID
+                reference.ReferencedSOPInstanceUID = source_slice.SOPInstanceUID
+                image.SourceImageSequence = DicomSequence([reference])
             # The MR Image module's acquisition attributes: a synthetic image had no sequence of its own.
             image.ScanningSequence, image.SequenceVariant, image.ScanOptions = "RM", "NONE", ""
             image.EchoTime = image.RepetitionTime = image.EchoTrainLength = None
