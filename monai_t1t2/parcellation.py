@@ -20,15 +20,23 @@ from monai_t1t2.nets.meshnet import DEFAULT_MODEL, import_brainchop, load_parcel
 
 def parcellate_files(paths: Sequence[PathLike], output_dir: PathLike, parcellator: Callable | None = None,
                      overwrite: bool = True) -> list[Path]:
-    """Parcellate each T1 file into ``<output_dir>/<stem>_labels.nii.gz`` (the bundle's run step)."""
+    """Parcellate each T1 file into ``<output_dir>/<stem>_labels.nii.gz`` (the bundle's run step), with
+    progress (:class:`~monai_t1t2.progress.VolumeProgress`)."""
+    import time
+
+    from monai_t1t2.progress import VolumeProgress
+
     if not paths:
         raise T1T2Error("no T1 volume to parcellate (dataset_dir holds no *.nii.gz?)")
     parcellator = parcellator or load_parcellator()
     written = []
-    for path in paths:
-        labels = parcellator(path)
-        target = Path(output_dir) / f"{volume_stem(path)}_labels.nii.gz"
-        written.append(write_volume(labels, target, reference=path, overwrite=overwrite, inputs=[path], dtype=np.int16))
+    with VolumeProgress(len(paths), "parcellating") as shown:
+        for path in paths:
+            started = time.time()
+            labels = parcellator(path)
+            target = Path(output_dir) / f"{volume_stem(path)}_labels.nii.gz"
+            written.append(write_volume(labels, target, reference=path, overwrite=overwrite, inputs=[path], dtype=np.int16))
+            shown.done(path, "parcellated", time.time() - started)
     return written
 
 

@@ -64,3 +64,13 @@ def test_label_overlay_without_names_gives_each_value_a_colour():
     painted = _painted(np.array([[0, 1], [2, 5]]), legend)
     assert painted[0, 0, 3] == 0 and painted[1, 1, 3] == 0, "background and unnamed values stay transparent"
     assert painted[0, 1, 0] == 1 and painted[1, 0, 2] == 1 and 0 < painted[0, 1, 3] < 1
+
+
+def test_the_parcellation_bundle_run_shows_progress(tmp_path, capsys):
+    from monai_t1t2.parcellation import parcellate_files
+
+    paths = [write_nifti(tmp_path / f"t1-{i}.nii.gz", synthetic_head((16, 16, 12), seed=i)) for i in range(2)]
+    fake = lambda path: MetaTensor(torch.ones(1, 16, 16, 12), affine=torch.eye(4))  # noqa: E731
+    parcellate_files(paths, tmp_path / "out", parcellator=fake)
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 2 and lines[1].startswith("monai-t1t2: parcellating 2/2: ") and "parcellated in" in lines[1]
