@@ -48,6 +48,7 @@ def save_three_plane_png(
     center: Sequence[int] | None = None,
     spacing: Sequence[float] = (1.0, 1.0, 1.0),
     legend: Mapping[int, tuple[str, str]] | None = None,
+    dpi: int = 90,
 ) -> Path:
     """Write a PNG: one row per volume, columns axial / coronal / sagittal.
 
@@ -62,6 +63,7 @@ def save_three_plane_png(
         legend: ``{value: (name, colour)}`` for label overlays: each value is painted in its own colour
             and named in a legend under the figure (values not in it are not painted). Without it an
             overlay is a continuous map (``nipy_spectral``).
+        dpi: pixels per inch; each row of planes is 3 inches high (at 90, a plane about 200-250 px wide).
     """
     import matplotlib
 
@@ -108,6 +110,6 @@ def save_three_plane_png(
     height = figure.get_figheight()
     figure.tight_layout(rect=(0, legend_height / height, 1, 1 - (0.35 / height if title else 0)))
     buffer = _io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=90)
+    figure.savefig(buffer, format="png", dpi=dpi)
     plt.close(figure)
     return atomic_write_bytes(buffer.getvalue(), path)

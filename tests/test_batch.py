@@ -276,10 +276,11 @@ def test_report_thumbnails_are_readable_and_failed_rows_name_no_output(tmp_path,
     manifest = json.loads((out / "manifest.json").read_text())
     assert all((r["output"] is None) == (r["status"] in ("rejected", "failed")) for r in manifest)
     assert all(Path(r["output"]).is_file() for r in manifest if r["output"])
-    # Thumbnails at their own size (not shrunk to a few dozen pixels a plane) and enlarged on a click.
+    # Thumbnails at their own size (not shrunk to a few dozen pixels a plane: 1080 px for 3 planes) and
+    # enlarged on a click.
     images = re.findall(r"<img class='thumbnail'[^>]*src='data:image/png;base64,([^']+)'", page)
     assert len(images) == 2, "the translation and the rejected noise volume"
-    assert all(_png_width(base64.b64decode(data)) >= 800 for data in images)
+    assert all(_png_width(base64.b64decode(data)) >= 1000 for data in images)
     widths = [int(w) for w in re.findall(r"img[^{}]*\{[^}]*\bwidth:\s*(\d+)px", page)]
     assert all(width >= 800 for width in widths), f"thumbnails shown shrunk: {widths}"
     assert "classList.toggle(\"zoomed\")" in page and "img.thumbnail.zoomed" in page

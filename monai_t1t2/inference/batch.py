@@ -79,6 +79,7 @@ from monai_t1t2.quality import brain_volume_problems, image_problems
 
 QC_MODES = ("reject", "flag", "off")
 THUMBNAILS = ".thumbnails"
+THUMBNAIL_DPI = 120  # the report's thumbnails: 1080 px wide, each plane about 260-340 px
 PARTS = ".manifest-parts"
 WRITTEN = ("translated", "skipped")  # the statuses whose row names an output that exists
 MANIFEST_FIELDS = ("input", "input_sha256", "output", "status", "qc_passed", "qc_reasons", "brain_ml", "mask_method",
@@ -266,7 +267,7 @@ def _thumbnail_path(output_dir: Path, path: Path) -> Path:
 
 def _thumbnail(t1, synthetic, output_dir: Path, path: Path, width=None, level: float | None = None) -> None:
 
-    save_translation_png(t1, synthetic, _thumbnail_path(output_dir, path), width=width, level=level)
+    save_translation_png(t1, synthetic, _thumbnail_path(output_dir, path), width=width, level=level, dpi=THUMBNAIL_DPI)
 
 
 def dicom_output_path(target: Path) -> Path:
@@ -539,8 +540,8 @@ def _status_order(row: dict) -> tuple[int, float]:
 def write_report(rows: Sequence[dict], path: Path, output_dir: Path, title: str = "monai-t1t2 batch") -> Path:
     """One self-contained HTML page: the manifest as a table with embedded thumbnails, rejects first, then
     the translations by their predicted SSIM, lowest first (``--uncertainty``: the thumbnail has a row with
-    the interval's width). Thumbnails are shown at their own size (each plane about 250 px) and fill the
-    window when clicked; the output column names only outputs that were written (translated or already done)."""
+    the interval's width). Thumbnails are shown at their own size (:data:`THUMBNAIL_DPI`: each plane about
+    300 px) and fill the window when clicked; the output column names only outputs that were written (translated or already done)."""
     def image(row: dict) -> str:
         thumbnail = _thumbnail_path(output_dir, Path(row["input"]))
         if not thumbnail.is_file():
@@ -552,7 +553,8 @@ def write_report(rows: Sequence[dict], path: Path, output_dir: Path, title: str 
     def output(row: dict) -> str:
         return str(row.get("output") or "") if row.get("status") in WRITTEN else ""
 
-    counts = {status: sum(r.get("status") == status for r in rows) for status in ("translated", "skipped", "rejected", "failed")}
+    counts = {status: sum(r.get("status") == status for r in rows)
+              for status in ("translated", "skipped", "rejected", "failed", "claimed")}
     body = []
     for row in sorted(rows, key=_status_order):
         reasons = row.get("error") or "; ".join(row.get("qc_reasons") or []) or ""
@@ -576,7 +578,8 @@ img.thumbnail.zoomed {{ position: fixed; top: 0; left: 0; width: 100vw; height: 
 <body data-images="0" data-images-loaded="0">
 <h1>{html.escape(title)}</h1>
 <p id="summary">{len(rows)} inputs: {counts['translated']} translated, {counts['skipped']} already done,
-{counts['rejected']} rejected by QC, {counts['failed']} failed. Synthetic T2 images are not acquisitions.</p>
+{counts['rejected']} rejected by QC, {counts['failed']} failed{f", {counts['claimed']} left to another run" if counts['claimed'] else ""}.
+Synthetic T2 images are not acquisitions.</p>
 <table id="manifest"><thead><tr><th>status</th><th>input</th><th>reason</th><th>brain ml</th><th>predicted SSIM</th><th>seconds</th>
 <th>output</th><th>T1 / synthetic T2</th></tr></thead><tbody>
 {chr(10).join(body)}

@@ -631,9 +631,10 @@ class StageClock:
 
 
 def save_translation_png(t1: MetaTensor, synthetic: MetaTensor | None, path: PathLike, title: str = "",
-                         width: MetaTensor | None = None, level: float | None = None) -> Path:
+                         width: MetaTensor | None = None, level: float | None = None, dpi: int = 90) -> Path:
     """Three-plane PNG: T1 above synthetic T2 (T1 alone when ``synthetic`` is None), reoriented to RAS; with
-    ``width`` (``upper - lower`` of the ``level`` interval) a third row: the width over the T1 (bright: not to be trusted)."""
+    ``width`` (``upper - lower`` of the ``level`` interval) a third row: the width over the T1 (bright: not to be
+    trusted); ``dpi``: :func:`monai_t1t2.viz.save_three_plane_png`'s."""
     from monai_t1t2.viz import save_three_plane_png
 
     volumes = [to_ras(MetaTensor(v.as_tensor(), affine=v.affine.clone())) for v in (t1, synthetic) if v is not None]
@@ -643,7 +644,8 @@ def save_translation_png(t1: MetaTensor, synthetic: MetaTensor | None, path: Pat
         volumes.append(volumes[0])
         titles.append(f"{level:g} interval width on T1" if level is not None else "interval width on T1")
         overlays = [None] * (len(volumes) - 1) + [to_ras(MetaTensor(width.as_tensor(), affine=width.affine.clone()))]
-    return save_three_plane_png(path, volumes, titles, title=title, spacing=spacing_of(volumes[0].affine), overlays=overlays)
+    return save_three_plane_png(path, volumes, titles, title=title, spacing=spacing_of(volumes[0].affine), overlays=overlays,
+                                dpi=dpi)
 
 
 def describe(translator: Translator) -> dict[str, Any]:
