@@ -18,7 +18,7 @@ EXIT_USER_ERROR = 2
 def _cmd_qc(args: argparse.Namespace) -> int:
     from monai_t1t2.qc import run_qc
 
-    return run_qc(args.paths, report=args.report, png_dir=args.png_dir, overwrite=args.overwrite)
+    return run_qc(args.paths, report=args.report, png_dir=args.png_dir, overwrite=args.overwrite, expect=args.expect)
 
 
 def _cmd_parcellate(args: argparse.Namespace) -> int:
@@ -79,6 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
     qc.add_argument("--report", required=True, help="JSON report to write")
     qc.add_argument("--png-dir", help="write a three-plane PNG of each rejected or flagged volume here")
     qc.add_argument("--overwrite", action="store_true", help="replace an existing report")
+    qc.add_argument("--expect", choices=("t1", "any"), default="t1",
+                    help="t1 (default): also what predict checks after its brain mask (brain volume, T1 contrast: "
+                         "a T2, FLAIR or CT is rejected); any: the image checks only, for any MR weighting")
 
     parcellate = add("parcellate", _cmd_parcellate, "Label brain regions of a T1 with a pretrained parcellation network.")
     parcellate.add_argument("t1", help="T1-weighted volume")

@@ -42,9 +42,24 @@ def _save_png(volume, report: dict, path: Path) -> None:
                          spacing=spacing_of(ras.affine))
 
 
+def _t1_brain_problems(volume) -> list[str]:
+    """What ``predict`` checks after the brain mask: the brain's volume, then its T1 contrast."""
+    from monai_t1t2.io import spacing_of
+    from monai_t1t2.masks import brain_mask
+    from monai_t1t2.quality import brain_volume_problems, t1_contrast_problems
+
+    mask = brain_mask(volume, "auto")
+    return brain_volume_problems(mask, spacing_of(volume.affine)) or t1_contrast_problems(volume, mask)
+
+
 def run_qc(paths: Sequence[PathLike], report: PathLike, png_dir: PathLike | None = None, overwrite: bool = False,
-           progress: bool = True) -> int:
+           progress: bool = True, expect: str = "t1") -> int:
     """The ``monai-t1t2 qc`` command: a JSON report (list, one object per volume) and optional PNGs.
+
+    ``expect="t1"`` (the default) also runs on each volume that passes the image checks what ``predict``
+    runs after its brain mask (the brain's volume, its T1 contrast:
+    :func:`monai_t1t2.quality.t1_contrast_problems`), so a T2 or a CT is rejected with its reason;
+    ``"any"`` checks the image only (any MR weighting, no network).
 
     A file that cannot be read (missing, not a volume, truncated, 2D ...) does not stop the others: it
     is reported on stderr (one line naming it) and recorded in the report (``passed`` false, ``error``
@@ -80,6 +95,9 @@ def run_qc(paths: Sequence[PathLike], report: PathLike, png_dir: PathLike | None
                 continue
             result = quality_report(volume)
             result.update(path=str(path), error=None)
+            if expect == "t1" and result["passed"]:
+                brain_problems = _t1_brain_problems(volume)
+                result.update(passed=not brain_problems, reasons=result["reasons"] + brain_problems)
             results.append(result)
             if png_dir is not None and result["reasons"]:
                 _save_png(volume, result, Path(png_dir) / _png_name(path, used))

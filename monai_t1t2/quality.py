@@ -24,6 +24,7 @@ metric                      definition
 ``spatial_correlation``     mean correlation of neighbouring voxels along the three axes (not
                             an MRIQC IQM): ~0 for pure noise, > 0.9 for anatomy
 ``usable_slice_fraction``   share of slices whose brain fraction reaches ``MIN_BRAIN_FRACTION``
+``hounsfield_air_share``    share of voxels at or below -500 (CT air; none in MR magnitude)
 ==========================  ================================================================
 
 Skull-stripped data has an exactly-zero background: there ``sigma_air`` and the background
@@ -77,6 +78,11 @@ MAX_BACKGROUND_NOISE = 0.05
 # A volume with fewer usable slices than this share is reported (kept: its usable slices can
 # still be sampled). The shared brains use 57-79 % of their axial slices; a 20-slice slab 13 %.
 MIN_USABLE_SLICE_SHARE = 0.25
+
+# CT in Hounsfield units has its air at -1000; an MR magnitude image has no values that low (resampling
+# undershoot gives a few small negatives: the paired T1s of ../shared go down to -69). A volume with this share of
+# its voxels at or below HOUNSFIELD_AIR is refused as CT-like.
+HOUNSFIELD_AIR, MAX_HOUNSFIELD_AIR_SHARE = -500.0, 0.05
 
 # fber and snr_dietrich are infinite on an exactly-zero background; JSON has no infinity.
 METRIC_CAP = 1.0e6
@@ -268,6 +274,7 @@ def compute_metrics(
     brain = head if brain is None else np.asarray(brain) > 0
     bad = unusable_slices(brain, axis=axis)
     metrics: dict[str, float] = {
+        "hounsfield_air_share": float(np.mean(image <= HOUNSFIELD_AIR)),
         "spatial_correlation": spatial_correlation(image),
         "efc": efc(image),
         "head_fraction": float(head.mean()),
@@ -319,6 +326,10 @@ def decide(metrics: Mapping[str, float], unusable: Sequence[int]) -> tuple[bool,
     sampled; the slice indices are in the report).
     """
     reasons, passed = [], True
+    air = metrics.get("hounsfield_air_share", 0.0)
+    if air > MAX_HOUNSFIELD_AIR_SHARE:
+        return False, [f"looks like CT, not MR (rule hounsfield_air_share): {air:.0%} of the volume is at or below "
+                       f"{HOUNSFIELD_AIR:.0f} (air in Hounsfield units); an MR magnitude image has no such values"]
     correlation = metrics["spatial_correlation"]
     if correlation < MIN_SPATIAL_CORRELATION:
         return False, [f"noise only (rule spatial_correlation): neighbouring voxels correlate {correlation:.2f} "
@@ -402,8 +413,8 @@ def quality_report(
 
 
 def image_problems(t1) -> list[str]:
-    """The cheap checks of an input T1, run before any network: the QC verdict (noise only, ghosting, no
-    usable slice) as reasons prefixed ``QC:`` (empty list: none)."""
+    """The cheap checks of an input T1, run before any network: the QC verdict (CT-like, noise only,
+    ghosting, no usable slice) as reasons prefixed ``QC:`` (empty list: none)."""
     report = quality_report(t1)
     return [] if report["passed"] else [f"QC: {reason}" for reason in report["reasons"]]
 
@@ -420,13 +431,95 @@ def brain_volume_problems(mask: np.ndarray | torch.Tensor, spacing: Sequence[flo
             f"{MIN_BRAIN_ML:.0f}-{MAX_BRAIN_ML:.0f} ml (not a brain, a partial brain, or a wrong mask)"]
 
 
+# T1 contrast, first the cheap rule: the median of the brain's normalised intensity (0.5th / 99.5th
+# percentiles) 2-4 mm inside its edge (cortex, sulcal CSF) less the median 8-12 mm deep (white matter).
+# A T1 has the outer part darker: on the 46 T1s of ../shared (cohort, paired, raw after the brain mask,
+# template) -0.405 to -0.041; the 46 T2s score -0.084 to +0.140 (2026-12-07, /tmp/contrast2.py in the
+# session's note). From SHELL_CLEAR_T1 down it is a T1; from SHELL_NOT_T1 up it is refused; between,
+# the parcellation decides (:func:`parcellated_contrast_problems`).
+SHELL_MM, DEEP_MM = (2.0, 4.0), (8.0, 12.0)
+SHELL_CLEAR_T1, SHELL_NOT_T1 = -0.12, 0.0
+# The parcellation must find these groups (regions.REGION_GROUPS) with at least this many ml to call
+# the image a brain: the shared brains hold 16.7-36.5 ml of ventricles / CSF, > 300 ml of white matter
+# and cortex (benchmarks/README.md, parcellation plausibility).
+MIN_GROUP_ML = {"white_matter": 100.0, "cortical_grey": 100.0, "ventricles_csf": 3.0}
+
+
+def shell_contrast(image: np.ndarray, brain: np.ndarray, spacing: Sequence[float]) -> float:
+    """The brain's normalised median intensity :data:`SHELL_MM` inside its edge less that :data:`DEEP_MM`
+    deep (NaN when either part is empty): negative for T1 contrast, positive for T2 / FLAIR."""
+    from monai_t1t2.metrics import LOWER_PERCENTILE, UPPER_PERCENTILE
+
+    brain = np.asarray(brain, dtype=bool)
+    depth = ndimage.distance_transform_edt(brain, sampling=tuple(float(s) for s in spacing))[brain]
+    values = np.asarray(image, dtype=np.float32)[brain]
+    shell = (depth >= SHELL_MM[0]) & (depth < SHELL_MM[1])
+    deep = (depth >= DEEP_MM[0]) & (depth < DEEP_MM[1])
+    if not shell.any() or not deep.any():
+        return float("nan")
+    low, high = np.percentile(values, [LOWER_PERCENTILE, UPPER_PERCENTILE])
+    scale = max(float(high - low), 1e-6)
+    return float((np.median(values[shell]) - np.median(values[deep])) / scale)
+
+
+def parcellated_contrast_problems(image: np.ndarray, labels: np.ndarray, label_names: Sequence[str],
+                                  spacing: Sequence[float]) -> list[str]:
+    """The parcellation's verdict: the anatomy found (:data:`MIN_GROUP_ML`), then T1 contrast: white
+    matter brighter than the ventricles / CSF and than the cortex."""
+    from monai_t1t2.regions import REGION_GROUPS, labels_to_groups
+
+    groups = labels_to_groups(np.rint(np.asarray(labels)).astype(np.int64), label_names)
+    image = np.asarray(image, dtype=np.float32)
+    voxel_ml = float(np.prod(spacing)) / 1000.0
+    codes = {name: code for code, name in REGION_GROUPS.items()}
+    missing = [f"{name} {np.count_nonzero(groups == codes[name]) * voxel_ml:.0f} ml (< {least:.0f})"
+               for name, least in MIN_GROUP_ML.items() if np.count_nonzero(groups == codes[name]) * voxel_ml < least]
+    if missing:
+        return ["no brain anatomy recognised: the whole-brain parcellation finds " + ", ".join(missing)]
+    median = {name: float(np.median(image[groups == codes[name]])) for name in MIN_GROUP_ML}
+    white = median["white_matter"]
+    brighter = [name for name in ("ventricles_csf", "cortical_grey") if median[name] >= white]
+    if not brighter:
+        return []
+    return [f"not T1-weighted: {' and '.join(n.replace('_', ' ') for n in brighter)} "
+            f"(median {', '.join(f'{median[n]:.4g}' for n in brighter)}) at least as bright as white matter "
+            f"({white:.4g}) in the parcellation; a T2-weighted or FLAIR image?"]
+
+
+def t1_contrast_problems(t1, mask: np.ndarray | torch.Tensor, parcellator=None) -> list[str]:
+    """Whether a brain has T1 contrast (empty list: it has): the cheap :func:`shell_contrast` rule, and in
+    its undecided band the parcellation (:func:`parcellated_contrast_problems`; ``parcellator``: a
+    callable T1 -> labels on its grid with ``label_names``, default the package's MeshNet). Without a
+    parcellation model the undecided band passes with a warning."""
+    image, spacing, _ = _image_and_spacing(t1)
+    brain = _image_and_spacing(mask)[0] > 0
+    shell = shell_contrast(image, brain, spacing)
+    if not np.isfinite(shell) or shell <= SHELL_CLEAR_T1:
+        return []
+    if shell >= SHELL_NOT_T1:
+        return [f"not T1-weighted: the brain's outer {SHELL_MM[0]:g}-{SHELL_MM[1]:g} mm are not darker than its "
+                f"part {DEEP_MM[0]:g}-{DEEP_MM[1]:g} mm deep (shell contrast {shell:+.3f}; T1s score "
+                f"below {SHELL_NOT_T1:g}): a T2-weighted or FLAIR image, or not a brain?"]
+    if parcellator is None:
+        from monai_t1t2.nets.meshnet import DEFAULT_CONFORM_INTENSITY, DEFAULT_MODEL, _loaded_parcellator, brainchop_dir
+
+        if not (brainchop_dir() / DEFAULT_MODEL / "model.json").is_file():
+            logger.warning("T1 contrast undecided (shell contrast %+.3f) and no parcellation model in %s: "
+                           "not checked further", shell, brainchop_dir())
+            return []
+        # the 18-class network alone: the tissue model only fills the voxels it leaves unknown
+        parcellator = _loaded_parcellator(DEFAULT_MODEL, None, DEFAULT_CONFORM_INTENSITY, None)
+    labels = parcellator(t1)
+    return parcellated_contrast_problems(image, _image_and_spacing(labels)[0], parcellator.label_names, spacing)
+
+
 def input_problems(t1, mask: np.ndarray | torch.Tensor) -> list[str]:
     """Why a T1 (a ``MetaTensor`` with its affine) is not a plausible brain to translate (empty list:
-    plausible): :func:`brain_volume_problems` of ``mask``, then :func:`image_problems`. The package's one
-    rule set for its inputs; ``predict`` runs :func:`image_problems` before the brain mask is made."""
-    from monai_t1t2.io import spacing_of
-
-    return brain_volume_problems(mask, spacing_of(t1.affine)) + image_problems(t1)
+    plausible): :func:`image_problems`, :func:`brain_volume_problems` of ``mask``, then, on a plausible
+    brain, :func:`t1_contrast_problems`. The package's one rule set for its inputs; ``predict`` runs
+    :func:`image_problems` before the brain mask is made and the contrast check last."""
+    problems = brain_volume_problems(mask, spacing_of(t1.affine)) + image_problems(t1)
+    return problems or t1_contrast_problems(t1, mask)
 
 
 class QualityControl(Transform):

@@ -139,7 +139,7 @@ def test_cli_writes_report_and_pngs(tmp_path):
     write_nifti(tmp_path / "in" / "noise.nii.gz", qc.simulate_noise_only(padded_head().shape, 10.0))
     write_nifti(tmp_path / "in" / "ghost.nii.gz", qc.simulate_ghost(padded_head(), axis=1, amplitude=0.1))
     report_path, pngs = tmp_path / "report.json", tmp_path / "png"
-    assert main(["qc", str(tmp_path / "in"), "--report", str(report_path), "--png-dir", str(pngs)]) == 0
+    assert main(["qc", str(tmp_path / "in"), "--report", str(report_path), "--png-dir", str(pngs), "--expect", "any"]) == 0
     report = {r["path"].split("/")[-1]: r for r in json.loads(report_path.read_text())}
     assert report["clean.nii.gz"]["passed"] and not report["noise.nii.gz"]["passed"]
     assert report["ghost.nii.gz"]["reasons"][0].startswith("ghosting") and "along voxel axis y" in report["ghost.nii.gz"]["reasons"][0]
@@ -266,3 +266,131 @@ def test_replicated_object_ghost_on_a_skull_stripped_volume(real_t1, axis, ampli
 def test_clean_skull_stripped_volume_has_no_ghost_copy(real_t1):
     metrics = qc.quality_report(real_t1)["metrics"]
     assert metrics["ghost_copy_x"] == 0 and metrics["ghost_copy_y"] == 0
+
+
+# --------------------------------------------------------------------------------------
+# The input is a T1 brain: CT, T1 contrast, anatomy (issue 52, item 1)
+# --------------------------------------------------------------------------------------
+
+NAMES = ["Unknown", "Cerebral-White-Matter", "Cerebral-Cortex", "Lateral-Ventricle"]
+
+
+def _layered_brain(shell: float, deep: float, ventricles: float | None = None) -> MetaTensor:
+    """A 2 mm sphere (radius 56 mm, 735 ml): ``shell`` in its outer 6 mm, ``deep`` inside, and a 10 mm
+    ball of ``ventricles`` at its centre."""
+    grid = np.stack(np.meshgrid(*[np.arange(64) - 31.5] * 3, indexing="ij"))
+    radius = np.sqrt((grid**2).sum(0)) * 2.0
+    image = np.where(radius < 56, np.where(radius < 50, deep, shell), 0.0)
+    if ventricles is not None:
+        image = np.where(radius < 10, ventricles, image)
+    return MetaTensor(torch.from_numpy(image.astype(np.float32))[None], affine=torch.diag(torch.tensor([2.0, 2, 2, 1])))
+
+
+class FakeParcellator:
+    """Labels by depth, as a parcellation of the layered brain would: cortex, white matter, ventricles."""
+
+    label_names = NAMES
+
+    def __init__(self):
+        self.calls = 0
+
+    def __call__(self, t1):
+        self.calls += 1
+        grid = np.stack(np.meshgrid(*[np.arange(64) - 31.5] * 3, indexing="ij"))
+        radius = np.sqrt((grid**2).sum(0)) * 2.0
+        labels = np.select([radius < 10, radius < 50, radius < 56], [3, 1, 2], 0)
+        return MetaTensor(torch.from_numpy(labels)[None], affine=t1.affine)
+
+
+def test_shell_contrast_decides_clear_t1_and_t2_without_the_parcellation():
+    parcellator = FakeParcellator()
+    t1 = _layered_brain(shell=60.0, deep=100.0)
+    brain = t1 > 0
+    assert qc.shell_contrast(t1[0].numpy(), brain[0].numpy(), (2.0, 2.0, 2.0)) < qc.SHELL_CLEAR_T1
+    assert qc.t1_contrast_problems(t1, brain, parcellator) == []
+    t2 = _layered_brain(shell=100.0, deep=40.0)
+    problems = qc.t1_contrast_problems(t2, t2 > 0, parcellator)
+    assert len(problems) == 1 and problems[0].startswith("not T1-weighted") and "T2-weighted" in problems[0]
+    assert parcellator.calls == 0  # the cheap rule decided both
+
+
+def test_undecided_shell_contrast_asks_the_parcellation():
+    # the outer layer barely darker than the deep part: the cheap rule cannot tell
+    t1 = _layered_brain(shell=95.0, deep=100.0, ventricles=20.0)
+    brain = t1 > 0
+    assert qc.SHELL_CLEAR_T1 < qc.shell_contrast(t1[0].numpy(), brain[0].numpy(), (2.0, 2.0, 2.0)) < qc.SHELL_NOT_T1
+    parcellator = FakeParcellator()
+    assert qc.t1_contrast_problems(t1, brain, parcellator) == [] and parcellator.calls == 1
+    t2 = _layered_brain(shell=95.0, deep=100.0, ventricles=180.0)  # CSF brighter than white matter
+    problems = qc.t1_contrast_problems(t2, t2 > 0, parcellator)
+    assert len(problems) == 1 and "ventricles csf" in problems[0] and "white matter" in problems[0]
+
+
+def test_no_recognised_anatomy_is_refused():
+    class Nothing(FakeParcellator):
+        def __call__(self, t1):
+            return MetaTensor(torch.zeros(t1.shape, dtype=torch.int64), affine=t1.affine)
+
+    phantom = _layered_brain(shell=95.0, deep=100.0, ventricles=200.0)  # undecided, then no anatomy
+    problems = qc.t1_contrast_problems(phantom, phantom > 0, Nothing())
+    assert len(problems) == 1 and problems[0].startswith("no brain anatomy recognised")
+
+
+def test_ct_like_volume_is_refused_before_any_network(tmp_path, monkeypatch, capsys):
+    grid = np.stack(np.meshgrid(*[np.linspace(-1, 1, 48)] * 3, indexing="ij"))
+    radius = np.sqrt((grid**2).sum(0))
+    ct = np.select([radius < 0.7, radius < 0.8], [35.0, 1500.0], -1000.0).astype(np.float32)  # brain, bone, air
+    assert qc.image_problems(ct)[0].startswith("QC: looks like CT")
+    undershoot = qc.quality_report(np.where(ct < 0, -40.0, ct))  # resampling undershoot is not CT
+    assert undershoot["metrics"]["hounsfield_air_share"] == 0 and not any("CT" in r for r in undershoot["reasons"])
+    path = write_nifti(tmp_path / "ct.nii.gz", ct, np.diag([4.0, 4.0, 4.0, 1.0]))
+    from monai_t1t2.inference import batch
+
+    monkeypatch.setattr(batch, "brain_mask", lambda *a, **k: pytest.fail("the mask network ran on a CT"))
+    assert main(["predict", str(path), "-o", str(tmp_path / "out"), "--model", str(_tiny_bundle(tmp_path))]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(path) in err[0] and "looks like CT" in err[0]
+    assert not list((tmp_path / "out").glob("*.nii.gz"))
+
+
+def _tiny_bundle(tmp_path):
+    from conftest import tiny_translation_bundle
+
+    return tiny_translation_bundle(tmp_path)
+
+
+@pytest.mark.realdata
+def test_a_real_t2_given_as_the_t1_is_refused_and_force_translates_it(tmp_path, capsys, shared):
+    t2 = shared / "data" / "cohort" / "Brats18_CBICA_AQO_1" / "t2.nii.gz"  # the issue's example
+    bundle = _tiny_bundle(tmp_path)
+    assert main(["predict", str(t2), "-o", str(tmp_path / "out"), "--model", str(bundle)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(t2) in err[0] and "not T1-weighted" in err[0]
+    assert not list((tmp_path / "out").glob("*_synT2.nii.gz"))
+    assert main(["predict", str(t2), "-o", str(tmp_path / "forced"), "--model", str(bundle), "--force"]) == 0
+    assert "not T1-weighted" in capsys.readouterr().err
+    assert list((tmp_path / "forced").glob("*_synT2.nii.gz"))
+
+
+@pytest.mark.realdata
+@pytest.mark.slow
+def test_the_parcellation_tells_an_undecided_t1_from_an_undecided_t2(shared):
+    # The shared volumes closest to the cheap rule's T1 / T2 boundary (shell contrast -0.041 both).
+    for case, image, refused in (("Brats18_CBICA_ASV_1", "t1", False), ("Brats18_2013_11_1", "t2", True)):
+        volume = read_volume(shared / "data" / "cohort" / case / f"{image}.nii.gz")
+        brain = masks.brain_mask(volume, "nonzero")
+        shell = qc.shell_contrast(volume[0].numpy(), brain[0].numpy(), (1.0, 1.0, 1.0))
+        assert qc.SHELL_CLEAR_T1 < shell < qc.SHELL_NOT_T1, (case, shell)
+        problems = qc.t1_contrast_problems(volume, brain)
+        assert bool(problems) == refused, (case, problems)
+
+
+@pytest.mark.realdata
+def test_qc_rejects_a_t2_and_passes_its_t1_unless_told_any_weighting(tmp_path, shared):
+    case = shared / "data" / "cohort" / "Brats18_CBICA_ALU_1"  # both decided by the cheap rule
+    report = tmp_path / "q.json"
+    assert main(["qc", str(case / "t1.nii.gz"), str(case / "t2.nii.gz"), "--report", str(report)]) == 0
+    t1, t2 = json.loads(report.read_text())
+    assert t1["passed"] and not t2["passed"] and "not T1-weighted" in t2["reasons"][-1]
+    assert main(["qc", str(case / "t2.nii.gz"), "--report", str(report), "--overwrite", "--expect", "any"]) == 0
+    assert json.loads(report.read_text())[0]["passed"]

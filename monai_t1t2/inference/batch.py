@@ -75,7 +75,7 @@ from monai_t1t2.io import (
 )
 from monai_t1t2.nets.generators import patch_inferer
 from monai_t1t2.masks import MASK_METHODS, brain_mask, mask_volume_ml, resolve_mask_method
-from monai_t1t2.quality import brain_volume_problems, image_problems
+from monai_t1t2.quality import brain_volume_problems, image_problems, t1_contrast_problems
 
 QC_MODES = ("reject", "flag", "off")
 THUMBNAILS = ".thumbnails"
@@ -208,6 +208,9 @@ def translate_one(path: Path, target: Path, translator, settings: Settings) -> d
     clock.lap("mask")
     if mask is not None and settings.qc != "off":
         problems = brain_volume_problems(mask, spacing_of(t1.affine)) + problems
+        if not problems or settings.qc == "flag":  # the contrast check may parcellate: only when still needed
+            problems += t1_contrast_problems(t1, mask)
+            clock.lap("contrast")
     row = {"input": str(path), "output": str(target), "mask_method": method, "device": str(translator.device),
            "brain_ml": round(mask_volume_ml(mask, spacing_of(t1.affine)), 1) if mask is not None else None,
            "qc_passed": not problems if settings.qc != "off" else None, "qc_reasons": problems}
@@ -1007,7 +1010,7 @@ def translate_files(
     needs is estimated from its header before the network is loaded; inputs are never written over;
     each output is written atomically with the input's affine and header, marked synthetic in its
     header, with a JSON sidecar ``<stem>_synT2.json`` (provenance). An input that fails
-    :func:`monai_t1t2.quality.input_problems` (QC reject, brain volume outside the adult range) is refused with the
+    :func:`monai_t1t2.quality.input_problems` (QC reject, brain volume outside the adult range, not T1) is refused with the
     reason unless ``force``, which translates it with a warning (recorded in the sidecar).
     ``progress``: on a terminal a bar over the files and MONAI's sliding-window bar over each one's
     windows; elsewhere (a log) one line per volume translated (:mod:`monai_t1t2.progress`).

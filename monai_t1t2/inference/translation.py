@@ -17,7 +17,7 @@ The brain mask and its rule are :mod:`monai_t1t2.masks`' (:func:`~monai_t1t2.mas
 
 Before translating a file, :func:`translate_files` (``monai-t1t2 predict``, the bundle) checks that
 the input is plausible (:func:`monai_t1t2.quality.input_problems`: the QC verdict, checked before the brain
-mask is made, and the brain mask's volume against an adult brain's); otherwise the file is
+mask is made, the brain mask's volume against an adult brain's, then its T1 contrast); otherwise the file is
 refused with the reason (``force=True`` / ``--force`` translates it with a warning). The working set is
 estimated from the headers before the network is loaded, and inputs that would not fit in memory are
 refused. Every output says it is synthetic: NIfTI ``descrip`` and ``intent_name``, and a BIDS-style
