@@ -438,6 +438,11 @@ def brain_volume_problems(mask: np.ndarray | torch.Tensor, spacing: Sequence[flo
 # session's note). From SHELL_CLEAR_T1 down it is a T1; from SHELL_NOT_T1 up it is refused; between,
 # the parcellation decides (:func:`parcellated_contrast_problems`).
 SHELL_MM, DEEP_MM = (2.0, 4.0), (8.0, 12.0)
+# A brain has fine structure (folds, sulci, vessels): the median absolute difference between the
+# normalised image and its Gaussian blur of FINE_SIGMA_MM, more than FINE_DEPTH_MM inside the brain. The
+# 46 T1s of ../shared score 0.0166-0.0610 (the thick-slice 2013 scans lowest, the template 0.0355); a
+# smooth sphere phantom 0.0006 (2026-12-07). Below MIN_FINE_STRUCTURE: not a brain.
+FINE_SIGMA_MM, FINE_DEPTH_MM, MIN_FINE_STRUCTURE = 2.0, 4.0, 0.005
 SHELL_CLEAR_T1, SHELL_NOT_T1 = -0.12, 0.0
 # The parcellation must find these groups (regions.REGION_GROUPS) with at least this many ml to call
 # the image a brain: the shared brains hold 16.7-36.5 ml of ventricles / CSF, > 300 ml of white matter
@@ -460,6 +465,23 @@ def shell_contrast(image: np.ndarray, brain: np.ndarray, spacing: Sequence[float
     low, high = np.percentile(values, [LOWER_PERCENTILE, UPPER_PERCENTILE])
     scale = max(float(high - low), 1e-6)
     return float((np.median(values[shell]) - np.median(values[deep])) / scale)
+
+
+def fine_structure(image: np.ndarray, brain: np.ndarray, spacing: Sequence[float]) -> float:
+    """Median ``|n - gaussian(n, FINE_SIGMA_MM)|`` over the brain deeper than :data:`FINE_DEPTH_MM`, ``n`` the
+    image normalised by the brain's 0.5th / 99.5th percentiles (NaN when that part is empty)."""
+    from monai_t1t2.metrics import LOWER_PERCENTILE, UPPER_PERCENTILE
+
+    brain = np.asarray(brain, dtype=bool)
+    spacing = tuple(float(s) for s in spacing)
+    inner = ndimage.distance_transform_edt(brain, sampling=spacing) > FINE_DEPTH_MM
+    if not inner.any():
+        return float("nan")
+    image = np.asarray(image, dtype=np.float32)
+    low, high = np.percentile(image[brain], [LOWER_PERCENTILE, UPPER_PERCENTILE])
+    normalised = (image - low) / max(float(high - low), 1e-6)
+    blurred = ndimage.gaussian_filter(normalised, [FINE_SIGMA_MM / s for s in spacing])
+    return float(np.median(np.abs(normalised - blurred)[inner]))
 
 
 def parcellated_contrast_problems(image: np.ndarray, labels: np.ndarray, label_names: Sequence[str],
@@ -487,12 +509,17 @@ def parcellated_contrast_problems(image: np.ndarray, labels: np.ndarray, label_n
 
 
 def t1_contrast_problems(t1, mask: np.ndarray | torch.Tensor, parcellator=None) -> list[str]:
-    """Whether a brain has T1 contrast (empty list: it has): the cheap :func:`shell_contrast` rule, and in
+    """Whether a brain is one, with T1 contrast (empty list: it is): the cheap :func:`fine_structure` and
+    :func:`shell_contrast` rules, and in
     its undecided band the parcellation (:func:`parcellated_contrast_problems`; ``parcellator``: a
     callable T1 -> labels on its grid with ``label_names``, default the package's MeshNet). Without a
     parcellation model the undecided band passes with a warning."""
     image, spacing, _ = _image_and_spacing(t1)
     brain = _image_and_spacing(mask)[0] > 0
+    fine = fine_structure(image, brain, spacing)
+    if fine < MIN_FINE_STRUCTURE:
+        return [f"no brain anatomy recognised: no fine structure inside the brain (median detail {fine:.4f} of its "
+                f"range, below {MIN_FINE_STRUCTURE:g}; the shared T1s score 0.017 and above): a smooth phantom?"]
     shell = shell_contrast(image, brain, spacing)
     if not np.isfinite(shell) or shell <= SHELL_CLEAR_T1:
         return []

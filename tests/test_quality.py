@@ -275,14 +275,16 @@ def test_clean_skull_stripped_volume_has_no_ghost_copy(real_t1):
 NAMES = ["Unknown", "Cerebral-White-Matter", "Cerebral-Cortex", "Lateral-Ventricle"]
 
 
-def _layered_brain(shell: float, deep: float, ventricles: float | None = None) -> MetaTensor:
+def _layered_brain(shell: float, deep: float, ventricles: float | None = None, texture: float = 4.0) -> MetaTensor:
     """A 2 mm sphere (radius 56 mm, 735 ml): ``shell`` in its outer 6 mm, ``deep`` inside, and a 10 mm
-    ball of ``ventricles`` at its centre."""
+    ball of ``ventricles`` at its centre; ``texture``: the amplitude of a fine random pattern (the folds)."""
     grid = np.stack(np.meshgrid(*[np.arange(64) - 31.5] * 3, indexing="ij"))
     radius = np.sqrt((grid**2).sum(0)) * 2.0
     image = np.where(radius < 56, np.where(radius < 50, deep, shell), 0.0)
     if ventricles is not None:
         image = np.where(radius < 10, ventricles, image)
+    pattern = np.random.default_rng(0).normal(0.0, 1.0, image.shape)
+    image = np.where(radius < 56, image + texture * pattern, 0.0)
     return MetaTensor(torch.from_numpy(image.astype(np.float32))[None], affine=torch.diag(torch.tensor([2.0, 2, 2, 1])))
 
 
@@ -333,7 +335,15 @@ def test_no_recognised_anatomy_is_refused():
 
     phantom = _layered_brain(shell=95.0, deep=100.0, ventricles=200.0)  # undecided, then no anatomy
     problems = qc.t1_contrast_problems(phantom, phantom > 0, Nothing())
-    assert len(problems) == 1 and problems[0].startswith("no brain anatomy recognised")
+    assert len(problems) == 1 and problems[0].startswith("no brain anatomy recognised: the whole-brain parcellation")
+    grid = np.stack(np.meshgrid(*[np.arange(64) - 31.5] * 3, indexing="ij"))
+    radius = np.sqrt((grid**2).sum(0)) * 2.0  # a sphere darker towards its edge, as a T1 is, and smooth
+    ramp = np.where(radius < 56, 60.0 + 40.0 * np.clip((56.0 - radius) / 30.0, 0, 1), 0.0).astype(np.float32)
+    smooth = MetaTensor(torch.from_numpy(ramp)[None], affine=torch.diag(torch.tensor([2.0, 2, 2, 1])))
+    assert qc.shell_contrast(ramp, ramp > 0, (2.0, 2.0, 2.0)) < qc.SHELL_CLEAR_T1
+    assert qc.fine_structure(smooth[0].numpy(), smooth[0].numpy() > 0, (2.0, 2.0, 2.0)) < qc.MIN_FINE_STRUCTURE
+    problems = qc.t1_contrast_problems(smooth, smooth > 0, Nothing())
+    assert len(problems) == 1 and "no fine structure" in problems[0]
 
 
 def test_ct_like_volume_is_refused_before_any_network(tmp_path, monkeypatch, capsys):
