@@ -2,9 +2,14 @@
 
     python benchmarks/qc_cohort.py                     # the 36 cohort and 4 paired subjects, T1 and T2
     python benchmarks/qc_cohort.py --ghost-sweep       # also: ghosts of several amplitudes on a real T1
+    python benchmarks/qc_cohort.py --t1-check          # is it a T1 brain? every T1 and T2 of ../shared
 
 Prints one line per image with the verdict, its reasons and the largest ghost-copy amplitude and
-correlation (``monai_t1t2.quality.replicated_object_amplitude``), then the counts.
+correlation (``monai_t1t2.quality.replicated_object_amplitude``), then the counts. ``--t1-check`` runs
+instead what ``predict`` checks after the brain mask (``quality.t1_contrast_problems``) on every T1 and T2
+of the cohort, paired, raw (after the brain mask) and template folders: the fine structure, the shell
+contrast, whether the parcellation decided, the verdict and the seconds; then the T1s refused (should be
+none) and the T2s passed (should be none).
 """
 
 from __future__ import annotations
@@ -16,8 +21,12 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+import time  # noqa: E402
+
 from monai_t1t2 import qc  # noqa: E402
-from monai_t1t2.io import read_volume  # noqa: E402
+from monai_t1t2 import quality  # noqa: E402
+from monai_t1t2.io import read_volume, spacing_of  # noqa: E402
+from monai_t1t2.masks import brain_mask  # noqa: E402
 
 DATA = REPO.parent / "shared" / "data"
 
@@ -26,7 +35,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--groups", nargs="+", default=["cohort", "paired"])
     parser.add_argument("--ghost-sweep", action="store_true")
+    parser.add_argument("--t1-check", action="store_true")
     args = parser.parse_args()
+    if args.t1_check:
+        return t1_check()
     rows = []
     print("| image | passed | reasons | max ghost_copy | max ghost-copy correlation |\n|---|---|---|---|---|")
     for group in args.groups:
@@ -50,6 +62,27 @@ def main() -> None:
                 m, name = report["metrics"], "xyz"[axis]
                 print(f"| {name} | {amplitude} | {report['passed']} | {m.get('ghost_copy_' + name, 0):.4f} | "
                       f"{m.get('gsr_' + name, 0):.4f} | {m['head_fraction']:.3f} |", flush=True)
+
+
+def t1_check() -> None:
+    images = sorted(DATA.glob("*/*/t[12].nii.gz"))
+    print("| image | fine structure | shell contrast | parcellated | verdict | s |\n|---|---|---|---|---|---|")
+    wrong = []
+    for path in images:
+        started = time.perf_counter()
+        volume = read_volume(path)
+        brain = brain_mask(volume, "auto")
+        image, mask, spacing = volume[0].numpy(), brain[0].numpy() > 0, spacing_of(volume.affine)
+        shell = quality.shell_contrast(image, mask, spacing)
+        problems = quality.t1_contrast_problems(volume, brain)
+        parcellated = quality.SHELL_CLEAR_T1 < shell < quality.SHELL_NOT_T1
+        is_t1 = path.name.startswith("t1")
+        if is_t1 == bool(problems):
+            wrong.append(str(path.relative_to(DATA)))
+        print(f"| {path.relative_to(DATA)} | {quality.fine_structure(image, mask, spacing):.4f} | {shell:+.3f} | "
+              f"{parcellated} | {'; '.join(problems) or 'T1 brain'} | {time.perf_counter() - started:.1f} |", flush=True)
+    t1s = sum(p.name.startswith("t1") for p in images)
+    print(f"\n{t1s} T1s, {len(images) - t1s} T2s; wrong verdicts (a T1 refused or a T2 passed): {wrong or 'none'}")
 
 
 if __name__ == "__main__":
