@@ -434,9 +434,9 @@ def brain_volume_problems(mask: np.ndarray | torch.Tensor, spacing: Sequence[flo
 # T1 contrast, first the cheap rule: the median of the brain's normalised intensity (0.5th / 99.5th
 # percentiles) 2-4 mm inside its edge (cortex, sulcal CSF) less the median 8-12 mm deep (white matter).
 # A T1 has the outer part darker: on the 46 T1s of ../shared (cohort, paired, raw after the brain mask,
-# template) -0.405 to -0.041; the 46 T2s score -0.084 to +0.140 (2026-12-07, /tmp/contrast2.py in the
-# session's note). From SHELL_CLEAR_T1 down it is a T1; from SHELL_NOT_T1 up it is refused; between,
-# the parcellation decides (:func:`parcellated_contrast_problems`).
+# template) -0.405 to -0.041; the 46 T2s score -0.084 to +0.140 (2026-12-08, `python
+# benchmarks/qc_cohort.py --t1-check`). From SHELL_CLEAR_T1 down it is a T1; from SHELL_NOT_T1 up it is
+# refused; between, the parcellation decides (:func:`parcellated_contrast_problems`).
 SHELL_MM, DEEP_MM = (2.0, 4.0), (8.0, 12.0)
 # A brain has fine structure (folds, sulci, vessels): the median absolute difference between the
 # normalised image and its Gaussian blur of FINE_SIGMA_MM, more than FINE_DEPTH_MM inside the brain. The
@@ -510,10 +510,10 @@ def parcellated_contrast_problems(image: np.ndarray, labels: np.ndarray, label_n
 
 def t1_contrast_problems(t1, mask: np.ndarray | torch.Tensor, parcellator=None) -> list[str]:
     """Whether a brain is one, with T1 contrast (empty list: it is): the cheap :func:`fine_structure` and
-    :func:`shell_contrast` rules, and in
-    its undecided band the parcellation (:func:`parcellated_contrast_problems`; ``parcellator``: a
-    callable T1 -> labels on its grid with ``label_names``, default the package's MeshNet). Without a
-    parcellation model the undecided band passes with a warning."""
+    :func:`shell_contrast` rules, and in the shell contrast's undecided band the parcellation
+    (:func:`parcellated_contrast_problems`; ``parcellator``: a callable T1 -> labels on its grid with
+    ``label_names``, default the package's MeshNet). Without a parcellation model the undecided band
+    passes with a warning."""
     image, spacing, _ = _image_and_spacing(t1)
     brain = _image_and_spacing(mask)[0] > 0
     fine = fine_structure(image, brain, spacing)
