@@ -18,7 +18,8 @@ EXIT_USER_ERROR = 2
 def _cmd_qc(args: argparse.Namespace) -> int:
     from monai_t1t2.qc import run_qc
 
-    return run_qc(args.paths, report=args.report, png_dir=args.png_dir, overwrite=args.overwrite, expect=args.expect)
+    return run_qc(args.paths, report=args.report, png_dir=args.png_dir, overwrite=args.overwrite, expect=args.expect,
+                  series_uid=args.series_uid)
 
 
 def _cmd_parcellate(args: argparse.Namespace) -> int:
@@ -79,6 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     qc.add_argument("--report", required=True, help="JSON report to write")
     qc.add_argument("--png-dir", help="write a three-plane PNG of each rejected or flagged volume here")
     qc.add_argument("--overwrite", action="store_true", help="replace an existing report")
+    qc.add_argument("--series-uid", metavar="UID", help="the DICOM series to check in a folder that holds several")
     qc.add_argument("--expect", choices=("t1", "any"), default="t1",
                     help="t1 (default): also what predict checks after its brain mask (brain volume, T1 contrast: "
                          "a T2, FLAIR or CT is rejected); any: the image checks only, for any MR weighting")

@@ -53,13 +53,14 @@ def _t1_brain_problems(volume) -> list[str]:
 
 
 def run_qc(paths: Sequence[PathLike], report: PathLike, png_dir: PathLike | None = None, overwrite: bool = False,
-           progress: bool = True, expect: str = "t1") -> int:
+           progress: bool = True, expect: str = "t1", series_uid: str | None = None) -> int:
     """The ``monai-t1t2 qc`` command: a JSON report (list, one object per volume) and optional PNGs.
 
     ``expect="t1"`` (the default) also runs on each volume that passes the image checks what ``predict``
     runs after its brain mask (the brain's volume, its T1 contrast:
     :func:`monai_t1t2.quality.t1_contrast_problems`), so a T2 or a CT is rejected with its reason;
-    ``"any"`` checks the image only (any MR weighting, no network).
+    ``"any"`` checks the image only (any MR weighting, no network). ``series_uid``: the DICOM series to
+    read from a folder that holds several (as ``predict --series-uid``).
 
     A file that cannot be read (missing, not a volume, truncated, 2D ...) does not stop the others: it
     is reported on stderr (one line naming it) and recorded in the report (``passed`` false, ``error``
@@ -87,7 +88,7 @@ def run_qc(paths: Sequence[PathLike], report: PathLike, png_dir: PathLike | None
     with VolumeProgress(len(files), "qc", enabled=progress) as shown:
         for path in files:
             try:
-                volume = read_volume(path)
+                volume = read_volume(path, series_uid)
             except T1T2Error as err:
                 print(f"monai-t1t2: error: {err}", file=sys.stderr)
                 results.append({"path": str(path), "passed": False, "reasons": [str(err)], "error": str(err)})

@@ -213,6 +213,20 @@ def test_series_uid_chooses_one_of_several_series(tmp_path):
         read_volume(folder, series_uid="1.2.3")
 
 
+
+def test_qc_takes_the_series_uid_of_a_folder_of_several(tmp_path, capsys):
+    from monai_t1t2.cli import main
+    from monai_t1t2.dicom import series_uids
+
+    folder = _series_case("two-series", tmp_path)
+    report = tmp_path / "q.json"
+    assert main(["qc", str(folder), "--report", str(report), "--expect", "any"]) == 2  # which series?
+    assert "--series-uid" in capsys.readouterr().err
+    second = series_uids(folder)[1]
+    assert main(["qc", str(folder), "--report", str(report), "--expect", "any", "--series-uid", second]) == 0
+    assert json.loads(report.read_text())[0]["error"] is None
+
+
 def test_a_study_folder_gives_one_input_per_series_folder(tmp_path):
     from monai_t1t2.inference.batch import collect_inputs
 
