@@ -16,7 +16,8 @@ import numpy as np
 from monai_t1t2.errors import T1T2Error
 from monai_t1t2.geometry import to_ras
 from monai_t1t2.io import PathLike, atomic_write_text, find_volumes, read_volume, spacing_of, volume_stem
-from monai_t1t2.quality import quality_report
+from monai_t1t2.masks import brain_mask
+from monai_t1t2.quality import brain_problems, quality_report
 
 
 def _png_name(path: Path, used: set[str]) -> str:
@@ -40,16 +41,6 @@ def _save_png(volume, report: dict, path: Path) -> None:
     title = "\n".join(textwrap.wrap(f"{verdict}: {'; '.join(report['reasons'])}", 80))
     save_three_plane_png(path, [array, faint], [Path(report["path"]).name, "window 0-5 %"], title=title,
                          spacing=spacing_of(ras.affine))
-
-
-def _t1_brain_problems(volume) -> list[str]:
-    """What ``predict`` checks after the brain mask: the brain's volume, then its T1 contrast."""
-    from monai_t1t2.io import spacing_of
-    from monai_t1t2.masks import brain_mask
-    from monai_t1t2.quality import brain_volume_problems, t1_contrast_problems
-
-    mask = brain_mask(volume, "auto")
-    return brain_volume_problems(mask, spacing_of(volume.affine)) or t1_contrast_problems(volume, mask)
 
 
 def run_qc(paths: Sequence[PathLike], report: PathLike, png_dir: PathLike | None = None, overwrite: bool = False,
@@ -97,8 +88,8 @@ def run_qc(paths: Sequence[PathLike], report: PathLike, png_dir: PathLike | None
             result = quality_report(volume)
             result.update(path=str(path), error=None)
             if expect == "t1" and result["passed"]:
-                brain_problems = _t1_brain_problems(volume)
-                result.update(passed=not brain_problems, reasons=result["reasons"] + brain_problems)
+                problems = brain_problems(volume, brain_mask(volume, "auto"))
+                result.update(passed=not problems, reasons=result["reasons"] + problems)
             results.append(result)
             if png_dir is not None and result["reasons"]:
                 _save_png(volume, result, Path(png_dir) / _png_name(path, used))

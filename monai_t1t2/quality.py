@@ -450,13 +450,20 @@ SHELL_CLEAR_T1, SHELL_NOT_T1 = -0.12, 0.0
 MIN_GROUP_ML = {"white_matter": 100.0, "cortical_grey": 100.0, "ventricles_csf": 3.0}
 
 
-def shell_contrast(image: np.ndarray, brain: np.ndarray, spacing: Sequence[float]) -> float:
+def brain_depth(brain: np.ndarray, spacing: Sequence[float]) -> np.ndarray:
+    """Each voxel's distance in mm to the outside of ``brain`` (0 outside it)."""
+    return ndimage.distance_transform_edt(np.asarray(brain, dtype=bool), sampling=tuple(float(s) for s in spacing))
+
+
+def shell_contrast(image: np.ndarray, brain: np.ndarray, spacing: Sequence[float],
+                   depth: np.ndarray | None = None) -> float:
     """The brain's normalised median intensity :data:`SHELL_MM` inside its edge less that :data:`DEEP_MM`
-    deep (NaN when either part is empty): negative for T1 contrast, positive for T2 / FLAIR."""
+    deep (NaN when either part is empty): negative for T1 contrast, positive for T2 / FLAIR. ``depth``:
+    :func:`brain_depth` when the caller has it."""
     from monai_t1t2.metrics import LOWER_PERCENTILE, UPPER_PERCENTILE
 
     brain = np.asarray(brain, dtype=bool)
-    depth = ndimage.distance_transform_edt(brain, sampling=tuple(float(s) for s in spacing))[brain]
+    depth = (brain_depth(brain, spacing) if depth is None else depth)[brain]
     values = np.asarray(image, dtype=np.float32)[brain]
     shell = (depth >= SHELL_MM[0]) & (depth < SHELL_MM[1])
     deep = (depth >= DEEP_MM[0]) & (depth < DEEP_MM[1])
@@ -467,14 +474,16 @@ def shell_contrast(image: np.ndarray, brain: np.ndarray, spacing: Sequence[float
     return float((np.median(values[shell]) - np.median(values[deep])) / scale)
 
 
-def fine_structure(image: np.ndarray, brain: np.ndarray, spacing: Sequence[float]) -> float:
+def fine_structure(image: np.ndarray, brain: np.ndarray, spacing: Sequence[float],
+                   depth: np.ndarray | None = None) -> float:
     """Median ``|n - gaussian(n, FINE_SIGMA_MM)|`` over the brain deeper than :data:`FINE_DEPTH_MM`, ``n`` the
-    image normalised by the brain's 0.5th / 99.5th percentiles (NaN when that part is empty)."""
+    image normalised by the brain's 0.5th / 99.5th percentiles (NaN when that part is empty). ``depth``:
+    :func:`brain_depth` when the caller has it."""
     from monai_t1t2.metrics import LOWER_PERCENTILE, UPPER_PERCENTILE
 
     brain = np.asarray(brain, dtype=bool)
     spacing = tuple(float(s) for s in spacing)
-    inner = ndimage.distance_transform_edt(brain, sampling=spacing) > FINE_DEPTH_MM
+    inner = (brain_depth(brain, spacing) if depth is None else depth) > FINE_DEPTH_MM
     if not inner.any():
         return float("nan")
     image = np.asarray(image, dtype=np.float32)
@@ -516,11 +525,12 @@ def t1_contrast_problems(t1, mask: np.ndarray | torch.Tensor, parcellator=None) 
     passes with a warning."""
     image, spacing, _ = _image_and_spacing(t1)
     brain = _image_and_spacing(mask)[0] > 0
-    fine = fine_structure(image, brain, spacing)
+    depth = brain_depth(brain, spacing)  # one distance transform for both cheap rules
+    fine = fine_structure(image, brain, spacing, depth)
     if fine < MIN_FINE_STRUCTURE:
         return [f"no brain anatomy recognised: no fine structure inside the brain (median detail {fine:.4f} of its "
                 f"range, below {MIN_FINE_STRUCTURE:g}; the shared T1s score 0.017 and above): a smooth phantom?"]
-    shell = shell_contrast(image, brain, spacing)
+    shell = shell_contrast(image, brain, spacing, depth)
     if not np.isfinite(shell) or shell <= SHELL_CLEAR_T1:
         return []
     if shell >= SHELL_NOT_T1:
@@ -540,13 +550,19 @@ def t1_contrast_problems(t1, mask: np.ndarray | torch.Tensor, parcellator=None) 
     return parcellated_contrast_problems(image, _image_and_spacing(labels)[0], parcellator.label_names, spacing)
 
 
+def brain_problems(t1, mask: np.ndarray | torch.Tensor) -> list[str]:
+    """What is checked once the brain mask is made: :func:`brain_volume_problems`, then, on a brain of a
+    plausible volume, :func:`t1_contrast_problems` (which may parcellate)."""
+    return brain_volume_problems(mask, spacing_of(t1.affine)) or t1_contrast_problems(t1, mask)
+
+
 def input_problems(t1, mask: np.ndarray | torch.Tensor) -> list[str]:
     """Why a T1 (a ``MetaTensor`` with its affine) is not a plausible brain to translate (empty list:
     plausible): :func:`image_problems`, :func:`brain_volume_problems` of ``mask``, then, on a plausible
     brain, :func:`t1_contrast_problems`. The package's one rule set for its inputs; ``predict`` runs
     :func:`image_problems` before the brain mask is made and the contrast check last."""
     problems = brain_volume_problems(mask, spacing_of(t1.affine)) + image_problems(t1)
-    return problems or t1_contrast_problems(t1, mask)
+    return problems or brain_problems(t1, mask)
 
 
 class QualityControl(Transform):

@@ -105,13 +105,18 @@ def test_inputs_as_globs_datalists_and_csv_manifest(tmp_path, tiny_model, capsys
     assert len(rows) == 1 and rows[0]["status"] == "translated" and rows[0]["input"].endswith("sub-01.nii.gz")
 
 
+def _predict_process(inputs: Path, out: Path, model: Path) -> tuple[list[str], dict[str, str]]:
+    """The command line and environment of a ``predict`` run in its own process, on one thread."""
+    command = [sys.executable, "-m", "monai_t1t2", "predict", str(inputs), "-o", str(out),
+               "--model", str(model), "--device", "cpu"]
+    return command, dict(os.environ, OMP_NUM_THREADS="1")
+
+
 @pytest.mark.slow
 def test_killed_midway_a_rerun_finishes_the_rest_without_redoing(tmp_path, tiny_model):
     make_collection(tmp_path / "in", valid=12, broken=False)
     out = tmp_path / "out"
-    command = [sys.executable, "-m", "monai_t1t2", "predict", str(tmp_path / "in"), "-o", str(out),
-               "--model", str(tiny_model), "--device", "cpu"]
-    env = dict(os.environ, OMP_NUM_THREADS="1")
+    command, env = _predict_process(tmp_path / "in", out, tiny_model)
     process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     manifest = out / "manifest.json"
     deadline = time.time() + 240
@@ -386,9 +391,7 @@ def test_manifest_rows_of_parallel_runs_are_merged_not_lost(tmp_path):
 def test_two_predict_runs_on_one_folder_translate_each_input_once(tmp_path, tiny_model):
     make_collection(tmp_path / "in", valid=8, broken=False)
     out = tmp_path / "out"
-    command = [sys.executable, "-m", "monai_t1t2", "predict", str(tmp_path / "in"), "-o", str(out),
-               "--model", str(tiny_model), "--device", "cpu"]
-    env = dict(os.environ, OMP_NUM_THREADS="1")
+    command, env = _predict_process(tmp_path / "in", out, tiny_model)
     runs = [subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
     results = [run.communicate(timeout=300) for run in runs]
     assert all(run.returncode == 0 for run in runs), [err[-2000:] for _, err in results]
